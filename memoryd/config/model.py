@@ -1,0 +1,114 @@
+"""Typed, validated, defaulted configuration: what the rest of the daemon reads.
+
+The YAML loader (``memoryd.config.loader``) produces these from the one schema
+(``memoryd.config.schema``); nothing else constructs them from user input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+AccessMode = Literal["read-write", "read-only"]
+DirectAccess = Literal["read-write", "read-only", "deny"]
+FlushType = Literal["hybrid_summary", "fifo"]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenAllocation:
+    """Shares of the budget B per tier; they sum to 1."""
+
+    system: float
+    short_term: float
+    long_term: float
+
+
+@dataclass(frozen=True, slots=True)
+class PriorityBlock:
+    """Content types that get ``priority``; ``max_tokens`` caps that priority level."""
+
+    priority: int
+    content_types: tuple[str, ...]
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FlushingStrategy:
+    type: FlushType = "hybrid_summary"
+    summarize_threshold: float = 0.8
+    summary_tokens: int = 500
+    summarize_oldest_percent: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreaker:
+    timeout_s: float = 0.5
+    max_failures: int = 5
+    reset_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Persistence:
+    type: Literal["redis", "embedded"] | None = None  # None: whatever the daemon runs on
+    ttl_s: float | None = 86400.0
+    circuit_breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacyPolicy:
+    redact_patterns: tuple[str, ...] = ()
+    non_persistable_message_types: tuple[str, ...] = ()
+    default_redaction_string: str = "[REDACTED]"
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryResource:
+    """One memory resource with every field defaulted."""
+
+    id: str
+    description: str = ""
+    type: Literal["token_based"] = "token_based"
+    max_tokens: int | None = None
+    max_context_ratio: float | None = None
+    model: str | None = None
+    message_limit: int | None = None
+    default_priority: int = 5
+    token_allocation: TokenAllocation | None = None
+    priority_blocks: tuple[PriorityBlock, ...] = ()
+    flushing_strategy: FlushingStrategy = field(default_factory=FlushingStrategy)
+    persistence: Persistence = field(default_factory=Persistence)
+    privacy_policy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
+    direct_access: DirectAccess = "read-write"
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryReference:
+    """An agent's reference to a memory: resolved level, mode and key template."""
+
+    memory_id: str
+    mode: AccessMode
+    key_template: str
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    id: str
+    level: int  # 0 stateless, 1 single, 2 multi, 3 advanced
+    references: tuple[MemoryReference, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    id: str
+    resources: dict[str, MemoryResource]
+    agents: dict[str, Agent]
+    source: str = "<built-in>"
+
+
+DEFAULT_RESOURCE_ID = "default"
+
+
+def default_project() -> Project:
+    """The built-in project served when no --config is given: one resource, direct keys."""
+    res = MemoryResource(id=DEFAULT_RESOURCE_ID, description="built-in default memory", max_tokens=8000)
+    return Project(id="default", resources={res.id: res}, agents={})

@@ -1,0 +1,109 @@
+"""One exception hierarchy for the daemon.
+
+Every foreseeable failure is a ``MemorydError`` subclass carrying a ``Status``; the
+servicer maps ``Status`` to a gRPC code in exactly one place (``memoryd.status``).
+The store and the engine raise these without knowing anything of gRPC.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Status(Enum):
+    """Abstract status of a failure; mirrors the gRPC codes memoryd uses."""
+
+    INVALID_ARGUMENT = "invalid_argument"
+    NOT_FOUND = "not_found"
+    PERMISSION_DENIED = "permission_denied"
+    UNAUTHENTICATED = "unauthenticated"
+    RESOURCE_EXHAUSTED = "resource_exhausted"
+    FAILED_PRECONDITION = "failed_precondition"
+    UNAVAILABLE = "unavailable"
+    ABORTED = "aborted"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    INTERNAL = "internal"
+
+
+class MemorydError(Exception):
+    """Base of every memoryd error; ``status`` decides the wire status code."""
+
+    status: Status = Status.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(MemorydError):
+    """Bad input; ``field`` names the offending request field (e.g. ``messages[2].role``)."""
+
+    status = Status.INVALID_ARGUMENT
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class NotFound(MemorydError):
+    """Unknown memory resource, agent, or agent reference."""
+
+    status = Status.NOT_FOUND
+
+
+class PermissionDenied(MemorydError):
+    """A write through a read-only reference, direct access denied, or a bad token."""
+
+    status = Status.PERMISSION_DENIED
+
+
+class Unauthenticated(MemorydError):
+    """No credentials where the daemon requires them."""
+
+    status = Status.UNAUTHENTICATED
+
+
+class ResourceExhausted(MemorydError):
+    """A limit was hit: request too large, pinned tier full."""
+
+    status = Status.RESOURCE_EXHAUSTED
+
+
+class PinnedTierFull(ResourceExhausted):
+    """An append would push pinned (priority 0) tokens over the pinned cap."""
+
+
+class FailedPrecondition(MemorydError):
+    """The operation does not apply in the current state (e.g. a stale idempotency key reuse)."""
+
+    status = Status.FAILED_PRECONDITION
+
+
+class StoreUnavailable(MemorydError):
+    """The store cannot be reached (connection error, timeout, breaker open). Safe to retry."""
+
+    status = Status.UNAVAILABLE
+
+
+class LockContention(MemorydError):
+    """The instance lock could not be acquired in time."""
+
+    status = Status.ABORTED
+
+
+class FenceRejected(LockContention):
+    """A flush plan was refused because its fencing token is stale (the lock expired)."""
+
+
+class DeadlineExceeded(MemorydError):
+    """The operation ran out of time."""
+
+    status = Status.DEADLINE_EXCEEDED
+
+
+class ConfigError(Exception):
+    """The project configuration is invalid; ``problems`` lists every error found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems

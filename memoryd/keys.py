@@ -1,0 +1,55 @@
+"""Instance keys: sanitising, namespacing and the Redis Cluster hash tag.
+
+A rendered key is reduced to ``[A-Za-z0-9-_.:]`` and at most 512 characters; when
+that changes anything, a hash of the original is appended, so two different inputs
+can never share an instance. Template rendering lives in ``memoryd.config.templates``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+MAX_KEY_LENGTH = 512
+_HASH_LEN = 16  # hex chars of sha256 appended when sanitising changed the key
+_DISALLOWED = re.compile(r"[^A-Za-z0-9\-_.:]")
+
+
+def sanitize_key(raw: str) -> str:
+    """Return the storage-safe form of ``raw``; injective over all strings."""
+    clean = _DISALLOWED.sub("_", raw)
+    if clean == raw and 0 < len(raw) <= MAX_KEY_LENGTH and not _HASHED_FORM.search(raw):
+        return raw
+    digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_LEN]
+    suffix = f".h{digest}"
+    return clean[: MAX_KEY_LENGTH - len(suffix)] + suffix
+
+
+# A raw key that already looks like a hashed key is hashed too, so a caller can never
+# imitate the sanitised form of another key.
+_HASHED_FORM = re.compile(r"\.h[0-9a-f]{16}$")
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceAddr:
+    """Where one memory instance lives: project, resource, sanitised key."""
+
+    project: str
+    resource: str
+    key: str
+
+    @property
+    def instance_id(self) -> str:
+        """Unique by construction (ids contain no '/'); shown to clients, never logged."""
+        return f"{self.project}/{self.resource}/{self.key}"
+
+    @property
+    def instance_hash(self) -> str:
+        """Short stable hash, safe to log and to use as a metric-free identifier."""
+        return hashlib.sha256(self.instance_id.encode()).hexdigest()[:16]
+
+    @property
+    def hash_tag(self) -> str:
+        """Redis Cluster hash tag shared by every key of this instance."""
+        return "{" + self.instance_hash + "}"

@@ -1,0 +1,129 @@
+"""Plain data passed between the manager, the engine and the stores.
+
+No I/O and no protobuf here: the store and the engine speak these types; the servicer
+converts them to and from the wire (``memoryd.convert``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+ROLES = ("system", "user", "assistant", "tool")
+PINNED_PRIORITY = 0
+
+
+class Kind(StrEnum):
+    MESSAGE = "message"
+    SUMMARY = "summary"
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message ready to store: validated, redacted and counted, seq not yet assigned."""
+
+    role: str
+    content: str
+    content_type: str
+    priority: int | None
+    effective_priority: int
+    token_count: int
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def pinned(self) -> bool:
+        return self.effective_priority == PINNED_PRIORITY
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message as stored: seq and id are assigned by the store and never change."""
+
+    seq: int
+    id: str
+    role: str
+    content: str
+    content_type: str
+    priority: int | None
+    effective_priority: int
+    token_count: int
+    created_at_ms: int
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    kind: Kind = Kind.MESSAGE
+
+    @property
+    def pinned(self) -> bool:
+        return self.effective_priority == PINNED_PRIORITY
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """The rolling summary of flushed messages (one per instance)."""
+
+    content: str
+    token_count: int
+    through_seq: int  # highest seq folded into it
+    updated_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceMeta:
+    """Counters of one instance; maintained atomically with the content."""
+
+    message_count: int = 0
+    pinned_tokens: int = 0
+    recent_tokens: int = 0
+    summary_tokens: int = 0
+    last_seq: int = 0
+    flush_count: int = 0
+    last_flush_at_ms: int | None = None
+    fence: int = 0
+
+    @property
+    def token_count(self) -> int:
+        return self.pinned_tokens + self.recent_tokens + self.summary_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceState:
+    """Everything the engine needs to plan: counters, summary and stored messages (by seq)."""
+
+    meta: InstanceMeta
+    summary: Summary | None
+    messages: tuple[StoredMessage, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AppendedRef:
+    """What an append assigned to one message; remembered for idempotent replays."""
+
+    seq: int
+    id: str
+    token_count: int
+    effective_priority: int
+    created_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendOutcome:
+    refs: tuple[AppendedRef, ...]
+    meta: InstanceMeta
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FlushPlan:
+    """Exact seqs to delete and the summary to write (None: keep the current one)."""
+
+    strategy: str
+    remove_seqs: tuple[int, ...]
+    summary: Summary | None
+    tokens_before: int
+    tokens_after: int
+
+
+@dataclass(frozen=True, slots=True)
+class FlushOutcome:
+    removed_seqs: tuple[int, ...]  # what was really removed (a concurrent clear may shrink it)
+    meta: InstanceMeta

@@ -1,0 +1,108 @@
+"""The storage protocol every backend implements (embedded and Redis).
+
+The store knows nothing of gRPC, configuration or budgets: it stores what the
+manager hands it, atomically, and keeps counters consistent with content. One
+conformance suite (tests/store) runs against every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from memoryd.keys import InstanceAddr
+from memoryd.models import (
+    AppendOutcome,
+    FlushOutcome,
+    FlushPlan,
+    InstanceMeta,
+    InstanceState,
+    NewMessage,
+    StoredMessage,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LockLease:
+    """A held instance lock; ``fence`` increases at every acquisition of that instance."""
+
+    fence: int
+
+
+class MemoryStore(Protocol):
+    """Async storage of memory instances. Every mutation is atomic."""
+
+    @property
+    def backend(self) -> str:
+        """"embedded" or "redis"."""
+        ...
+
+    @property
+    def breaker_state(self) -> str:
+        """"closed", "open" or "half-open" (always "closed" for the embedded store)."""
+        ...
+
+    async def start(self) -> None:
+        """Connect / load scripts; raise StoreUnavailable if the store cannot be reached."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable when the store cannot serve calls."""
+        ...
+
+    async def append(
+        self,
+        addr: InstanceAddr,
+        messages: Sequence[NewMessage],
+        *,
+        idempotency_key: str | None = None,
+        ttl_ms: int | None = None,
+        pinned_cap: int | None = None,
+        workflow_id: str | None = None,
+    ) -> AppendOutcome:
+        """Store the whole batch or nothing.
+
+        Seqs come from the instance's sequence (strictly increasing, never reused, not
+        even after a flush or clear). A known ``idempotency_key`` replays the original
+        outcome and stores nothing. ``pinned_cap``: raise PinnedTierFull (storing
+        nothing) if pinned tokens would exceed it. ``ttl_ms`` is (re)applied to every
+        key of the instance. ``workflow_id`` records the instance in that workflow's
+        index for EndWorkflow.
+        """
+        ...
+
+    async def read(self, addr: InstanceAddr, *, after_seq: int = 0, limit: int = 0) -> list[StoredMessage]:
+        """Stored messages with seq > after_seq, oldest first, at most ``limit`` (0: all)."""
+        ...
+
+    async def state(self, addr: InstanceAddr) -> InstanceState:
+        """Counters, summary and every stored message, read consistently."""
+        ...
+
+    async def meta(self, addr: InstanceAddr) -> InstanceMeta: ...
+
+    async def apply_flush(
+        self, addr: InstanceAddr, plan: FlushPlan, *, fence: int, ttl_ms: int | None = None
+    ) -> FlushOutcome:
+        """Delete exactly ``plan.remove_seqs`` (those still present), write the summary,
+        adjust counters by what was really removed. Raise FenceRejected when ``fence``
+        is not the instance's current fence."""
+        ...
+
+    async def clear(self, addr: InstanceAddr) -> int:
+        """Delete the instance completely; return the number of messages deleted."""
+        ...
+
+    def lock(
+        self, addr: InstanceAddr, *, ttl_ms: int, acquire_timeout_s: float
+    ) -> AbstractAsyncContextManager[LockLease]:
+        """Hold the instance's flush lock; raise LockContention if not acquired in time."""
+        ...
+
+    async def end_workflow(self, project: str, workflow_id: str) -> int:
+        """Delete every instance recorded under the workflow; return how many."""
+        ...
