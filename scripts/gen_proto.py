@@ -32,7 +32,7 @@ def generate() -> dict[str, str]:
         env = dict(os.environ, PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
         cmd = [
             sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO_ROOT}",
-            f"--python_out={tmp}", f"--pyi_out={tmp}",
+            f"--python_out={tmp}", f"--mypy_out={tmp}",
             f"--grpc_python_out={tmp}", f"--mypy_grpc_out={tmp}", *PROTOS,
         ]
         subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True)

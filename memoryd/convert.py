@@ -1,0 +1,69 @@
+"""Conversions between the wire (memoryd.v1 protobuf) and memoryd.models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+from memoryd_client.v1 import memory_pb2 as pb
+
+from memoryd.models import InstanceMeta, Kind, StoredMessage
+
+ROLE_NAMES: dict[pb.Role.ValueType, str] = {
+    pb.ROLE_SYSTEM: "system",
+    pb.ROLE_USER: "user",
+    pb.ROLE_ASSISTANT: "assistant",
+    pb.ROLE_TOOL: "tool",
+}
+ROLE_VALUES: dict[str, pb.Role.ValueType] = {name: value for value, name in ROLE_NAMES.items()}
+STRATEGIES = {"hybrid_summary": pb.FLUSH_STRATEGY_HYBRID_SUMMARY, "fifo": pb.FLUSH_STRATEGY_FIFO}
+MODES = {"read-write": pb.ACCESS_MODE_READ_WRITE, "read-only": pb.ACCESS_MODE_READ_ONLY}
+
+
+def message_to_pb(msg: StoredMessage) -> pb.Message:
+    out = pb.Message(
+        role=ROLE_VALUES.get(msg.role, pb.ROLE_UNSPECIFIED),
+        content=msg.content,
+        content_type=msg.content_type,
+        metadata=msg.metadata,
+        seq=msg.seq,
+        id=msg.id,
+        token_count=msg.token_count,
+        kind=pb.MESSAGE_KIND_SUMMARY if msg.kind is Kind.SUMMARY else pb.MESSAGE_KIND_MESSAGE,
+        effective_priority=msg.effective_priority,
+    )
+    if msg.priority is not None:
+        out.priority = msg.priority
+    out.created_at.FromMilliseconds(msg.created_at_ms)
+    return out
+
+
+def stats_to_pb(
+    meta: InstanceMeta, *, instance_id: str, budget: int, strategy: str, encoding: str
+) -> pb.InstanceStats:
+    out = pb.InstanceStats(
+        instance_id=instance_id,
+        message_count=meta.message_count,
+        token_count=meta.token_count,
+        pinned_tokens=meta.pinned_tokens,
+        summary_tokens=meta.summary_tokens,
+        recent_tokens=meta.recent_tokens,
+        budget_tokens=budget,
+        last_seq=meta.last_seq,
+        flush_count=meta.flush_count,
+        strategy=STRATEGIES.get(strategy, pb.FLUSH_STRATEGY_UNSPECIFIED),
+        encoding=encoding,
+    )
+    if meta.last_flush_at_ms is not None:
+        out.last_flush_at.FromMilliseconds(meta.last_flush_at_ms)
+    return out
+
+
+def struct_to_dict(value: struct_pb2.Struct) -> dict[str, Any]:
+    return json_format.MessageToDict(value)
+
+
+def dict_to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(value)
+    return out

@@ -1,0 +1,150 @@
+"""Server lifecycle: listeners, health, reflection, readiness and graceful shutdown.
+
+Shape borrowed from uvicorn: ``Server.serve()`` starts everything, waits for a
+stop signal, then shuts down in order: health NOT_SERVING, stop accepting, drain
+in-flight calls within the grace period (long streams are told to end), let running
+flushes finish, close the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from memoryd_client.v1 import memory_pb2 as pb
+from memoryd_client.v1 import memory_pb2_grpc as pb_grpc
+
+from memoryd.errors import MemorydError
+from memoryd.manager import MemoryManager
+from memoryd.service import MemoryService
+from memoryd.settings import Settings
+
+log = logging.getLogger("memoryd.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MemoryService"].full_name
+LIVENESS = "liveness"  # stays SERVING while the process works, even when the store is down
+READINESS_NAMES = ("", SERVICE_NAME)
+READINESS_INTERVAL_S = 1.0
+
+
+def is_loopback(address: str) -> bool:
+    """True for unix sockets and loopback TCP addresses (127.0.0.0/8, ::1, localhost)."""
+    if address.startswith("unix:"):
+        return True
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Server:
+    def __init__(self, settings: Settings, manager: MemoryManager) -> None:
+        self.settings = settings
+        self.manager = manager
+        self.shutdown_event = asyncio.Event()
+        self.health = health.aio.HealthServicer()
+        self._servers: list[grpc.aio.Server] = []
+        self._readiness_task: asyncio.Task[None] | None = None
+        self.ports: dict[str, int] = {}
+
+    def _options(self) -> list[tuple[str, Any]]:
+        size = self.settings.max_request_bytes
+        return [
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", size),
+            ("grpc.max_send_message_length", size),
+        ]
+
+    def _bind(self, server: grpc.aio.Server, address: str, name: str) -> None:
+        if address.startswith("unix:"):
+            path = address[len("unix:"):]
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # a stale socket from a crashed run
+            server.add_insecure_port(address)
+            self.ports[name] = 0
+            return
+        port = server.add_insecure_port(address)
+        if port == 0:
+            raise OSError(f"could not bind {name} listener on {address}")
+        self.ports[name] = port
+
+    async def start(self) -> None:
+        for name in (*READINESS_NAMES, LIVENESS):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.manager.start()
+
+        api = grpc.aio.server(options=self._options())
+        pb_grpc.add_MemoryServiceServicer_to_server(MemoryService(self.manager, self.shutdown_event), api)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, api)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            api,
+        )
+        self._bind(api, self.settings.listen, "api")
+        self._servers.append(api)
+        if self.settings.health_listen:
+            probe = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, probe)
+            self._bind(probe, self.settings.health_listen, "health")
+            self._servers.append(probe)
+        for s in self._servers:
+            await s.start()
+        if self.settings.listen.startswith("unix:"):
+            os.chmod(self.settings.listen[len("unix:"):], 0o660)
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+        await self._update_readiness()
+        self._readiness_task = asyncio.create_task(self._readiness_loop(), name="memoryd-readiness")
+        log.info("serving", extra={"event": "serving", "ports": self.ports, "store": self.manager.store.backend})
+
+    async def _update_readiness(self) -> None:
+        status: int
+        try:
+            await self.manager.store.ping()
+            status = health_pb2.HealthCheckResponse.SERVING
+        except MemorydError:
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+        if self.shutdown_event.is_set():
+            return
+        for name in READINESS_NAMES:
+            await self.health.set(name, status)
+
+    async def _readiness_loop(self) -> None:
+        while not self.shutdown_event.is_set():
+            await asyncio.sleep(READINESS_INTERVAL_S)
+            await self._update_readiness()
+
+    async def stop(self) -> None:
+        """Graceful stop: NOT_SERVING, stop accepting, drain, finish flushes, close the store."""
+        self.shutdown_event.set()
+        await self.health.enter_graceful_shutdown()
+        if self._readiness_task is not None:
+            self._readiness_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._readiness_task
+        await asyncio.gather(*(s.stop(self.settings.shutdown_grace) for s in self._servers))
+        await self.manager.close()
+        log.info("stopped", extra={"event": "stopped"})
+
+    async def serve(self) -> None:
+        """Run until SIGTERM or SIGINT, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+            log.info("stopping", extra={"event": "stopping", "grace_s": self.settings.shutdown_grace})
+        finally:
+            await self.stop()

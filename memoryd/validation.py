@@ -1,0 +1,101 @@
+"""Request validation: every check names the field it rejects, and runs before any change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from memoryd_client.v1 import memory_pb2 as pb
+
+from memoryd.convert import ROLE_NAMES, struct_to_dict
+from memoryd.errors import InvalidArgument, ResourceExhausted
+from memoryd.settings import Settings
+
+MAX_CONTENT_TYPE = 128
+MAX_IDEMPOTENCY_KEY = 256
+MAX_METADATA_BYTES = 16_384
+MAX_CHUNK = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class RefSpec:
+    """A validated MemoryRef: exactly one of ``key`` and ``agent_id`` is set."""
+
+    memory_id: str
+    key: str | None
+    agent_id: str | None
+    context: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    role: str
+    content: str
+    content_type: str
+    priority: int | None
+    metadata: dict[str, str]
+    persist: bool
+
+
+def ref(r: pb.MemoryRef, settings: Settings, field: str = "ref", *, present: bool = True) -> RefSpec:
+    if not present:
+        raise InvalidArgument(field, "required")
+    if not r.memory_id:
+        raise InvalidArgument(f"{field}.memory_id", "required")
+    target = r.WhichOneof("target")
+    if target == "key":
+        if not r.key:
+            raise InvalidArgument(f"{field}.key", "must not be empty")
+        if len(r.key.encode("utf-8")) > settings.max_key_bytes:
+            raise InvalidArgument(f"{field}.key", f"longer than {settings.max_key_bytes} bytes")
+        return RefSpec(r.memory_id, r.key, None, {})
+    if target == "agent":
+        if not r.agent.agent_id:
+            raise InvalidArgument(f"{field}.agent.agent_id", "required")
+        return RefSpec(r.memory_id, None, r.agent.agent_id, struct_to_dict(r.agent.context))
+    raise InvalidArgument(f"{field}.target", "set either key or agent")
+
+
+def messages(msgs: list[pb.Message], settings: Settings) -> list[IncomingMessage]:
+    if not msgs:
+        raise InvalidArgument("messages", "at least one message is required")
+    if len(msgs) > settings.max_batch_messages:
+        raise ResourceExhausted(
+            f"messages: {len(msgs)} messages exceed the limit of {settings.max_batch_messages} per call"
+        )
+    out = []
+    for i, m in enumerate(msgs):
+        field = f"messages[{i}]"
+        role = ROLE_NAMES.get(m.role)
+        if role is None:
+            raise InvalidArgument(f"{field}.role", "must be SYSTEM, USER, ASSISTANT or TOOL")
+        size = len(m.content.encode("utf-8"))
+        if size > settings.max_message_bytes:
+            raise ResourceExhausted(
+                f"{field}.content: {size} bytes exceed the limit of {settings.max_message_bytes}"
+            )
+        if len(m.content_type) > MAX_CONTENT_TYPE:
+            raise InvalidArgument(f"{field}.content_type", f"longer than {MAX_CONTENT_TYPE} characters")
+        priority = m.priority if m.HasField("priority") else None
+        if priority is not None and priority < 0:
+            raise InvalidArgument(f"{field}.priority", "must be >= 0")
+        meta_size = sum(len(k.encode()) + len(v.encode()) for k, v in m.metadata.items())
+        if meta_size > MAX_METADATA_BYTES:
+            raise InvalidArgument(f"{field}.metadata", f"larger than {MAX_METADATA_BYTES} bytes")
+        out.append(IncomingMessage(
+            role=role, content=m.content, content_type=m.content_type or "text", priority=priority,
+            metadata=dict(m.metadata), persist=m.persist if m.HasField("persist") else True,
+        ))
+    return out
+
+
+def idempotency_key(key: str) -> str | None:
+    if len(key) > MAX_IDEMPOTENCY_KEY:
+        raise InvalidArgument("idempotency_key", f"longer than {MAX_IDEMPOTENCY_KEY} characters")
+    return key or None
+
+
+def read(req: pb.ReadRequest) -> None:
+    if req.view not in (pb.READ_VIEW_UNSPECIFIED, pb.READ_VIEW_CONTEXT, pb.READ_VIEW_RAW):
+        raise InvalidArgument("view", "must be CONTEXT or RAW")
+    if req.chunk_size > MAX_CHUNK:
+        raise InvalidArgument("chunk_size", f"must be <= {MAX_CHUNK}")
