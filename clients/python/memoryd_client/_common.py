@@ -1,0 +1,87 @@
+"""Request building shared by the async and sync clients."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import struct_pb2
+
+from memoryd_client.v1 import memory_pb2 as pb
+
+ROLES = {"system": pb.ROLE_SYSTEM, "user": pb.ROLE_USER, "assistant": pb.ROLE_ASSISTANT, "tool": pb.ROLE_TOOL}
+ROLE_NAMES = {v: k for k, v in ROLES.items()}
+
+DEFAULT_TIMEOUT_S = 5.0
+DEFAULT_READ_TIMEOUT_S = 60.0
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+MessageLike = pb.Message | Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Agent:
+    """Address an instance through an agent's configured reference (mode is enforced)."""
+
+    agent_id: str
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries of UNAVAILABLE: only reads, and appends that carry an idempotency key."""
+
+    attempts: int = 4
+    initial_backoff_s: float = 0.05
+    max_backoff_s: float = 1.0
+    multiplier: float = 2.0
+
+    def backoffs(self) -> Iterable[float]:
+        delay = self.initial_backoff_s
+        for _ in range(self.attempts - 1):
+            yield delay
+            delay = min(delay * self.multiplier, self.max_backoff_s)
+
+
+def channel_options() -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ]
+
+
+def make_ref(memory_id: str, key: str | None, agent: Agent | None) -> pb.MemoryRef:
+    if (key is None) == (agent is None):
+        raise ValueError("pass exactly one of key= and agent=")
+    if key is not None:
+        return pb.MemoryRef(memory_id=memory_id, key=key)
+    assert agent is not None
+    ctx = struct_pb2.Struct()
+    ctx.update(dict(agent.context))
+    return pb.MemoryRef(memory_id=memory_id, agent=pb.AgentScope(agent_id=agent.agent_id, context=ctx))
+
+
+def make_message(m: MessageLike) -> pb.Message:
+    """Accept a pb.Message or a dict like {"role": "user", "content": "hi", "priority": 1}."""
+    if isinstance(m, pb.Message):
+        return m
+    data = dict(m)
+    role = data.pop("role")
+    out = pb.Message(role=ROLES[role] if isinstance(role, str) else role, content=data.pop("content", ""))
+    if "content_type" in data:
+        out.content_type = data.pop("content_type")
+    if data.get("priority") is not None:
+        out.priority = data.pop("priority")
+    data.pop("priority", None)
+    if "persist" in data:
+        out.persist = bool(data.pop("persist"))
+    out.metadata.update(data.pop("metadata", {}) or {})
+    if data:
+        raise ValueError(f"unknown message fields: {sorted(data)}")
+    return out
+
+
+def new_idempotency_key() -> str:
+    return uuid.uuid4().hex

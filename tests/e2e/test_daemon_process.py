@@ -1,0 +1,84 @@
+"""`memoryd serve` as a real process: health, reflection, API, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from memoryd_client import MemoryClient
+from tests.support import daemon_process, free_port, wait_serving
+
+GRACE_S = 3.0
+
+
+def _reflection_services(address: str) -> list[str]:
+    with grpc.insecure_channel(address) as ch:
+        stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+        responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        return [s.name for r in responses for s in r.list_services_response.service]
+
+
+def test_serve_health_reflection_roundtrip_and_sigterm() -> None:
+    api, probe = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    with daemon_process("--listen", api, "--health-listen", probe, "--shutdown-grace", str(GRACE_S)) as proc:
+        wait_serving(probe)
+        wait_serving(api, "memoryd.v1.MemoryService")
+        with grpc.insecure_channel(probe) as ch:
+            live = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="liveness"))
+            assert live.status == health_pb2.HealthCheckResponse.SERVING
+        assert "memoryd.v1.MemoryService" in _reflection_services(api)
+        with MemoryClient(api) as c:
+            c.append("default", [{"role": "user", "content": "from e2e ✓"}], key="e2e")
+            assert [m.content for m in c.read("default", key="e2e", view="raw")] == ["from e2e ✓"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=GRACE_S + 5) == 0
+        assert proc.stderr is not None
+        assert b'"event": "stopped"' in proc.stderr.read()
+
+
+def test_probe_listener_serves_only_health() -> None:
+    api, probe = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    with daemon_process("--listen", api, "--health-listen", probe) as proc:
+        wait_serving(probe)
+        with MemoryClient(probe) as c:
+            try:
+                c.stats("default", key="k")
+                raise AssertionError("memory API reachable on the probe listener")
+            except Exception as exc:  # the client maps UNIMPLEMENTED to a typed error
+                assert "UNIMPLEMENTED" in str(exc)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+
+
+def test_unix_socket_listener(tmp_path: Path) -> None:
+    sock = tmp_path / "memoryd.sock"
+    with daemon_process("--listen", f"unix:{sock}") as proc:
+        wait_serving(f"unix:{sock}")
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o660
+        with MemoryClient(f"unix:{sock}") as c:
+            c.append("default", [{"role": "user", "content": "over a socket"}], key="u")
+            assert c.stats("default", key="u").message_count == 1
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+
+
+def test_env_settings_and_bad_flags() -> None:
+    port = free_port()
+    with daemon_process(env={"MEMORYD_LISTEN": f"127.0.0.1:{port}"}) as proc:
+        wait_serving(f"127.0.0.1:{port}")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    bad = subprocess.run([sys.executable, "-m", "memoryd", "serve", "--max-batch-messages", "lots"],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "--max-batch-messages" in bad.stderr
+    exposed = subprocess.run([sys.executable, "-m", "memoryd", "serve", "--listen", "0.0.0.0:0"],
+                             capture_output=True, text=True, timeout=30)
+    assert exposed.returncode == 2 and "--allow-insecure-bind" in exposed.stderr
