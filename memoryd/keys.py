@@ -11,7 +11,11 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from memoryd.errors import InvalidArgument
+
 MAX_KEY_LENGTH = 512
+MAX_DIRECT_KEY_BYTES = 1024  # a direct key longer than this is a client bug, not a tenant id
+KEY_NAMESPACE = "memoryd"
 _HASH_LEN = 16  # hex chars of sha256 appended when sanitising changed the key
 _DISALLOWED = re.compile(r"[^A-Za-z0-9\-_.:]")
 
@@ -29,6 +33,21 @@ def sanitize_key(raw: str) -> str:
 # A raw key that already looks like a hashed key is hashed too, so a caller can never
 # imitate the sanitised form of another key.
 _HASHED_FORM = re.compile(r"\.h[0-9a-f]{16}$")
+
+
+def validate_direct_key(key: str, field: str = "ref.key") -> str:
+    """Check a client-supplied direct key and return its sanitised form."""
+    if not key:
+        raise InvalidArgument(field, "the key must not be empty")
+    size = len(key.encode("utf-8", "surrogatepass"))
+    if size > MAX_DIRECT_KEY_BYTES:
+        raise InvalidArgument(field, f"the key is {size} bytes; at most {MAX_DIRECT_KEY_BYTES} are allowed")
+    return sanitize_key(key)
+
+
+def resource_prefix(project: str, resource: str) -> str:
+    """Prefix of every storage key of one resource (ids contain no ':', '{' or '}')."""
+    return f"{KEY_NAMESPACE}:{project}:{resource}:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,3 +72,12 @@ class InstanceAddr:
     def hash_tag(self) -> str:
         """Redis Cluster hash tag shared by every key of this instance."""
         return "{" + self.instance_hash + "}"
+
+    @property
+    def key_prefix(self) -> str:
+        """``memoryd:<project>:<resource>:{<hash>}:`` -- namespaced, one cluster slot per instance.
+
+        It carries the instance hash, never the key itself, so no crafted key can
+        imitate another instance's names or escape its resource's namespace.
+        """
+        return resource_prefix(self.project, self.resource) + self.hash_tag + ":"
