@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from memoryd_client import AsyncMemoryClient
 
 from memoryd.config.model import Project, default_project
 from memoryd.manager import MemoryManager
@@ -23,7 +24,6 @@ from memoryd.server import Server
 from memoryd.settings import Settings
 from memoryd.store.base import MemoryStore
 from memoryd.store.embedded import EmbeddedStore
-from memoryd_client import AsyncMemoryClient
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -7,7 +7,6 @@ from typing import Any
 
 import grpc
 import pytest
-
 from memoryd_client import (
     AsyncMemoryClient,
     InvalidArgumentError,
@@ -17,6 +16,7 @@ from memoryd_client import (
     pb,
 )
 from memoryd_client.v1 import memory_pb2_grpc
+
 from tests.support import RunningServer, running_server
 
 MEM = "default"
