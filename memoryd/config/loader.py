@@ -1,0 +1,341 @@
+"""Load a project: the project file plus ``memories/*.yaml`` beside it.
+
+Every problem in every file is collected before anything is built, and raised as one
+``ConfigError`` whose lines read ``<file>:<line>: <field.path>: <problem>``, so one
+``memoryd validate`` run shows everything to fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from memoryd.config.checker import INVALID, Checker, Problem
+from memoryd.config.model import (
+    Agent,
+    CircuitBreaker,
+    FlushingStrategy,
+    MemoryReference,
+    MemoryResource,
+    Persistence,
+    PriorityBlock,
+    PrivacyPolicy,
+    Project,
+    TokenAllocation,
+)
+from memoryd.config.schema import (
+    ACCESS,
+    ALLOCATION_TOLERANCE,
+    CIRCUIT_BREAKER,
+    DEFAULT_MAX_TOKENS,
+    FLUSHING_STRATEGY,
+    PERSISTENCE,
+    PRIVACY_POLICY,
+    PROJECT_FILE,
+    REFERENCE,
+    RESOURCE_FIELDS,
+    RESOURCE_FILE,
+    Obj,
+)
+from memoryd.errors import ConfigError
+
+PROJECT_FILE_NAME = "memoryd.yaml"
+RESOURCE_DIR = "memories"
+_RESOURCE = Obj(RESOURCE_FIELDS)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """A validated mapping, where it came from, and the checker holding its lines."""
+
+    values: dict[str, Any]
+    base: str  # field path of the mapping ("" for a whole resource file)
+    checker: Checker
+
+    def path(self, *names: str) -> str:
+        return ".".join(n for n in (self.base, *names) if n).replace(".[", "[")
+
+    def line(self, *names: str) -> int | None:
+        return self.checker.line_of(self.path(*names), self.checker.line_of(self.base))
+
+    def report(self, names: tuple[str, ...], message: str, line: int | None = None) -> None:
+        self.checker.report(line if line is not None else self.line(*names), self.path(*names), message)
+
+    def where(self) -> str:
+        return f"{self.checker.file}:{self.line('id')}"
+
+
+def project_file_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself, or ``<path>/memoryd.yaml`` when ``path`` is a directory."""
+    p = Path(path)
+    return p / PROJECT_FILE_NAME if p.is_dir() else p
+
+
+def load_project(path: str | os.PathLike[str]) -> Project:
+    """Load and validate a project; ``ConfigError`` lists every problem found."""
+    project_file = project_file_path(path)
+    problems: list[Problem] = []
+    main = Checker(str(project_file), problems)
+    doc = _check_file(main, PROJECT_FILE)
+    entries: list[_Entry] = []
+    for i, values in enumerate(doc.get("memories", ())):
+        if values is not INVALID:
+            entries.append(_Entry(values, f"memories[{i}]", main))
+    files = [str(project_file)]
+    for resource_file in _resource_files(project_file.parent / RESOURCE_DIR):
+        checker = Checker(str(resource_file), problems)
+        files.append(checker.file)
+        values = _check_file(checker, RESOURCE_FILE)
+        if values:
+            entries.append(_Entry(values, "", checker))
+    resources = _unique(entries, "memory")
+    for entry in entries:
+        _check_resource(entry)
+    agent_entries = [_Entry(v, f"agents[{i}]", main) for i, v in enumerate(doc.get("agents", ()))
+                     if v is not INVALID]
+    agents = _unique(agent_entries, "agent")
+    for entry in agent_entries:
+        _check_agent(entry, resources)
+    if problems:
+        rank = {f: i for i, f in enumerate(files)}
+        problems.sort(key=lambda p: (rank.get(p.file, len(rank)), p.line or 0))
+        raise ConfigError([str(p) for p in problems])
+    return Project(
+        id=doc["project"],
+        resources={rid: _build_resource(e.values) for rid, e in resources.items()},
+        agents={aid: _build_agent(e.values) for aid, e in agents.items()},
+        source=str(project_file),
+    )
+
+
+def _check_file(checker: Checker, schema: Obj) -> dict[str, Any]:
+    try:
+        text = Path(checker.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        checker.problems.append(Problem(checker.file, None, "(file)", f"cannot read: {reason}"))
+        return {}
+    try:
+        node = yaml.compose(text, Loader=yaml.CSafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        detail = getattr(exc, "problem", None) or str(exc)
+        checker.report(line, "(yaml)", f"not valid YAML: {detail}")
+        return {}
+    if node is None:
+        checker.report(1, "(root)", "the file is empty")
+        return {}
+    values = checker.check(schema, node, "")
+    return values if values is not INVALID else {}
+
+
+def _resource_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def _unique(entries: list[_Entry], what: str) -> dict[str, _Entry]:
+    """Index entries by id, reporting every duplicate against its first definition."""
+    out: dict[str, _Entry] = {}
+    for entry in entries:
+        ident = entry.values.get("id")
+        if ident is None:
+            continue  # missing or invalid id: already reported
+        if ident in out:
+            entry.report(("id",), f"duplicate {what} id {ident!r} (first defined at {out[ident].where()})")
+        else:
+            out[ident] = entry
+    return out
+
+
+def _check_resource(e: _Entry) -> None:
+    v = e.values
+    if "max_tokens" in v and "max_context_ratio" in v:
+        e.report(("max_context_ratio",), "give max_tokens or max_context_ratio, not both")
+    if "max_context_ratio" in v and "model" not in v:
+        e.report(("max_context_ratio",), "max_context_ratio needs `model` (whose context window it scales)")
+    allocation = v.get("token_allocation", {})
+    if len(allocation) == 3:
+        total = sum(allocation.values())
+        if abs(total - 1.0) > ALLOCATION_TOLERANCE:
+            e.report(("token_allocation",), f"system + short_term + long_term must sum to 1 "
+                                            f"(±{ALLOCATION_TOLERANCE}), got {total:g}")
+    _check_blocks(e)
+    flushing = v.get("flushing_strategy", {})
+    if _get(FLUSHING_STRATEGY, flushing, "type") == "hybrid_summary":
+        if allocation.get("long_term") == 0:
+            e.report(("token_allocation", "long_term"),
+                     "hybrid_summary needs room for the summary: long_term must be > 0 (or use fifo)")
+        summary = _get(FLUSHING_STRATEGY, flushing, "summary_tokens")
+        if "max_tokens" in v and summary >= v["max_tokens"]:
+            e.report(("flushing_strategy", "summary_tokens"),
+                     f"summary_tokens ({summary}) must be smaller than max_tokens ({v['max_tokens']})",
+                     line=e.line("flushing_strategy", "summary_tokens") if "summary_tokens" in flushing
+                     else e.line("max_tokens"))
+
+
+def _check_blocks(e: _Entry) -> None:
+    priorities: dict[int, int] = {}
+    content_types: dict[str, int] = {}
+    for i, block in enumerate(e.values.get("priority_blocks", ())):
+        if block is INVALID:
+            continue
+        where = f"priority_blocks[{i}]"
+        priority = block.get("priority")
+        if priority is not None:
+            if priority in priorities:
+                e.report((where, "priority"),
+                         f"duplicate priority {priority} (also in priority_blocks[{priorities[priority]}])")
+            priorities.setdefault(priority, i)
+        for ct in block.get("content_types", ()):
+            if ct is INVALID:
+                continue
+            if ct in content_types and content_types[ct] != i:
+                e.report((where, "content_types"),
+                         f"content type {ct!r} is already in priority_blocks[{content_types[ct]}]")
+            content_types.setdefault(ct, i)
+
+
+def _check_agent(e: _Entry, resources: dict[str, _Entry]) -> None:
+    v = e.values
+    if any(e.checker.invalid(e.path(n), v, n) for n in ("memory", "memories")):
+        return  # already reported; level rules would only add noise
+    memory, refs = v.get("memory"), v.get("memories")
+    # An invalid memory_key was reported already, but it was given: not "missing".
+    key = INVALID if e.checker.invalid(e.path("memory_key"), v, "memory_key") else v.get("memory_key")
+    if refs is not None:
+        valid = [r for r in refs if r is not INVALID]
+        if any(isinstance(r, dict) for r in valid) and any(isinstance(r, str) for r in valid):
+            e.report(("memories",), "mixes memory ids (Level 2) and references {id, mode, key} (Level 3); "
+                                    "use one form")
+        elif valid and isinstance(valid[0], dict):
+            _check_level3(e, memory, key)
+        elif valid:
+            _check_level2(e, memory, key)
+        for i, ref in enumerate(refs):
+            if ref is not INVALID:
+                sub = ("memories", f"[{i}]", "id") if isinstance(ref, dict) else ("memories", f"[{i}]")
+                _check_known(e, sub, ref["id"] if isinstance(ref, dict) else ref, resources)
+        _check_no_duplicate_refs(e, refs)
+    elif isinstance(memory, str):
+        if key is None:
+            e.report(("memory_key",), "is required with `memory: <id>` (Level 1)", line=e.line())
+        _check_known(e, ("memory",), memory, resources)
+    elif memory is True:
+        e.report(("memories",), "`memory: true` needs `memories: [<id>, ...]` (Level 2)", line=e.line("memory"))
+    elif key is not None:
+        e.report(("memory_key",), "the agent references no memory (add `memory: <id>` or remove memory_key)")
+
+
+def _check_level2(e: _Entry, memory: Any, key: Any) -> None:
+    if memory is not True:
+        got = "missing" if memory is None else f"memory: {memory!r}"
+        e.report(("memory",), f"a list of memory ids (Level 2) requires `memory: true` ({got})",
+                 line=e.line("memory") if memory is not None else e.line("memories"))
+    if key is None:
+        e.report(("memory_key",), "is required with a list of memory ids (Level 2)", line=e.line())
+
+
+def _check_level3(e: _Entry, memory: Any, key: Any) -> None:
+    if memory is not None and memory is not True:
+        e.report(("memory",), f"`memory: {memory!r}` cannot be combined with a list of references (Level 3)")
+    if key is not None:
+        e.report(("memory_key",), "is not used with a list of references (Level 3); give each reference a key")
+
+
+def _check_known(e: _Entry, names: tuple[str, ...], memory_id: str, resources: dict[str, _Entry]) -> None:
+    if memory_id in resources:
+        return
+    close = difflib.get_close_matches(memory_id, list(resources), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(resources)) or 'none'})"
+    path = e.path(*names)
+    e.checker.report(e.checker.line_of(path, e.line()), path, f"unknown memory {memory_id!r}{hint}")
+
+
+def _check_no_duplicate_refs(e: _Entry, refs: list[Any]) -> None:
+    seen: set[str] = set()
+    for i, ref in enumerate(refs):
+        rid = ref.get("id") if isinstance(ref, dict) else ref
+        if rid is None or rid is INVALID:
+            continue
+        if rid in seen:
+            path = e.path("memories", f"[{i}]")
+            e.checker.report(e.checker.line_of(path, e.line()), path, f"memory {rid!r} is referenced twice")
+        seen.add(rid)
+
+
+def _get(schema: Obj, values: dict[str, Any], name: str) -> Any:
+    spec = schema.get(name)
+    assert spec is not None, name
+    return values.get(name, spec.default)
+
+
+def _build_resource(v: dict[str, Any]) -> MemoryResource:
+    flushing = v.get("flushing_strategy", {})
+    persistence = v.get("persistence", {})
+    breaker = persistence.get("circuit_breaker", {})
+    privacy = v.get("privacy_policy", {})
+    allocation = v.get("token_allocation")
+    max_tokens = v.get("max_tokens")
+    if max_tokens is None and "max_context_ratio" not in v:
+        max_tokens = DEFAULT_MAX_TOKENS
+    return MemoryResource(
+        id=v["id"],
+        description=_get(_RESOURCE, v, "description"),
+        type=_get(_RESOURCE, v, "type"),
+        max_tokens=max_tokens,
+        max_context_ratio=v.get("max_context_ratio"),
+        model=v.get("model"),
+        message_limit=v.get("message_limit"),
+        default_priority=_get(_RESOURCE, v, "default_priority"),
+        token_allocation=TokenAllocation(**allocation) if allocation else None,
+        priority_blocks=tuple(
+            PriorityBlock(b["priority"], tuple(b["content_types"]), b.get("max_tokens"))
+            for b in v.get("priority_blocks", ())
+        ),
+        flushing_strategy=FlushingStrategy(
+            type=_get(FLUSHING_STRATEGY, flushing, "type"),
+            summarize_threshold=_get(FLUSHING_STRATEGY, flushing, "summarize_threshold"),
+            summary_tokens=_get(FLUSHING_STRATEGY, flushing, "summary_tokens"),
+            summarize_oldest_percent=_get(FLUSHING_STRATEGY, flushing, "summarize_oldest_percent"),
+        ),
+        persistence=Persistence(
+            type=persistence.get("type"),
+            ttl_s=_get(PERSISTENCE, persistence, "ttl"),  # None when the file says `never`
+            circuit_breaker=CircuitBreaker(
+                timeout_s=_get(CIRCUIT_BREAKER, breaker, "timeout"),
+                max_failures=_get(CIRCUIT_BREAKER, breaker, "max_failures"),
+                reset_timeout_s=_get(CIRCUIT_BREAKER, breaker, "reset_timeout"),
+            ),
+        ),
+        privacy_policy=PrivacyPolicy(
+            redact_patterns=tuple(_get(PRIVACY_POLICY, privacy, "redact_patterns")),
+            non_persistable_message_types=tuple(_get(PRIVACY_POLICY, privacy, "non_persistable_message_types")),
+            default_redaction_string=_get(PRIVACY_POLICY, privacy, "default_redaction_string"),
+        ),
+        direct_access=_get(ACCESS, v.get("access", {}), "direct"),
+    )
+
+
+def _build_agent(v: dict[str, Any]) -> Agent:
+    refs = v.get("memories")
+    memory = v.get("memory")
+    if refs and isinstance(refs[0], dict):
+        level = 3
+        references = tuple(MemoryReference(r["id"], _get(REFERENCE, r, "mode"), r["key"]) for r in refs)
+    elif refs:
+        level = 2
+        references = tuple(MemoryReference(rid, "read-write", v["memory_key"]) for rid in refs)
+    elif isinstance(memory, str):
+        level = 1
+        references = (MemoryReference(memory, "read-write", v["memory_key"]),)
+    else:
+        level, references = 0, ()
+    return Agent(id=v["id"], level=level, references=references)
