@@ -1,0 +1,37 @@
+"""The pure budget engine: priorities, budgets, context views, flush plans, summaries.
+
+No I/O, no asyncio, no tokenizer: token counts arrive with the messages, and the
+summariser receives a ``count`` callable. Rules and decisions: docs/tokens-and-budget.md.
+"""
+
+from memoryd.engine.apply import apply_plan, recount
+from memoryd.engine.budget import (
+    Budget,
+    check_message_fits,
+    check_pinned_append,
+    compute_budget,
+    message_ceiling,
+)
+from memoryd.engine.evict import select_evictions
+from memoryd.engine.flush import needs_flush, plan_flush
+from memoryd.engine.priority import effective_priority
+from memoryd.engine.summarize import summarize
+from memoryd.engine.view import ContextView, context_view, summary_message
+
+__all__ = [
+    "Budget",
+    "ContextView",
+    "apply_plan",
+    "check_message_fits",
+    "check_pinned_append",
+    "compute_budget",
+    "context_view",
+    "effective_priority",
+    "message_ceiling",
+    "needs_flush",
+    "plan_flush",
+    "recount",
+    "select_evictions",
+    "summarize",
+    "summary_message",
+]
