@@ -2,39 +2,62 @@
 
 The manager owns the daemon's policy (access modes, budgets, background flushes);
 the store owns atomicity; the servicer owns the wire. Nothing here is cached that
-another daemon sharing the store could change: every call reads the store.
+another daemon sharing the store could change: every call reads the store. Budgets
+and token counters are derived from the configuration once, at start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from memoryd import engine, tokens
 from memoryd.config.model import MemoryResource, Project
+from memoryd.config.resolve import ResolvedRef, resolve_agent, resolve_direct, resolve_reference
+from memoryd.engine import Budget, ContextView
 from memoryd.errors import InvalidArgument, NotFound, PermissionDenied
-from memoryd.keys import InstanceAddr, sanitize_key
-from memoryd.models import AppendOutcome, InstanceMeta, NewMessage, StoredMessage
+from memoryd.keys import InstanceAddr
+from memoryd.models import AppendOutcome, FlushOutcome, FlushPlan, InstanceMeta, NewMessage, StoredMessage
 from memoryd.settings import Settings
 from memoryd.store.base import MemoryStore
 from memoryd.validation import IncomingMessage, RefSpec
 
 log = logging.getLogger("memoryd.manager")
 
+# Above this many messages, planning and view selection run in a worker thread.
+THREAD_THRESHOLD = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRuntime:
+    """What the daemon derives once from a resource: its budget and token counter."""
+
+    resource: MemoryResource
+    budget: Budget
+    counter: tokens.TokenCounter
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
     """A resolved instance: where it lives, under which resource, with which access."""
 
-    resource: MemoryResource
+    runtime: ResourceRuntime
     addr: InstanceAddr
     mode: str  # "read-write" | "read-only"
     workflow_id: str | None = None
 
+    @property
+    def resource(self) -> MemoryResource:
+        return self.runtime.resource
+
     def require_write(self, operation: str) -> None:
         if self.mode != "read-write":
-            raise PermissionDenied(f"{operation}: reference to memory '{self.resource.id}' is read-only")
+            raise PermissionDenied(f"{operation}: the reference to memory '{self.resource.id}' is read-only")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,14 +67,33 @@ class AppendResult:
     flush_scheduled: bool
 
 
+@dataclass(frozen=True, slots=True)
+class FlushResult:
+    plan: FlushPlan
+    applied: bool
+    removed_seqs: tuple[int, ...]
+    meta: InstanceMeta
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 class MemoryManager:
     def __init__(self, project: Project, store: MemoryStore, settings: Settings) -> None:
         self.project = project
         self.store = store
         self.settings = settings
+        self.runtimes: dict[str, ResourceRuntime] = {}
+        for res in project.resources.values():
+            window = tokens.context_window(res.model) if res.model else None
+            self.runtimes[res.id] = ResourceRuntime(
+                res, engine.compute_budget(res, window), tokens.counter_for_model(res.model)
+            )
         self._flushes: dict[InstanceAddr, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
+        await asyncio.to_thread(tokens.preload)
         await self.store.start()
 
     async def close(self) -> None:
@@ -63,52 +105,109 @@ class MemoryManager:
 
     # -- resolution ---------------------------------------------------------------
 
-    def resource(self, memory_id: str, field: str = "ref.memory_id") -> MemoryResource:
-        res = self.project.resources.get(memory_id)
-        if res is None:
-            raise NotFound(f"{field}: unknown memory '{memory_id}'")
-        return res
-
     def resolve(self, ref: RefSpec) -> Target:
-        res = self.resource(ref.memory_id)
         if ref.key is not None:
-            if res.direct_access == "deny":
-                raise PermissionDenied(f"ref.key: direct keys are not allowed for memory '{res.id}'")
-            addr = InstanceAddr(self.project.id, res.id, sanitize_key(ref.key))
-            mode = "read-only" if res.direct_access == "read-only" else "read-write"
-            return Target(res, addr, mode)
-        raise InvalidArgument("ref.agent", "agent-scoped references need a project configuration")
-
-    # -- operations ---------------------------------------------------------------
-
-    def _prepare(self, res: MemoryResource, msg: IncomingMessage) -> NewMessage:
-        if msg.priority is not None:
-            priority = msg.priority
-        elif msg.role == "system":
-            priority = 0
+            resolved = resolve_direct(self.project, ref.memory_id, ref.key)
         else:
-            priority = res.default_priority
+            assert ref.agent_id is not None
+            if ref.memory_id not in self.project.resources:
+                raise NotFound(f"ref.memory_id: unknown memory '{ref.memory_id}'")
+            resolved = resolve_reference(self.project, ref.agent_id, ref.memory_id, ref.context)
+        return self._target(resolved)
+
+    def _target(self, resolved: ResolvedRef) -> Target:
+        return Target(self.runtimes[resolved.memory_id], resolved.addr, resolved.mode, resolved.workflow_id)
+
+    def resolve_agent(self, agent_id: str, context: Mapping[str, Any]) -> tuple[int, list[ResolvedRef]]:
+        agent, refs = resolve_agent(self.project, agent_id, context)
+        return agent.level, refs
+
+    # -- append -------------------------------------------------------------------
+
+    async def _prepare(self, rt: ResourceRuntime, msg: IncomingMessage) -> NewMessage:
+        priority = engine.effective_priority(rt.resource, msg.role, msg.content_type, msg.priority)
+        count = await tokens.count_message_async(rt.counter, msg.role, msg.content)
         return NewMessage(
             role=msg.role, content=msg.content, content_type=msg.content_type, priority=msg.priority,
-            effective_priority=priority, token_count=0, metadata=msg.metadata,
+            effective_priority=priority, token_count=count, metadata=msg.metadata,
         )
 
     async def append(
         self, target: Target, incoming: Sequence[IncomingMessage], idempotency_key: str | None
     ) -> AppendResult:
         target.require_write("Append")
-        res = target.resource
-        prepared = [self._prepare(res, m) if m.persist else None for m in incoming]
+        rt = target.runtime
+        prepared = [await self._prepare(rt, m) if m.persist else None for m in incoming]
         to_store = [m for m in prepared if m is not None]
-        ttl = res.persistence.ttl_s
+        ttl = rt.resource.persistence.ttl_s
         if to_store:
             outcome = await self.store.append(
                 target.addr, to_store, idempotency_key=idempotency_key,
-                ttl_ms=None if ttl is None else int(ttl * 1000), workflow_id=target.workflow_id,
+                ttl_ms=None if ttl is None else int(ttl * 1000),
+                pinned_cap=rt.budget.pinned_cap, workflow_id=target.workflow_id,
             )
         else:
             outcome = AppendOutcome(refs=(), meta=await self.store.meta(target.addr))
-        return AppendResult(outcome=outcome, messages=tuple(prepared), flush_scheduled=False)
+        scheduled = False
+        if not outcome.replayed and engine.needs_flush(outcome.meta, rt.resource, rt.budget):
+            scheduled = self._schedule_flush(target)
+        return AppendResult(outcome=outcome, messages=tuple(prepared), flush_scheduled=scheduled)
+
+    # -- flush --------------------------------------------------------------------
+
+    def flush_pending(self, addr: InstanceAddr) -> bool:
+        return addr in self._flushes
+
+    def _schedule_flush(self, target: Target) -> bool:
+        """At most one background flush per instance per daemon; never on the append path."""
+        if target.addr in self._flushes:
+            return False
+        task = asyncio.create_task(self._background_flush(target), name=f"flush-{target.addr.instance_hash}")
+        self._flushes[target.addr] = task
+        return True
+
+    async def _background_flush(self, target: Target) -> None:
+        try:
+            result = await self.flush(target)
+            log.info("flush", extra={"event": "flush", "memory_id": target.resource.id,
+                                     "instance": target.addr.instance_hash, "status": "ok",
+                                     "removed": len(result.removed_seqs)})
+        except Exception as exc:  # a background task has no caller to report to
+            log.warning("background flush failed: %s", type(exc).__name__,
+                        extra={"event": "flush", "memory_id": target.resource.id,
+                               "instance": target.addr.instance_hash, "status": "error"})
+        finally:
+            self._flushes.pop(target.addr, None)
+
+    async def _plan(self, target: Target) -> FlushPlan:
+        rt = target.runtime
+        state = await self.store.state(target.addr)
+        count = functools.partial(rt.counter.count_message, "system")
+        args = (state, rt.resource, rt.budget, count, _now_ms())
+        if len(state.messages) > THREAD_THRESHOLD:
+            plan = await asyncio.to_thread(engine.plan_flush, *args)
+        else:
+            plan = engine.plan_flush(*args)
+        return plan
+
+    async def flush(self, target: Target, *, dry_run: bool = False) -> FlushResult:
+        target.require_write("Flush")
+        if dry_run:
+            plan = await self._plan(target)
+            return FlushResult(plan, False, (), await self.store.meta(target.addr))
+        s = self.settings
+        async with self.store.lock(target.addr, ttl_ms=s.flush_lock_ttl_ms,
+                                   acquire_timeout_s=s.lock_acquire_timeout) as lease:
+            plan = await self._plan(target)
+            if not plan.remove_seqs and plan.summary is None:
+                return FlushResult(plan, False, (), await self.store.meta(target.addr))
+            ttl = target.resource.persistence.ttl_s
+            outcome: FlushOutcome = await self.store.apply_flush(
+                target.addr, plan, fence=lease.fence, ttl_ms=None if ttl is None else int(ttl * 1000)
+            )
+        return FlushResult(plan, True, outcome.removed_seqs, outcome.meta)
+
+    # -- reads --------------------------------------------------------------------
 
     async def read_raw(
         self, target: Target, *, after_seq: int, limit: int, chunk: int
@@ -128,6 +227,15 @@ class MemoryManager:
             if len(page) < page_size:
                 return
 
+    async def read_context(self, target: Target, *, max_tokens: int) -> tuple[ContextView, InstanceMeta]:
+        rt = target.runtime
+        state = await self.store.state(target.addr)
+        if len(state.messages) > THREAD_THRESHOLD:
+            view = await asyncio.to_thread(engine.context_view, state, rt.budget, max_tokens or None)
+        else:
+            view = engine.context_view(state, rt.budget, max_tokens or None)
+        return view, state.meta
+
     async def meta(self, target: Target) -> InstanceMeta:
         return await self.store.meta(target.addr)
 
@@ -135,8 +243,7 @@ class MemoryManager:
         target.require_write("Clear")
         return await self.store.clear(target.addr)
 
-    def budget(self, res: MemoryResource) -> int:
-        return res.max_tokens or 0
-
-    def encoding(self, res: MemoryResource) -> str:
-        return ""
+    async def end_workflow(self, workflow_id: str) -> int:
+        if not workflow_id:
+            raise InvalidArgument("workflow_id", "required")
+        return await self.store.end_workflow(self.project.id, workflow_id)

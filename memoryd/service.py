@@ -18,14 +18,18 @@ import grpc
 from memoryd_client.v1 import memory_pb2 as pb
 from memoryd_client.v1 import memory_pb2_grpc as pb_grpc
 
-from memoryd import __version__, validation
-from memoryd.convert import message_to_pb, stats_to_pb
-from memoryd.errors import MemorydError
+from memoryd import __version__, tokens, validation
+from memoryd.config.resolve import effective_settings
+from memoryd.convert import MODES, STRATEGIES, dict_to_struct, message_to_pb, stats_to_pb, struct_to_dict
+from memoryd.engine import summary_message
+from memoryd.errors import InvalidArgument, MemorydError
 from memoryd.manager import MemoryManager, Target
-from memoryd.models import InstanceMeta
+from memoryd.models import InstanceMeta, StoredMessage
 from memoryd.status import grpc_code
 
 log = logging.getLogger("memoryd.service")
+
+LEVELS = {1: pb.CONFIG_LEVEL_SINGLE, 2: pb.CONFIG_LEVEL_MULTI, 3: pb.CONFIG_LEVEL_ADVANCED}
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -81,10 +85,10 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
         return self.manager.resolve(validation.ref(ref, self.settings, present=present))
 
     def _stats(self, target: Target, meta: InstanceMeta) -> pb.InstanceStats:
-        res = target.resource
+        rt = target.runtime
         return stats_to_pb(
-            meta, instance_id=target.addr.instance_id, budget=self.manager.budget(res),
-            strategy=res.flushing_strategy.type, encoding=self.manager.encoding(res),
+            meta, instance_id=target.addr.instance_id, budget=rt.budget.total,
+            strategy=rt.resource.flushing_strategy.type, encoding=rt.counter.encoding_name,
         )
 
     @_unary
@@ -114,23 +118,32 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
         target = self._target(request.ref, request.HasField("ref"))
         validation.read(request)
         chunk = request.chunk_size or self.settings.read_chunk_messages
-        if request.view != pb.READ_VIEW_RAW:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                                "view: CONTEXT reads arrive with the token engine; use READ_VIEW_RAW")
-        meta = await self.manager.meta(target)
+        if request.view == pb.READ_VIEW_RAW:
+            pages = self.manager.read_raw(target, after_seq=request.after_seq, limit=request.limit, chunk=chunk)
+            info = pb.ReadInfo(instance_id=target.addr.instance_id,
+                               last_seq=(await self.manager.meta(target)).last_seq)
+        else:
+            view, meta = await self.manager.read_context(target, max_tokens=request.max_tokens)
+            selected = [m for m in view.messages if m.seq > request.after_seq]
+            if request.limit:
+                selected = selected[: request.limit]
+            info = pb.ReadInfo(
+                instance_id=target.addr.instance_id, message_count=len(selected),
+                token_count=sum(m.token_count for m in selected), budget_tokens=view.budget,
+                last_seq=meta.last_seq,
+            )
+            pages = _chunks(selected, chunk)
         first = True
-        async for page in self.manager.read_raw(
-            target, after_seq=request.after_seq, limit=request.limit, chunk=chunk
-        ):
+        async for page in pages:
             if self.shutdown.is_set():
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "daemon is shutting down; retry")
             resp = pb.ReadResponse(messages=[message_to_pb(m) for m in page])
             if first:
-                resp.info.CopyFrom(pb.ReadInfo(instance_id=target.addr.instance_id, last_seq=meta.last_seq))
+                resp.info.CopyFrom(info)
                 first = False
             yield resp
         if first:
-            yield pb.ReadResponse(info=pb.ReadInfo(instance_id=target.addr.instance_id, last_seq=meta.last_seq))
+            yield pb.ReadResponse(info=info)
 
     @_unary
     async def GetStats(self, request: pb.GetStatsRequest, context: Ctx) -> pb.GetStatsResponse:
@@ -145,17 +158,28 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
             await store.ping()
         except MemorydError:
             reachable = False
+        default = tokens.counter_for_model(None)
         resp = pb.GetHealthResponse(
             healthy=reachable and not self.shutdown.is_set(), store=store.backend,
             store_reachable=reachable, breaker_state=store.breaker_state, version=__version__,
+            encoding=default.encoding_name, encoding_fallback=False,
         )
+        for rt in self.manager.runtimes.values():
+            if rt.counter.fallback:
+                resp.encoding_fallback = True
+                resp.notes.append(f"memory {rt.resource.id}: model {rt.resource.model!r} is unknown; "
+                                  f"counting with {rt.counter.encoding_name}")
         if request.HasField("ref"):
             target = self._target(request.ref, True)
             meta = await self.manager.meta(target)
-            budget = self.manager.budget(target.resource)
+            budget = target.runtime.budget
+            resp.encoding = target.runtime.counter.encoding_name
+            resp.encoding_fallback = target.runtime.counter.fallback
             resp.instance.CopyFrom(pb.InstanceHealth(
                 stats=self._stats(target, meta),
-                token_usage_ratio=meta.token_count / budget if budget else 0.0,
+                token_usage_ratio=meta.token_count / budget.total,
+                flush_pending=self.manager.flush_pending(target.addr),
+                over_threshold=meta.token_count >= budget.flush_at,
             ))
         return resp
 
@@ -164,26 +188,58 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
         target = self._target(request.ref, request.HasField("ref"))
         return pb.ClearResponse(removed_count=await self.manager.clear(target))
 
+    @_unary
     async def Flush(self, request: pb.FlushRequest, context: Ctx) -> pb.FlushResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Flush arrives with the token engine (issue 4)")
-        raise AssertionError("unreachable")
+        target = self._target(request.ref, request.HasField("ref"))
+        result = await self.manager.flush(target, dry_run=request.dry_run)
+        plan = result.plan
+        resp = pb.FlushResponse(
+            removed_seqs=result.removed_seqs if result.applied else plan.remove_seqs,
+            tokens_before=plan.tokens_before, tokens_after=plan.tokens_after, applied=result.applied,
+            strategy=STRATEGIES.get(plan.strategy, pb.FLUSH_STRATEGY_UNSPECIFIED),
+            stats=self._stats(target, result.meta),
+        )
+        if plan.summary is not None:
+            resp.summary.CopyFrom(message_to_pb(summary_message(plan.summary)))
+        return resp
 
+    @_unary
     async def ResolveAgent(self, request: pb.ResolveAgentRequest, context: Ctx) -> pb.ResolveAgentResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            "ResolveAgent arrives with the configuration layer (issue 3)")
-        raise AssertionError("unreachable")
+        if not request.agent_id:
+            raise InvalidArgument("agent_id", "required")
+        level, refs = self.manager.resolve_agent(request.agent_id, struct_to_dict(request.context))
+        return pb.ResolveAgentResponse(
+            agent_id=request.agent_id, level=LEVELS.get(level, pb.CONFIG_LEVEL_UNSPECIFIED),
+            references=[
+                pb.ResolvedReference(memory_id=r.memory_id, mode=MODES[r.mode], key_template=r.key_template,
+                                     key=r.key, instance_id=r.addr.instance_id)
+                for r in refs
+            ],
+        )
 
+    @_unary
     async def ListResources(
         self, request: pb.ListResourcesRequest, context: Ctx
     ) -> pb.ListResourcesResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            "ListResources arrives with the configuration layer (issue 3)")
-        raise AssertionError("unreachable")
+        out = pb.ListResourcesResponse(project=self.manager.project.id)
+        for rt in self.manager.runtimes.values():
+            res = rt.resource
+            out.resources.append(pb.Resource(
+                id=res.id, description=res.description, budget_tokens=rt.budget.total,
+                strategy=STRATEGIES.get(res.flushing_strategy.type, pb.FLUSH_STRATEGY_UNSPECIFIED),
+                encoding=rt.counter.encoding_name, settings=dict_to_struct(effective_settings(res)),
+            ))
+        return out
 
+    @_unary
     async def EndWorkflow(self, request: pb.EndWorkflowRequest, context: Ctx) -> pb.EndWorkflowResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "EndWorkflow arrives with lifecycle cleanup (issue 6)")
-        raise AssertionError("unreachable")
+        return pb.EndWorkflowResponse(deleted_instances=await self.manager.end_workflow(request.workflow_id))
 
     async def Watch(self, request: pb.WatchRequest, context: Ctx) -> AsyncIterator[pb.WatchResponse]:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Watch arrives with change streaming (issue 6)")
         yield pb.WatchResponse()
+
+
+async def _chunks(items: list[StoredMessage], size: int) -> AsyncIterator[list[StoredMessage]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

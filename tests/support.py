@@ -18,7 +18,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from memoryd_client import AsyncMemoryClient
 
-from memoryd.config.model import Project, default_project
+from memoryd.config.model import DEFAULT_RESOURCE_ID, MemoryResource, Project, default_project
 from memoryd.manager import MemoryManager
 from memoryd.server import Server
 from memoryd.settings import Settings
@@ -26,6 +26,13 @@ from memoryd.store.base import MemoryStore
 from memoryd.store.embedded import EmbeddedStore
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def storage_project(max_tokens: int = 100_000_000) -> Project:
+    """The default project with a budget so large that no flush ever runs: tests of
+    storage semantics (order, atomicity, idempotency) see exactly what they appended."""
+    res = MemoryResource(id=DEFAULT_RESOURCE_ID, max_tokens=max_tokens)
+    return Project(id="default", resources={res.id: res}, agents={})
 
 
 def free_port() -> int:

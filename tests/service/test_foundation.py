@@ -17,7 +17,7 @@ from memoryd_client import (
 )
 from memoryd_client.v1 import memory_pb2_grpc
 
-from tests.support import RunningServer, running_server
+from tests.support import RunningServer, running_server, storage_project
 
 MEM = "default"
 
@@ -114,7 +114,7 @@ async def test_invalid_append_is_rejected_and_changes_nothing(
     case: str, request_: pb.AppendRequest, code: grpc.StatusCode, field: str
 ) -> None:
     limits = {"max_message_bytes": 4096, "max_batch_messages": 10, "max_request_bytes": 20_000}
-    async with running_server(**limits) as srv:
+    async with running_server(storage_project(), **limits) as srv:
         async with grpc.aio.insecure_channel(srv.address) as ch:
             stub = memory_pb2_grpc.MemoryServiceStub(ch)
             with pytest.raises(grpc.aio.AioRpcError) as err:
