@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from memoryd_client import AsyncMemoryClient, ResourceExhaustedError, pb
 
 from memoryd.config.model import MemoryResource, PriorityBlock, Project
-from memoryd_client import AsyncMemoryClient, ResourceExhaustedError, pb
 from tests.support import running_server
 
 BUDGET = 600
