@@ -1,0 +1,116 @@
+// The Node client against a real `memoryd serve` on the built-in default project.
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import {
+  InvalidArgumentError, MemoryClient, MemorydError, MessageKind, NotFoundError, Role, newIdempotencyKey,
+} from "../src";
+import { type Daemon, startDaemon } from "./daemon";
+
+describe("MemoryClient on the default project", () => {
+  let daemon: Daemon;
+  let c: MemoryClient;
+  before(async () => {
+    daemon = await startDaemon();
+    c = new MemoryClient(daemon.address);
+  });
+  after(async () => {
+    c?.close();
+    await daemon?.stop();
+  });
+
+  it("appends a batch and reads it back byte for byte, in order, with server-set fields", async () => {
+    const contents = ["héllo wörld", "emoji 🧠🚀 and CJK 記憶", "plain"];
+    const res = await c.append("default", [
+      { role: "system", content: contents[0], priority: 0 },
+      { role: "user", content: contents[1], metadata: { lang: "mixed" } },
+      { role: Role.ROLE_ASSISTANT, content: contents[2], contentType: "text" },
+    ], { key: "node-roundtrip" });
+    assert.deepEqual(res.results.map((r) => r.seq), [1n, 2n, 3n]);
+    assert.ok(res.results.every((r) => r.persisted && r.id !== ""));
+    assert.equal(res.replayed, false);
+    assert.equal(res.stats?.messageCount, 3n);
+
+    const got = await c.readAll("default", { key: "node-roundtrip", view: "raw" });
+    assert.deepEqual(got.map((m) => Buffer.from(m.content, "utf8")), contents.map((s) => Buffer.from(s, "utf8")));
+    assert.deepEqual(got.map((m) => m.seq), [1n, 2n, 3n]);
+    assert.deepEqual(got.map((m) => m.id), res.results.map((r) => r.id));
+    assert.deepEqual(got.map((m) => m.role), [Role.ROLE_SYSTEM, Role.ROLE_USER, Role.ROLE_ASSISTANT]);
+    assert.equal(got[1].metadata.lang, "mixed");
+    assert.ok(got.every((m) => m.kind === MessageKind.MESSAGE_KIND_MESSAGE && m.tokenCount > 0));
+    assert.ok(got[0].createdAt && got[0].createdAt.seconds > 0n);
+  });
+
+  it("replays an append retried with the same idempotency key and stores nothing new", async () => {
+    const key = newIdempotencyKey();
+    const batch = [{ role: "user" as const, content: "only once ✅" }];
+    const first = await c.append("default", batch, { key: "node-idem" }, { idempotencyKey: key });
+    const again = await c.append("default", batch, { key: "node-idem" }, { idempotencyKey: key });
+    assert.equal(again.replayed, true);
+    assert.deepEqual(again.results, first.results);
+    const got = await c.readAll("default", { key: "node-idem", view: "raw" });
+    assert.deepEqual(got.map((m) => m.content), ["only once ✅"]);
+  });
+
+  it("gives each append its own idempotency key by default, so equal batches are both stored", async () => {
+    await c.append("default", [{ role: "user", content: "same" }], { key: "node-auto" });
+    const second = await c.append("default", [{ role: "user", content: "same" }], { key: "node-auto" });
+    assert.equal(second.replayed, false);
+    assert.equal((await c.stats("default", { key: "node-auto" })).messageCount, 2n);
+  });
+
+  it("reads after a seq, with a limit, across many stream items", async () => {
+    const batch = Array.from({ length: 25 }, (_, i) => ({ role: "user" as const, content: `m${i + 1}` }));
+    await c.append("default", batch, { key: "node-paging" });
+    const tail = await c.readAll("default", { key: "node-paging", view: "raw", afterSeq: 20 });
+    assert.deepEqual(tail.map((m) => m.content), ["m21", "m22", "m23", "m24", "m25"]);
+    const page = await c.readAll("default", { key: "node-paging", view: "raw", afterSeq: 5n, limit: 3 });
+    assert.deepEqual(page.map((m) => m.seq), [6n, 7n, 8n]);
+    const chunked = await c.readAll("default", { key: "node-paging", view: "raw", chunkSize: 4 });
+    assert.deepEqual(chunked.map((m) => m.seq), batch.map((_, i) => BigInt(i + 1)));
+    // Breaking out early cancels the stream and leaves the client usable.
+    for await (const m of c.read("default", { key: "node-paging", view: "raw", chunkSize: 1 })) {
+      assert.equal(m.seq, 1n);
+      break;
+    }
+    assert.equal((await c.stats("default", { key: "node-paging" })).lastSeq, 25n);
+  });
+
+  it("reports stats and health", async () => {
+    await c.append("default", [{ role: "user", content: "count me" }], { key: "node-stats" });
+    const s = await c.stats("default", { key: "node-stats" });
+    assert.equal(s.messageCount, 1n);
+    assert.ok(s.tokenCount > 0n && s.instanceId !== "" && s.encoding !== "");
+    const h = await c.health();
+    assert.equal(h.healthy, true);
+    assert.equal(h.store, "embedded");
+    const hi = await c.health("default", { key: "node-stats" });
+    assert.equal(hi.instance?.stats?.messageCount, 1n);
+  });
+
+  it("clears an instance and says how many messages it removed", async () => {
+    await c.append("default", [{ role: "user", content: "a" }, { role: "user", content: "b" }], { key: "node-clear" });
+    assert.equal(await c.clear("default", { key: "node-clear" }), 2n);
+    assert.deepEqual(await c.readAll("default", { key: "node-clear", view: "raw" }), []);
+    assert.equal(await c.clear("default", { key: "node-clear" }), 0n);
+  });
+
+  it("raises typed errors carrying the status code and the server's message", async () => {
+    await assert.rejects(c.append("default", [{ role: "user", content: "x" }], { key: "" }), (err: unknown) => {
+      assert.ok(err instanceof InvalidArgumentError && err instanceof MemorydError);
+      assert.equal(err.code, 3);
+      assert.equal(err.codeName, "INVALID_ARGUMENT");
+      assert.match(err.details, /key/);
+      return true;
+    });
+    await assert.rejects(c.stats("no-such-memory", { key: "k" }), NotFoundError);
+    const stream = c.read("no-such-memory", { key: "k", view: "raw" });
+    await assert.rejects(stream.next(), NotFoundError);
+  });
+
+  it("refuses ambiguous addressing and unknown message fields before calling", async () => {
+    await assert.rejects(c.stats("default", {} as never), TypeError);
+    await assert.rejects(c.stats("default", { key: "k", agent: { agentId: "a" } } as never), TypeError);
+    await assert.rejects(
+      c.append("default", [{ role: "user", content: "x", colour: "red" } as never], { key: "k" }), /unknown message fields/);
+  });
+});
