@@ -48,8 +48,7 @@ def check_bind(s: settings.Settings) -> None:
         )
 
 
-async def _serve(s: settings.Settings, project: Project) -> None:
-    manager = MemoryManager(project, open_store(s), s)
+async def _serve(s: settings.Settings, manager: MemoryManager) -> None:
     await Server(s, manager).serve()
 
 
@@ -62,14 +61,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     logs.configure(s.log_level)
     try:
-        project = load_project(s.config)
+        manager = MemoryManager(load_project(s.config), open_store(s), s)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         print(f"memoryd serve: refusing to start: {len(exc.problems)} configuration error(s)", file=sys.stderr)
         return 1
     try:
-        asyncio.run(_serve(s, project))
+        asyncio.run(_serve(s, manager))
     except MemorydError as exc:
         log.error("startup failed: %s", exc.message, extra={"event": "startup_failed"})
         return 1

@@ -20,7 +20,7 @@ from memoryd import engine, tokens
 from memoryd.config.model import MemoryResource, Project
 from memoryd.config.resolve import ResolvedRef, resolve_agent, resolve_direct, resolve_reference
 from memoryd.engine import Budget, ContextView
-from memoryd.errors import InvalidArgument, NotFound, PermissionDenied
+from memoryd.errors import ConfigError, InvalidArgument, NotFound, PermissionDenied
 from memoryd.keys import InstanceAddr
 from memoryd.models import AppendOutcome, FlushOutcome, FlushPlan, InstanceMeta, NewMessage, StoredMessage
 from memoryd.settings import Settings
@@ -40,6 +40,7 @@ class ResourceRuntime:
     resource: MemoryResource
     budget: Budget
     counter: tokens.TokenCounter
+    store: MemoryStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,27 +82,55 @@ def _now_ms() -> int:
 
 class MemoryManager:
     def __init__(self, project: Project, store: MemoryStore, settings: Settings) -> None:
+        """``store`` is the daemon's store; a resource with ``persistence.type: embedded``
+        gets an in-process store even when the daemon runs on Redis, and one with
+        ``persistence.type: redis`` is refused (ConfigError) when the daemon has no Redis."""
         self.project = project
         self.store = store
         self.settings = settings
+        self.stores: list[MemoryStore] = [store]
         self.runtimes: dict[str, ResourceRuntime] = {}
+        problems = []
         for res in project.resources.values():
+            wanted = res.persistence.type
+            res_store = store
+            if wanted == "redis" and store.backend != "redis":
+                problems.append(f"memory '{res.id}': persistence.type is redis but the daemon has no "
+                                "--redis-url (remove the field to use the daemon's store)")
+            elif wanted == "embedded" and store.backend != "embedded":
+                res_store = self._embedded()
             window = tokens.context_window(res.model) if res.model else None
-            self.runtimes[res.id] = ResourceRuntime(
-                res, engine.compute_budget(res, window), tokens.counter_for_model(res.model)
-            )
+            try:
+                budget = engine.compute_budget(res, window)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+                continue
+            self.runtimes[res.id] = ResourceRuntime(res, budget, tokens.counter_for_model(res.model), res_store)
+        if problems:
+            raise ConfigError(problems)
         self._flushes: dict[InstanceAddr, asyncio.Task[None]] = {}
+
+    def _embedded(self) -> MemoryStore:
+        from memoryd.store.embedded import EmbeddedStore
+
+        extra = next((s for s in self.stores if s.backend == "embedded"), None)
+        if extra is None:
+            extra = EmbeddedStore()
+            self.stores.append(extra)
+        return extra
 
     async def start(self) -> None:
         await asyncio.to_thread(tokens.preload)
-        await self.store.start()
+        for store in self.stores:
+            await store.start()
 
     async def close(self) -> None:
-        """Let running flushes finish (they hold the instance lock), then close the store."""
+        """Let running flushes finish (they hold the instance lock), then close the stores."""
         pending = list(self._flushes.values())
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-        await self.store.close()
+        for store in self.stores:
+            await store.close()
 
     # -- resolution ---------------------------------------------------------------
 
@@ -141,13 +170,13 @@ class MemoryManager:
         to_store = [m for m in prepared if m is not None]
         ttl = rt.resource.persistence.ttl_s
         if to_store:
-            outcome = await self.store.append(
+            outcome = await target.runtime.store.append(
                 target.addr, to_store, idempotency_key=idempotency_key,
                 ttl_ms=None if ttl is None else int(ttl * 1000),
                 pinned_cap=rt.budget.pinned_cap, workflow_id=target.workflow_id,
             )
         else:
-            outcome = AppendOutcome(refs=(), meta=await self.store.meta(target.addr))
+            outcome = AppendOutcome(refs=(), meta=await target.runtime.store.meta(target.addr))
         scheduled = False
         if not outcome.replayed and engine.needs_flush(outcome.meta, rt.resource, rt.budget):
             scheduled = self._schedule_flush(target)
@@ -181,7 +210,7 @@ class MemoryManager:
 
     async def _plan(self, target: Target) -> FlushPlan:
         rt = target.runtime
-        state = await self.store.state(target.addr)
+        state = await target.runtime.store.state(target.addr)
         count = functools.partial(rt.counter.count_message, "system")
         args = (state, rt.resource, rt.budget, count, _now_ms())
         if len(state.messages) > THREAD_THRESHOLD:
@@ -194,15 +223,15 @@ class MemoryManager:
         target.require_write("Flush")
         if dry_run:
             plan = await self._plan(target)
-            return FlushResult(plan, False, (), await self.store.meta(target.addr))
+            return FlushResult(plan, False, (), await target.runtime.store.meta(target.addr))
         s = self.settings
-        async with self.store.lock(target.addr, ttl_ms=s.flush_lock_ttl_ms,
+        async with target.runtime.store.lock(target.addr, ttl_ms=s.flush_lock_ttl_ms,
                                    acquire_timeout_s=s.lock_acquire_timeout) as lease:
             plan = await self._plan(target)
             if not plan.remove_seqs and plan.summary is None:
-                return FlushResult(plan, False, (), await self.store.meta(target.addr))
+                return FlushResult(plan, False, (), await target.runtime.store.meta(target.addr))
             ttl = target.resource.persistence.ttl_s
-            outcome: FlushOutcome = await self.store.apply_flush(
+            outcome: FlushOutcome = await target.runtime.store.apply_flush(
                 target.addr, plan, fence=lease.fence, ttl_ms=None if ttl is None else int(ttl * 1000)
             )
         return FlushResult(plan, True, outcome.removed_seqs, outcome.meta)
@@ -217,7 +246,7 @@ class MemoryManager:
         cursor = after_seq
         while remaining != 0:
             page_size = chunk if remaining < 0 else min(chunk, remaining)
-            page = await self.store.read(target.addr, after_seq=cursor, limit=page_size)
+            page = await target.runtime.store.read(target.addr, after_seq=cursor, limit=page_size)
             if not page:
                 return
             yield page
@@ -229,7 +258,7 @@ class MemoryManager:
 
     async def read_context(self, target: Target, *, max_tokens: int) -> tuple[ContextView, InstanceMeta]:
         rt = target.runtime
-        state = await self.store.state(target.addr)
+        state = await target.runtime.store.state(target.addr)
         if len(state.messages) > THREAD_THRESHOLD:
             view = await asyncio.to_thread(engine.context_view, state, rt.budget, max_tokens or None)
         else:
@@ -237,13 +266,14 @@ class MemoryManager:
         return view, state.meta
 
     async def meta(self, target: Target) -> InstanceMeta:
-        return await self.store.meta(target.addr)
+        return await target.runtime.store.meta(target.addr)
 
     async def clear(self, target: Target) -> int:
         target.require_write("Clear")
-        return await self.store.clear(target.addr)
+        return await target.runtime.store.clear(target.addr)
 
     async def end_workflow(self, workflow_id: str) -> int:
         if not workflow_id:
             raise InvalidArgument("workflow_id", "required")
-        return await self.store.end_workflow(self.project.id, workflow_id)
+        counts = [await store.end_workflow(self.project.id, workflow_id) for store in self.stores]
+        return sum(counts)
