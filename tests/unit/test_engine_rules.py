@@ -1,0 +1,441 @@
+"""Every budget rule on small, hand-checked cases."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import replace
+
+import pytest
+
+from memoryd import tokens
+from memoryd.config.model import FlushingStrategy, MemoryResource, PriorityBlock, TokenAllocation
+from memoryd.engine import (
+    Budget,
+    apply_plan,
+    check_message_fits,
+    check_pinned_append,
+    compute_budget,
+    context_view,
+    effective_priority,
+    message_ceiling,
+    needs_flush,
+    plan_flush,
+    recount,
+    select_evictions,
+    summarize,
+)
+from memoryd.errors import (
+    ConfigError,
+    FailedPrecondition,
+    InvalidArgument,
+    PinnedTierFull,
+    ResourceExhausted,
+    Status,
+)
+from memoryd.models import InstanceMeta, InstanceState, Kind, StoredMessage, Summary
+
+COUNT = functools.partial(tokens.counter_for_model("gpt-4o").count_message, "system")
+
+
+def msg(seq: int, tokens_: int, priority: int = 5, role: str = "user", content: str | None = None) -> StoredMessage:
+    return StoredMessage(
+        seq=seq, id=f"m{seq}", role=role, content=content if content is not None else f"message {seq}",
+        content_type="text", priority=None, effective_priority=priority, token_count=tokens_,
+        created_at_ms=1000 + seq,
+    )
+
+
+def state(*messages: StoredMessage, summary: Summary | None = None) -> InstanceState:
+    return InstanceState(meta=recount(InstanceMeta(), messages, summary), summary=summary, messages=messages)
+
+
+def resource(**kw: object) -> MemoryResource:
+    kw.setdefault("max_tokens", 100)
+    return MemoryResource(id="r", **kw)  # type: ignore[arg-type]
+
+
+def budget_of(**kw: object) -> Budget:
+    return compute_budget(resource(**kw), None)
+
+
+def seqs(view_or_msgs: object) -> list[int]:
+    return [m.seq for m in getattr(view_or_msgs, "messages", view_or_msgs)]  # type: ignore[attr-defined]
+
+
+# -- effective priority ---------------------------------------------------------------
+
+BLOCKS = (
+    PriorityBlock(priority=1, content_types=("user_preference",)),
+    PriorityBlock(priority=8, content_types=("tool_result", "text")),
+    PriorityBlock(priority=3, content_types=("tool_result",)),
+)
+
+
+def test_explicit_priority_wins_over_everything() -> None:
+    res = resource(priority_blocks=BLOCKS)
+    assert effective_priority(res, "system", "user_preference", 7) == 7
+    assert effective_priority(res, "user", "tool_result", 0) == 0
+
+
+def test_content_type_then_role_then_default() -> None:
+    res = resource(priority_blocks=BLOCKS, default_priority=6)
+    assert effective_priority(res, "user", "user_preference", None) == 1
+    assert effective_priority(res, "tool", "tool_result", None) == 3  # listed twice: the lower wins
+    assert effective_priority(res, "system", "text", None) == 8  # a block beats the role
+    assert effective_priority(res, "system", "other", None) == 0
+    assert effective_priority(res, "assistant", "other", None) == 6
+
+
+def test_empty_content_type_is_text() -> None:
+    res = resource(priority_blocks=BLOCKS)
+    assert effective_priority(res, "user", "", None) == 8
+
+
+def test_negative_priority_is_invalid() -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        effective_priority(resource(), "user", "text", -1)
+    assert exc.value.field == "priority"
+
+
+# -- budget arithmetic ---------------------------------------------------------------
+
+
+def test_budget_from_max_tokens_without_allocation() -> None:
+    b = compute_budget(resource(max_tokens=1000), None)
+    assert (b.total, b.pinned_cap, b.summary_cap, b.recent_cap, b.flush_at) == (1000, 1000, 500, 1000, 800)
+    assert dict(b.block_caps) == {}
+    assert b.message_limit is None
+
+
+def test_budget_from_context_ratio() -> None:
+    res = resource(max_tokens=None, max_context_ratio=0.333, model="gpt-4")
+    assert compute_budget(res, tokens.context_window("gpt-4")).total == 2727  # floor(0.333 * 8192)
+    with pytest.raises(ConfigError, match="context window"):
+        compute_budget(res, None)
+    with pytest.raises(ConfigError, match="max_tokens or max_context_ratio"):
+        compute_budget(resource(max_tokens=None), 8192)
+
+
+def test_allocation_shares_floor_and_never_exceed_the_total() -> None:
+    alloc = TokenAllocation(system=0.29, short_term=0.42, long_term=0.29)
+    b = compute_budget(resource(max_tokens=101, token_allocation=alloc), None)
+    assert (b.pinned_cap, b.recent_cap, b.summary_cap) == (29, 42, 29)
+    b = compute_budget(resource(max_tokens=100, token_allocation=alloc), None)
+    assert (b.pinned_cap, b.recent_cap, b.summary_cap) == (29, 42, 29)  # 0.29*100 is 28.999…
+
+
+def test_pinned_cap_is_the_lower_of_block_and_ratio() -> None:
+    alloc = TokenAllocation(system=0.2, short_term=0.6, long_term=0.2)
+    block0 = (PriorityBlock(priority=0, content_types=("policy",), max_tokens=150),)
+    assert budget_of(max_tokens=1000, token_allocation=alloc, priority_blocks=block0).pinned_cap == 150
+    block0 = (PriorityBlock(priority=0, content_types=("policy",), max_tokens=300),)
+    assert budget_of(max_tokens=1000, token_allocation=alloc, priority_blocks=block0).pinned_cap == 200
+    assert compute_budget(resource(max_tokens=1000, priority_blocks=block0), None).pinned_cap == 300
+    big = (PriorityBlock(priority=0, content_types=("policy",), max_tokens=5000),)
+    assert compute_budget(resource(max_tokens=1000, priority_blocks=big), None).pinned_cap == 1000
+
+
+def test_summary_cap_is_the_lower_of_summary_tokens_and_long_term() -> None:
+    alloc = TokenAllocation(system=0.1, short_term=0.6, long_term=0.3)
+    small = FlushingStrategy(summary_tokens=200)
+    large = FlushingStrategy(summary_tokens=900)
+    assert budget_of(max_tokens=1000, token_allocation=alloc, flushing_strategy=small).summary_cap == 200
+    assert budget_of(max_tokens=1000, token_allocation=alloc, flushing_strategy=large).summary_cap == 300
+    assert compute_budget(resource(max_tokens=100, flushing_strategy=large), None).summary_cap == 100
+
+
+def test_block_caps_are_bounded_by_the_recent_ratio() -> None:
+    alloc = TokenAllocation(system=0.1, short_term=0.5, long_term=0.4)
+    blocks = (
+        PriorityBlock(priority=3, content_types=("a",), max_tokens=200),
+        PriorityBlock(priority=4, content_types=("b",), max_tokens=800),
+        PriorityBlock(priority=6, content_types=("c",)),
+        PriorityBlock(priority=3, content_types=("d",), max_tokens=120),
+    )
+    b = compute_budget(resource(max_tokens=1000, token_allocation=alloc, priority_blocks=blocks), None)
+    assert dict(b.block_caps) == {3: 120, 4: 500}
+
+
+def test_flush_threshold_rounds_up() -> None:
+    res = resource(max_tokens=999, flushing_strategy=FlushingStrategy(summarize_threshold=0.75))
+    assert compute_budget(res, None).flush_at == 750  # ceil(749.25)
+
+
+def test_pinned_cap_boundary_for_resource_exhausted() -> None:
+    block0 = (PriorityBlock(priority=0, content_types=("policy",), max_tokens=40),)
+    b = compute_budget(resource(priority_blocks=block0), None)
+    check_pinned_append(b, 30, 10)  # exactly at the cap is allowed
+    check_pinned_append(b, 45, 0)  # adding nothing pinned never fails
+    with pytest.raises(PinnedTierFull) as exc:
+        check_pinned_append(b, 30, 11)
+    assert exc.value.status is Status.RESOURCE_EXHAUSTED
+    assert "40" in exc.value.message
+
+
+def test_message_ceiling() -> None:
+    alloc = TokenAllocation(system=0.2, short_term=0.5, long_term=0.3)
+    blocks = (PriorityBlock(priority=7, content_types=("tool_result",), max_tokens=30),)
+    b = compute_budget(resource(token_allocation=alloc, priority_blocks=blocks), None)
+    assert (message_ceiling(b, 0), message_ceiling(b, 5), message_ceiling(b, 7)) == (20, 50, 30)
+    check_message_fits(b, 7, 30)
+    with pytest.raises(ResourceExhausted, match="31 tokens"):
+        check_message_fits(b, 7, 31)
+
+
+# -- the eviction rule -----------------------------------------------------------------
+
+
+def test_eviction_takes_highest_priority_number_first_then_oldest() -> None:
+    msgs = [msg(1, 10, 2), msg(2, 10, 9), msg(3, 10, 5), msg(4, 10, 9), msg(5, 10, 2)]
+    assert select_evictions(msgs, room=50, block_caps={}, message_limit=None) == set()
+    assert select_evictions(msgs, room=40, block_caps={}, message_limit=None) == {2}
+    assert select_evictions(msgs, room=30, block_caps={}, message_limit=None) == {2, 4}
+    assert select_evictions(msgs, room=20, block_caps={}, message_limit=None) == {2, 3, 4}
+    assert select_evictions(msgs, room=10, block_caps={}, message_limit=None) == {1, 2, 3, 4}
+    assert select_evictions(msgs, room=0, block_caps={}, message_limit=None) == {1, 2, 3, 4, 5}
+
+
+def test_block_cap_evicts_oldest_of_its_own_priority() -> None:
+    msgs = [msg(1, 10, 2), msg(2, 10, 9), msg(3, 10, 2), msg(4, 10, 2)]
+    # priority 2 may hold 20 tokens: its oldest goes, although priority 9 is still there
+    assert select_evictions(msgs, room=100, block_caps={2: 20}, message_limit=None) == {1}
+    assert select_evictions(msgs, room=100, block_caps={2: 5}, message_limit=None) == {1, 3, 4}
+
+
+def test_message_limit() -> None:
+    msgs = [msg(1, 1, 3), msg(2, 1, 4), msg(3, 1, 3), msg(4, 1, 4)]
+    assert select_evictions(msgs, room=100, block_caps={}, message_limit=3) == {2}
+    assert select_evictions(msgs, room=100, block_caps={}, message_limit=1) == {1, 2, 4}
+
+
+# -- the context view ------------------------------------------------------------------
+
+
+def test_view_order_pinned_summary_recent() -> None:
+    summ = Summary(content="Summary of earlier conversation", token_count=8, through_seq=3, updated_at_ms=77)
+    st = state(msg(1, 10, 0, "system"), msg(4, 10), msg(5, 10, 0, "system"), msg(6, 10), summary=summ)
+    v = context_view(st, compute_budget(resource(), None))
+    assert seqs(v) == [1, 5, 3, 4, 6]
+    s = v.messages[2]
+    assert (s.kind, s.role, s.id, s.content_type) == (Kind.SUMMARY, "system", "summary-3", "summary")
+    assert (s.created_at_ms, s.content) == (77, summ.content)
+    assert (v.token_count, v.pinned_tokens, v.summary_tokens, v.omitted, v.budget) == (48, 20, 8, 0, 100)
+
+
+def test_view_keeps_newest_within_budget_and_reports_omissions() -> None:
+    st = state(msg(1, 20, 0, "system"), *[msg(i, 20) for i in range(2, 8)])
+    v = context_view(st, compute_budget(resource(), None))
+    assert seqs(v) == [1, 4, 5, 6, 7]
+    assert (v.token_count, v.omitted) == (100, 2)
+
+
+def test_view_applies_smaller_caller_budget() -> None:
+    st = state(msg(1, 20, 0, "system"), *[msg(i, 20) for i in range(2, 8)])
+    b = compute_budget(resource(), None)
+    assert seqs(context_view(st, b, max_tokens=60)) == [1, 6, 7]
+    assert seqs(context_view(st, b, max_tokens=500)) == [1, 4, 5, 6, 7]  # never more than B
+    assert seqs(context_view(st, b, max_tokens=0)) == [1, 4, 5, 6, 7]  # 0: the resource's budget
+
+
+def test_view_refuses_a_caller_budget_below_the_pinned_tokens() -> None:
+    st = state(msg(1, 30, 0, "system"), msg(2, 30, 0, "system"), msg(3, 5))
+    b = compute_budget(resource(), None)
+    with pytest.raises(InvalidArgument) as exc:
+        context_view(st, b, max_tokens=59)
+    assert exc.value.field == "max_tokens"
+    assert seqs(context_view(st, b, max_tokens=60)) == [1, 2]
+
+
+def test_view_refuses_pinned_over_a_shrunken_budget() -> None:
+    st = state(msg(1, 80, 0, "system"), msg(2, 30, 0, "system"))
+    with pytest.raises(FailedPrecondition, match="110 tokens"):
+        context_view(st, compute_budget(resource(), None))
+
+
+def test_view_leaves_out_a_summary_that_does_not_fit() -> None:
+    summ = Summary(content="Summary …", token_count=30, through_seq=1, updated_at_ms=0)
+    st = state(msg(2, 50, 0, "system"), msg(3, 10), summary=summ)
+    b = compute_budget(resource(), None)
+    assert seqs(context_view(st, b)) == [2, 1, 3]
+    assert seqs(context_view(st, b, max_tokens=70)) == [2, 3]
+    small = compute_budget(resource(flushing_strategy=FlushingStrategy(summary_tokens=20)), None)
+    assert seqs(context_view(st, small)) == [2, 3]  # over its (reconfigured) cap
+    empty = replace(summ, content="", token_count=0)
+    assert seqs(context_view(state(msg(3, 10), summary=empty), b)) == [3]
+
+
+def test_view_recent_tier_bounded_by_short_term_ratio() -> None:
+    alloc = TokenAllocation(system=0.3, short_term=0.4, long_term=0.3)
+    st = state(*[msg(i, 10) for i in range(1, 8)])
+    v = context_view(st, compute_budget(resource(token_allocation=alloc), None))
+    assert seqs(v) == [4, 5, 6, 7]  # 40 tokens, although 70 would fit B
+
+
+def test_view_block_cap_and_ratio_lower_wins() -> None:
+    alloc = TokenAllocation(system=0.2, short_term=0.5, long_term=0.3)
+    blocks = (PriorityBlock(priority=7, content_types=("tool_result",), max_tokens=25),)
+    st = state(msg(1, 10, 7), msg(2, 10, 7), msg(3, 10, 3), msg(4, 10, 7), msg(5, 10, 3))
+    b = compute_budget(resource(token_allocation=alloc, priority_blocks=blocks), None)
+    assert seqs(context_view(st, b)) == [2, 3, 4, 5]  # block: 20 of priority 7; tier: 50
+    wide = (PriorityBlock(priority=7, content_types=("tool_result",), max_tokens=90),)
+    tight = TokenAllocation(system=0.6, short_term=0.3, long_term=0.1)
+    b = compute_budget(resource(token_allocation=tight, priority_blocks=wide), None)
+    assert seqs(context_view(st, b)) == [3, 4, 5]  # the ratio (30) is lower than the block (90)
+
+
+def test_view_message_limit_counts_only_non_pinned() -> None:
+    st = state(msg(1, 1, 0, "system"), msg(2, 1), msg(3, 1), msg(4, 1, 0, "system"), msg(5, 1))
+    v = context_view(st, compute_budget(resource(message_limit=2), None))
+    assert seqs(v) == [1, 4, 3, 5]
+
+
+# -- flushing -------------------------------------------------------------------------
+
+
+def test_needs_flush() -> None:
+    b = compute_budget(resource(max_tokens=100, message_limit=10), None)
+    res = resource()
+    assert not needs_flush(InstanceMeta(recent_tokens=79, message_count=5), res, b)
+    assert needs_flush(InstanceMeta(recent_tokens=79, summary_tokens=1, message_count=5), res, b)
+    assert needs_flush(InstanceMeta(recent_tokens=5, message_count=11), res, b)
+    assert not needs_flush(InstanceMeta(pinned_tokens=100, message_count=11), res, b)  # nothing to flush
+    alloc = TokenAllocation(system=0.2, short_term=0.5, long_term=0.3)
+    b = compute_budget(resource(token_allocation=alloc), None)
+    assert needs_flush(InstanceMeta(recent_tokens=51), res, b)
+    assert not needs_flush(InstanceMeta(recent_tokens=50), res, b)
+
+
+def test_hybrid_folds_the_oldest_percent_into_the_summary() -> None:
+    res = resource(max_tokens=1000)
+    b = compute_budget(res, None)
+    msgs = [msg(1, 10, 0, "system", "You are terse.")] + [
+        msg(i, 50, 5, "user" if i % 2 else "assistant", f"turn {i}") for i in range(2, 12)
+    ]
+    plan = plan_flush(state(*msgs), res, b, COUNT, now_ms=5000)
+    assert plan.strategy == "hybrid_summary"
+    assert plan.remove_seqs == (2, 3, 4)  # ceil(30% of 10)
+    assert plan.summary is not None
+    assert plan.summary.content == (
+        "Summary of earlier conversation (through message #4):\n"
+        "- assistant #2: turn 2\n- user #3: turn 3\n- assistant #4: turn 4"
+    )
+    assert plan.summary.token_count == COUNT(plan.summary.content)
+    assert (plan.summary.through_seq, plan.summary.updated_at_ms) == (4, 5000)
+    assert plan.tokens_before == 510
+    assert plan.tokens_after == 10 + plan.summary.token_count + 350
+
+
+def test_hybrid_folds_at_least_one_and_never_pinned() -> None:
+    res = resource(max_tokens=1000, flushing_strategy=FlushingStrategy(summarize_oldest_percent=1))
+    st = state(msg(1, 10, 0, "system"), msg(2, 60), msg(3, 10, 0, "system"), msg(4, 60))
+    plan = plan_flush(st, res, compute_budget(res, None), COUNT, now_ms=0)
+    assert plan.remove_seqs == (2,)
+
+
+def test_hybrid_summary_never_grows_the_total() -> None:
+    res = resource(max_tokens=1000)
+    st = state(msg(1, 5, 5, "user", "hi"), msg(2, 5, 5, "user", "yo"))
+    plan = plan_flush(st, res, compute_budget(res, None), COUNT, now_ms=0)
+    assert plan.summary is not None
+    assert plan.summary.token_count <= 5  # a 5-token message cannot buy a longer summary
+    assert plan.tokens_after <= plan.tokens_before
+
+
+def test_hybrid_also_evicts_what_the_caps_require() -> None:
+    blocks = (PriorityBlock(priority=7, content_types=("tool_result",), max_tokens=20),)
+    res = resource(max_tokens=1000, priority_blocks=blocks, message_limit=4)
+    msgs = [msg(1, 10), msg(2, 10, 7), msg(3, 10, 7), msg(4, 10, 7), msg(5, 10), msg(6, 10), msg(7, 10), msg(8, 10)]
+    plan = plan_flush(state(*msgs), res, compute_budget(res, None), COUNT, now_ms=0)
+    # fold 1, 2, 3 (ceil 30% of 8); then block 7 keeps 4; limit 4 of (4,5,6,7,8): drop 4 (p7)
+    assert plan.remove_seqs == (1, 2, 3, 4)
+
+
+def test_hybrid_carries_the_earlier_summary() -> None:
+    res = resource(max_tokens=1000)
+    b = compute_budget(res, None)
+    first = plan_flush(state(*[msg(i, 20, content=f"turn {i}") for i in range(1, 5)]), res, b, COUNT, now_ms=1)
+    st = apply_plan(state(*[msg(i, 20, content=f"turn {i}") for i in range(1, 9)]), first)
+    second = plan_flush(st, res, b, COUNT, now_ms=2)
+    assert second.summary is not None
+    assert second.summary.content == (
+        "Summary of earlier conversation (through message #4):\n"
+        "- user #1: turn 1\n- user #2: turn 2\n- user #3: turn 3\n- user #4: turn 4"
+    )
+    assert second.remove_seqs == (3, 4)
+    assert second.summary.through_seq == 4
+
+
+def test_fifo_evicts_by_priority_then_age_below_the_threshold() -> None:
+    res = resource(max_tokens=100, flushing_strategy=FlushingStrategy(type="fifo"))
+    msgs = [msg(1, 10, 0, "system"), msg(2, 20, 3), msg(3, 20, 6), msg(4, 20, 3), msg(5, 20, 6)]
+    plan = plan_flush(state(*msgs), res, compute_budget(res, None), COUNT, now_ms=0)
+    assert plan.strategy == "fifo"
+    assert plan.summary is None
+    assert plan.remove_seqs == (3,)  # 90 -> 70 (< 80): the oldest of the highest number
+    assert (plan.tokens_before, plan.tokens_after) == (90, 70)
+    res = replace(res, flushing_strategy=FlushingStrategy(type="fifo", summarize_threshold=0.6))
+    plan = plan_flush(state(*msgs), res, compute_budget(res, None), COUNT, now_ms=0)
+    assert plan.remove_seqs == (3, 5)  # 90 -> 50 (< 60); priority 6 before priority 3
+    assert (plan.tokens_before, plan.tokens_after) == (90, 50)
+
+
+def test_fifo_message_limit_has_hysteresis() -> None:
+    res = resource(max_tokens=1000, message_limit=10, flushing_strategy=FlushingStrategy(type="fifo"))
+    plan = plan_flush(state(*[msg(i, 1) for i in range(1, 12)]), res, compute_budget(res, None), COUNT, now_ms=0)
+    assert plan.remove_seqs == (1, 2, 3)  # down to 8 = 0.8 x 10
+
+
+def test_no_recent_messages_no_plan() -> None:
+    for kind in ("hybrid_summary", "fifo"):
+        res = resource(flushing_strategy=FlushingStrategy(type=kind))  # type: ignore[arg-type]
+        plan = plan_flush(state(msg(1, 90, 0, "system")), res, compute_budget(res, None), COUNT, now_ms=0)
+        assert (plan.remove_seqs, plan.summary, plan.tokens_after) == ((), None, 90)
+
+
+def test_apply_plan_recounts_and_is_idempotent() -> None:
+    res = resource(max_tokens=200)
+    st = state(msg(1, 10, 0, "system"), *[msg(i, 30) for i in range(2, 8)])
+    plan = plan_flush(st, res, compute_budget(res, None), COUNT, now_ms=42)
+    once = apply_plan(st, plan)
+    assert seqs(once.messages) == [1, 4, 5, 6, 7]
+    assert once.summary == plan.summary
+    assert once.meta.token_count == plan.tokens_after
+    assert (once.meta.message_count, once.meta.pinned_tokens, once.meta.recent_tokens) == (5, 10, 120)
+    assert (once.meta.flush_count, once.meta.last_flush_at_ms, once.meta.last_seq) == (1, 42, 7)
+    assert apply_plan(once, plan) == once
+
+
+# -- the summariser -------------------------------------------------------------------
+
+
+def test_summary_cut_to_its_cap_keeps_first_and_newest() -> None:
+    span = [msg(i, 0, content=f"message number {i} " + "word " * 30) for i in range(10, 40)]
+    text = summarize(None, span, 120, COUNT)
+    assert COUNT(text) <= 120
+    lines = text.split("\n")
+    assert lines[0] == "Summary of earlier conversation (through message #39):"
+    assert lines[1].startswith("- user #10: message number 10")
+    assert "messages omitted" in lines[2]
+    assert lines[-1].startswith("- user #39: message number 39")
+    assert summarize(None, span, 120, COUNT) == text
+
+
+def test_summary_keeps_the_beginning_of_the_earlier_summary() -> None:
+    earlier = "Summary of earlier conversation (through message #9):\n- user #1: the original task " + "x " * 300
+    span = [msg(i, 0, content=f"later {i}") for i in range(10, 13)]
+    text = summarize(earlier, span, 100, COUNT)
+    assert COUNT(text) <= 100
+    assert text.split("\n")[1].startswith("- user #1: the original task")
+    assert text.endswith("- user #12: later 12")
+
+
+def test_summary_whitespace_collapsed_to_one_line_per_message() -> None:
+    text = summarize(None, [msg(3, 0, content="a\n\n  b\tc  ")], 100, COUNT)
+    assert text == "Summary of earlier conversation (through message #3):\n- user #3: a b c"
+
+
+def test_summary_too_small_cap() -> None:
+    assert summarize(None, [msg(1, 0)], 5, COUNT) == ""
+    assert summarize(None, [msg(1, 0)], 0, COUNT) == ""
+    with pytest.raises(ValueError, match="at least one"):
+        summarize(None, [], 100, COUNT)
