@@ -22,7 +22,15 @@ from memoryd.config.resolve import ResolvedRef, resolve_agent, resolve_direct, r
 from memoryd.engine import Budget, ContextView
 from memoryd.errors import ConfigError, InvalidArgument, NotFound, PermissionDenied
 from memoryd.keys import InstanceAddr
-from memoryd.models import AppendOutcome, FlushOutcome, FlushPlan, InstanceMeta, NewMessage, StoredMessage
+from memoryd.models import (
+    AppendOutcome,
+    FlushOutcome,
+    FlushPlan,
+    InstanceMeta,
+    NewMessage,
+    StoredMessage,
+    Summary,
+)
 from memoryd.settings import Settings
 from memoryd.store.base import MemoryStore
 from memoryd.validation import IncomingMessage, RefSpec
@@ -74,6 +82,26 @@ class FlushResult:
     applied: bool
     removed_seqs: tuple[int, ...]
     meta: InstanceMeta
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    messages: list[StoredMessage]
+
+
+@dataclass(frozen=True, slots=True)
+class Flushed:
+    removed_seqs: list[int]  # of the messages this stream delivered
+    summary: Summary | None
+
+
+@dataclass(frozen=True, slots=True)
+class Cleared:
+    pass
+
+
+WatchEvent = Appended | Flushed | Cleared
+WATCH_WAKE_S = 1.0  # longest a watcher sleeps without re-reading the store
 
 
 def _now_ms() -> int:
@@ -267,6 +295,46 @@ class MemoryManager:
 
     async def meta(self, target: Target) -> InstanceMeta:
         return await target.runtime.store.meta(target.addr)
+
+    async def watch(
+        self, target: Target, *, after_seq: int, chunk: int, stop: asyncio.Event
+    ) -> AsyncIterator[WatchEvent]:
+        """Changes of one instance, read from the store at the consumer's pace.
+
+        Nothing is buffered per watcher beyond one page: a slow consumer only lags
+        behind the store (gRPC flow control pauses this generator), it never makes the
+        daemon hold more. Resuming with ``after_seq`` replays what was missed.
+        """
+        store, addr = target.runtime.store, target.addr
+        cursor = after_seq
+        delivered: set[int] = set()
+        flushes = (await store.meta(addr)).flush_count
+        while not stop.is_set():
+            meta = await store.meta(addr)
+            if meta.last_seq < cursor:  # the sequence went back: the instance was cleared or expired
+                cursor, flushes = 0, meta.flush_count
+                delivered.clear()
+                yield Cleared()
+                continue
+            if meta.flush_count != flushes:
+                flushes = meta.flush_count
+                state = await store.state(addr)
+                removed = delivered - {m.seq for m in state.messages}
+                delivered -= removed
+                yield Flushed(sorted(removed), state.summary)
+            page = await store.read(addr, after_seq=cursor, limit=chunk)
+            if page:
+                cursor = page[-1].seq
+                delivered.update(m.seq for m in page)
+                yield Appended(page)
+                continue
+            waiter = asyncio.ensure_future(store.wait_for_change(addr, after_seq=cursor, timeout_s=WATCH_WAKE_S))
+            stopper = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait((waiter, stopper), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for fut in (waiter, stopper):
+                    fut.cancel()
 
     async def clear(self, target: Target) -> int:
         target.require_write("Clear")

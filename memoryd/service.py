@@ -23,7 +23,7 @@ from memoryd.config.resolve import effective_settings
 from memoryd.convert import MODES, STRATEGIES, dict_to_struct, message_to_pb, stats_to_pb, struct_to_dict
 from memoryd.engine import summary_message
 from memoryd.errors import InvalidArgument, MemorydError
-from memoryd.manager import MemoryManager, Target
+from memoryd.manager import Appended, Flushed, MemoryManager, Target
 from memoryd.models import InstanceMeta, StoredMessage
 from memoryd.status import grpc_code
 
@@ -235,9 +235,21 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
     async def EndWorkflow(self, request: pb.EndWorkflowRequest, context: Ctx) -> pb.EndWorkflowResponse:
         return pb.EndWorkflowResponse(deleted_instances=await self.manager.end_workflow(request.workflow_id))
 
+    @_stream
     async def Watch(self, request: pb.WatchRequest, context: Ctx) -> AsyncIterator[pb.WatchResponse]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Watch arrives with change streaming (issue 6)")
-        yield pb.WatchResponse()
+        target = self._target(request.ref, request.HasField("ref"))
+        events = self.manager.watch(target, after_seq=request.after_seq,
+                                    chunk=self.settings.read_chunk_messages, stop=self.shutdown)
+        async for event in events:
+            if isinstance(event, Appended):
+                yield pb.WatchResponse(appended=pb.Appended(messages=[message_to_pb(m) for m in event.messages]))
+            elif isinstance(event, Flushed):
+                flushed = pb.Flushed(removed_seqs=event.removed_seqs)
+                if event.summary is not None:
+                    flushed.summary.CopyFrom(message_to_pb(summary_message(event.summary)))
+                yield pb.WatchResponse(flushed=flushed)
+            else:
+                yield pb.WatchResponse(cleared=pb.Cleared())
 
 
 async def _chunks(items: list[StoredMessage], size: int) -> AsyncIterator[list[StoredMessage]]:

@@ -104,6 +104,12 @@ class MemoryStore(Protocol):
         """Hold the instance's flush lock; raise LockContention if not acquired in time."""
         ...
 
+    async def wait_for_change(self, addr: InstanceAddr, *, after_seq: int, timeout_s: float) -> None:
+        """Return when the instance may have changed (a message with seq > after_seq exists,
+        a flush or clear happened), or after ``timeout_s``. Spurious returns are allowed:
+        Watch re-reads the store after every return, so this is only a wake-up signal."""
+        ...
+
     async def end_workflow(self, project: str, workflow_id: str) -> int:
         """Delete every instance recorded under the workflow; return how many."""
         ...

@@ -56,6 +56,7 @@ class EmbeddedStore:
         self._workflows: dict[tuple[str, str], set[InstanceAddr]] = {}
         self._sweep_interval_s = sweep_interval_s
         self._sweeper: asyncio.Task[None] | None = None
+        self._changed: dict[InstanceAddr, asyncio.Event] = {}
 
     @property
     def backend(self) -> str:
@@ -86,10 +87,24 @@ class EmbeddedStore:
             for addr in [a for a, i in self._instances.items() if i.expires_at is not None and i.expires_at <= now]:
                 self._drop(addr)
 
+    def _notify(self, addr: InstanceAddr) -> None:
+        event = self._changed.pop(addr, None)
+        if event is not None:
+            event.set()
+
+    async def wait_for_change(self, addr: InstanceAddr, *, after_seq: int, timeout_s: float) -> None:
+        inst = self._get(addr)
+        if inst is not None and inst.meta.last_seq > after_seq:
+            return
+        event = self._changed.setdefault(addr, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout_s)
+
     def _drop(self, addr: InstanceAddr) -> int:
         inst = self._instances.pop(addr, None)
         if inst is None:
             return 0
+        self._notify(addr)
         if inst.workflow_id is not None:
             members = self._workflows.get((addr.project, inst.workflow_id))
             if members is not None:
@@ -160,6 +175,7 @@ class EmbeddedStore:
             inst.workflow_id = workflow_id
             self._workflows.setdefault((addr.project, workflow_id), set()).add(addr)
         self._touch(inst, ttl_ms)
+        self._notify(addr)
         return AppendOutcome(refs=tuple(refs), meta=inst.meta)
 
     async def read(self, addr: InstanceAddr, *, after_seq: int = 0, limit: int = 0) -> list[StoredMessage]:
@@ -211,6 +227,7 @@ class EmbeddedStore:
             last_flush_at_ms=_now_ms(),
         )
         self._touch(inst, ttl_ms)
+        self._notify(addr)
         return FlushOutcome(removed_seqs=tuple(m.seq for m in removed), meta=inst.meta)
 
     async def clear(self, addr: InstanceAddr) -> int:
