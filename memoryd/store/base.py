@@ -70,9 +70,9 @@ class MemoryStore(Protocol):
         while the instance lives (flushes do not reset it). Clear and TTL expiry delete
         the instance completely, sequence included: a later append starts at 1 again.
         A known ``idempotency_key`` replays the original outcome and stores nothing.
-        ``pinned_cap``: raise PinnedTierFull (storing nothing) if pinned tokens would exceed it. ``ttl_ms`` is (re)applied to every
-        key of the instance. ``workflow_id`` records the instance in that workflow's
-        index for EndWorkflow.
+        ``pinned_cap``: raise PinnedTierFull (storing nothing) if pinned tokens would
+        exceed it. ``ttl_ms`` is (re)applied to every key of the instance.
+        ``workflow_id`` records the instance in that workflow's index for EndWorkflow.
         """
         ...
 
