@@ -43,6 +43,7 @@ from memoryd.config.schema import (
     Obj,
 )
 from memoryd.errors import ConfigError
+from memoryd.tokens import context_window
 
 PROJECT_FILE_NAME = "memoryd.yaml"
 RESOURCE_DIR = "memories"
@@ -161,6 +162,9 @@ def _check_resource(e: _Entry) -> None:
         e.report(("max_context_ratio",), "give max_tokens or max_context_ratio, not both")
     if "max_context_ratio" in v and "model" not in v:
         e.report(("max_context_ratio",), "max_context_ratio needs `model` (whose context window it scales)")
+    elif "max_context_ratio" in v and context_window(v["model"]) is None:
+        e.report(("model",), f"the context window of model {v['model']!r} is unknown, so max_context_ratio "
+                             "cannot be applied; give max_tokens instead")
     allocation = v.get("token_allocation", {})
     if len(allocation) == 3:
         total = sum(allocation.values())
@@ -175,8 +179,10 @@ def _check_resource(e: _Entry) -> None:
                      "hybrid_summary needs room for the summary: long_term must be > 0 (or use fifo)")
         summary = _get(FLUSHING_STRATEGY, flushing, "summary_tokens")
         if "max_tokens" in v and summary >= v["max_tokens"]:
+            given = "" if "summary_tokens" in flushing else ", the default"
             e.report(("flushing_strategy", "summary_tokens"),
-                     f"summary_tokens ({summary}) must be smaller than max_tokens ({v['max_tokens']})",
+                     f"summary_tokens ({summary}{given}) must be smaller than max_tokens ({v['max_tokens']}); "
+                     "lower summary_tokens or use type: fifo",
                      line=e.line("flushing_strategy", "summary_tokens") if "summary_tokens" in flushing
                      else e.line("max_tokens"))
 
@@ -220,9 +226,10 @@ def _check_agent(e: _Entry, resources: dict[str, _Entry]) -> None:
         elif valid:
             _check_level2(e, memory, key)
         for i, ref in enumerate(refs):
-            if ref is not INVALID:
+            rid = ref.get("id") if isinstance(ref, dict) else ref
+            if rid is not None and rid is not INVALID:
                 sub = ("memories", f"[{i}]", "id") if isinstance(ref, dict) else ("memories", f"[{i}]")
-                _check_known(e, sub, ref["id"] if isinstance(ref, dict) else ref, resources)
+                _check_known(e, sub, rid, resources)
         _check_no_duplicate_refs(e, refs)
     elif isinstance(memory, str):
         if key is None:
@@ -236,7 +243,7 @@ def _check_agent(e: _Entry, resources: dict[str, _Entry]) -> None:
 
 def _check_level2(e: _Entry, memory: Any, key: Any) -> None:
     if memory is not True:
-        got = "missing" if memory is None else f"memory: {memory!r}"
+        got = "missing" if memory is None else f"got memory: {_yaml_scalar(memory)}"
         e.report(("memory",), f"a list of memory ids (Level 2) requires `memory: true` ({got})",
                  line=e.line("memory") if memory is not None else e.line("memories"))
     if key is None:
@@ -245,9 +252,14 @@ def _check_level2(e: _Entry, memory: Any, key: Any) -> None:
 
 def _check_level3(e: _Entry, memory: Any, key: Any) -> None:
     if memory is not None and memory is not True:
-        e.report(("memory",), f"`memory: {memory!r}` cannot be combined with a list of references (Level 3)")
+        e.report(("memory",), f"`memory: {_yaml_scalar(memory)}` cannot be combined with a list of references "
+                              "(Level 3)")
     if key is not None:
         e.report(("memory_key",), "is not used with a list of references (Level 3); give each reference a key")
+
+
+def _yaml_scalar(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
 def _check_known(e: _Entry, names: tuple[str, ...], memory_id: str, resources: dict[str, _Entry]) -> None:

@@ -77,7 +77,9 @@ class ListOf:
     non_empty: bool = False
 
     def label(self) -> str:
-        return f"list of {type_label(self.item)}"
+        item = self.item
+        labels = [type_label(v) for v in item.variants] if isinstance(item, AnyOf) else [type_label(item)]
+        return "list of " + " or ".join(label + "s" for label in labels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +189,9 @@ CIRCUIT_BREAKER = Obj(
 PERSISTENCE = Obj(
     (
         Field("type", Scalar("enum", choices=("redis", "embedded")),
-              "Expected backend; unset means whatever the daemon runs on (Redis when a URL is given).",
+              "Store for this resource. Unset: the daemon's store (Redis with `--redis-url`, else "
+              "embedded). `embedded` keeps it in process even on Redis (not shared between pods); "
+              "`redis` makes `serve` refuse to start without `--redis-url`.",
               example="redis", default_doc="unset"),
         Field("ttl", Scalar("duration", minimum=0, exclusive_minimum=True, never=True),
               "Idle time after which an instance expires; every write refreshes it. `never` disables expiry.",

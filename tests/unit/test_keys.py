@@ -1,0 +1,143 @@
+"""Key sanitising, direct-key validation and the storage namespace."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from memoryd.errors import InvalidArgument
+from memoryd.keys import (
+    MAX_DIRECT_KEY_BYTES,
+    MAX_KEY_LENGTH,
+    InstanceAddr,
+    resource_prefix,
+    sanitize_key,
+    validate_direct_key,
+)
+
+ALLOWED = re.compile(r"[A-Za-z0-9\-_.:]+")
+
+# Keys an attacker might craft to reach another tenant's instance or escape the namespace.
+CRAFTED = [
+    "../other",
+    "a/../../b",
+    "*",
+    "support-*",
+    "{",
+    "}",
+    "{abc}",
+    "support-{c-9}",
+    "support c-9",
+    " support-c-9",
+    "support-c-9 ",
+    "x" * 10_240,
+    "é",
+    "support-c-9\u200b",
+    "支持",
+    "\x00",
+    "support-c-9\n",
+    "",
+]
+
+
+@given(st.text())
+def test_sanitised_keys_use_only_allowed_characters_and_fit(raw: str) -> None:
+    key = sanitize_key(raw)
+    assert ALLOWED.fullmatch(key)
+    assert len(key) <= MAX_KEY_LENGTH
+
+
+@given(st.text(), st.text())
+def test_distinct_raw_keys_never_share_a_sanitised_key(a: str, b: str) -> None:
+    assert (sanitize_key(a) == sanitize_key(b)) == (a == b)
+
+
+@given(st.text(alphabet="ab _.-h0123456789abcdef", max_size=40), st.text(alphabet="ab _.h0f", max_size=40))
+def test_injective_on_near_collisions(a: str, b: str) -> None:
+    """A small alphabet makes sanitised forms and hash-like suffixes collide often if they can."""
+    assert (sanitize_key(a) == sanitize_key(b)) == (a == b)
+
+
+@given(st.text())
+def test_distinct_raw_keys_never_share_an_instance(raw: str) -> None:
+    other = raw + "x"
+    a = InstanceAddr("p", "r", sanitize_key(raw))
+    b = InstanceAddr("p", "r", sanitize_key(other))
+    assert a.instance_id != b.instance_id
+    assert a.instance_hash != b.instance_hash
+
+
+def test_clean_keys_are_kept_verbatim() -> None:
+    assert sanitize_key("support-c-9") == "support-c-9"
+    assert sanitize_key("a:b.c_d-e") == "a:b.c_d-e"
+    assert sanitize_key("x" * MAX_KEY_LENGTH) == "x" * MAX_KEY_LENGTH
+
+
+@pytest.mark.parametrize("raw", CRAFTED)
+def test_crafted_keys_are_sanitised_and_hashed(raw: str) -> None:
+    key = sanitize_key(raw)
+    assert ALLOWED.fullmatch(key)
+    assert len(key) <= MAX_KEY_LENGTH
+    assert key != raw
+    assert re.search(r"\.h[0-9a-f]{16}$", key)
+
+
+def test_crafted_keys_cannot_reach_each_other_or_a_clean_key() -> None:
+    # ".." is made of allowed characters and stays as is: harmless, since a key is never a
+    # path and storage key names carry only the instance hash (see test_namespace_and_hash_tag).
+    clean = ["support-c-9", "other", "..", "support-c-9.h0123456789abcdef"]
+    keys = [sanitize_key(k) for k in CRAFTED + clean]
+    assert len(set(keys)) == len(keys)
+
+
+def test_a_raw_key_imitating_a_hashed_key_is_hashed_again() -> None:
+    victim = sanitize_key("support c-9")  # "support_c-9.h<16 hex>"
+    assert victim.startswith("support_c-9.h")
+    imitation = sanitize_key(victim)
+    assert imitation != victim
+    assert imitation.startswith(victim)
+
+
+def test_long_keys_keep_their_distinct_hash() -> None:
+    a, b = "x" * 10_000 + "a", "x" * 10_000 + "b"
+    assert len(sanitize_key(a)) == MAX_KEY_LENGTH
+    assert sanitize_key(a) != sanitize_key(b)
+    assert sanitize_key("x" * (MAX_KEY_LENGTH + 1)) != "x" * MAX_KEY_LENGTH
+
+
+def test_validate_direct_key() -> None:
+    assert validate_direct_key("support-c-9") == "support-c-9"
+    assert validate_direct_key("../x") == sanitize_key("../x")
+    assert validate_direct_key("é" * (MAX_DIRECT_KEY_BYTES // 2)) == sanitize_key("é" * (MAX_DIRECT_KEY_BYTES // 2))
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [("", "must not be empty"), ("x" * (MAX_DIRECT_KEY_BYTES + 1), "1025 bytes"), ("é" * 513, "1026 bytes")],
+)
+def test_validate_direct_key_rejects(key: str, problem: str) -> None:
+    with pytest.raises(InvalidArgument, match=problem) as info:
+        validate_direct_key(key)
+    assert info.value.field == "ref.key"
+
+
+def test_namespace_and_hash_tag() -> None:
+    addr = InstanceAddr("support-demo", "customer-support-context", "support-c-9")
+    assert addr.key_prefix == f"memoryd:support-demo:customer-support-context:{{{addr.instance_hash}}}:"
+    assert addr.key_prefix.startswith(resource_prefix("support-demo", "customer-support-context"))
+    assert addr.hash_tag in addr.key_prefix
+    # the prefix holds exactly one hash tag, so Redis Cluster slots by the instance hash
+    assert addr.key_prefix.count("{") == 1
+    assert addr.key_prefix.count("}") == 1
+    other = InstanceAddr("support-demo", "customer-support-context", "support-c-10")
+    assert other.key_prefix != addr.key_prefix
+
+
+@given(st.text(), st.text())
+def test_key_prefixes_of_distinct_keys_differ(a: str, b: str) -> None:
+    pa = InstanceAddr("p", "r", sanitize_key(a)).key_prefix
+    pb = InstanceAddr("p", "r", sanitize_key(b)).key_prefix
+    assert (pa == pb) == (a == b)
