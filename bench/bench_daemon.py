@@ -1,0 +1,189 @@
+"""memoryd end to end: append/read latency and throughput through the daemon, against a
+floor measured in the same run (a bare grpc.aio unary call doing one EVALSHA).
+
+    .venv/bin/python bench/bench_daemon.py [--store redis|embedded] [--n 2000]
+
+Client, daemon, floor server and redis-server all share this machine. Prints a
+Markdown table; bench/README.md keeps the latest one. Not a test: nothing asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from memoryd_client import AsyncMemoryClient  # noqa: E402
+from tests.redis_servers import start_standalone  # noqa: E402
+from tests.support import free_port, wait_serving  # noqa: E402
+
+PROJECT = """
+project: bench
+memories:
+  - id: chat
+    max_tokens: 4000
+    model: gpt-4o
+  - id: archive
+    max_tokens: 100000000
+    model: gpt-4o
+"""
+CONTENT = "The customer reports that the parcel with order number 12345 has not arrived yet; " * 5  # ~430 B
+
+
+def pct(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+async def timed(fn: Callable[[], Awaitable[object]], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+async def throughput(make: Callable[[int], Callable[[], Awaitable[object]]], clients: int, per: int) -> float:
+    calls = [make(i) for i in range(clients)]
+
+    async def run(fn: Callable[[], Awaitable[object]]) -> None:
+        for _ in range(per):
+            await fn()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(run(fn) for fn in calls))
+    return clients * per / (time.perf_counter() - t0)
+
+
+def spawn(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+
+
+async def bench(store: str, n: int) -> list[tuple[str, str, str, str]]:
+    rows: list[tuple[str, str, str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        redis_proc = start_standalone(Path(tmp) / "redis")
+        config = Path(tmp) / "memoryd.yaml"
+        config.write_text(PROJECT)
+        api = f"127.0.0.1:{free_port()}"
+        floor_addr = f"127.0.0.1:{free_port()}"
+        args = [sys.executable, "-m", "memoryd", "serve", "--listen", api, "--config", str(config),
+                "--log-level", "warning"]
+        if store == "redis":
+            args += ["--redis-url", redis_proc.url]
+        daemon = spawn(args)
+        floor = spawn([sys.executable, str(ROOT / "bench" / "floor_server.py"), floor_addr, redis_proc.url])
+        try:
+            assert floor.stdout is not None and floor.stdout.readline().strip() == b"ready"
+            wait_serving(api, "memoryd.v1.MemoryService")
+            channels = [grpc.aio.insecure_channel(floor_addr) for _ in range(16)]
+            floor_calls = [ch.unary_unary("/floor.Floor/Call") for ch in channels]
+            payload = CONTENT.encode()
+
+            def floor_call(i: int) -> Callable[[], Awaitable[object]]:
+                return lambda: floor_calls[i](payload)
+
+            clients = [AsyncMemoryClient(api) for _ in range(16)]
+
+            def append_call(i: int, key: str = "bench") -> Callable[[], Awaitable[object]]:
+                msg = [{"role": "user", "content": CONTENT}]
+                return lambda: clients[i].append("archive", msg, key=f"{key}-{i}")
+
+            # warm up both paths
+            await timed(floor_call(0), 200)
+            await timed(append_call(0, "warm"), 200)
+
+            floor_lat = await timed(floor_call(0), n)
+            append_lat = await timed(append_call(0), n)
+            f50, f99 = pct(floor_lat, 50), pct(floor_lat, 99)
+            a50, a99 = pct(append_lat, 50), pct(append_lat, 99)
+            rows.append(("append p50 (1 client)", f"{a50 * 1e3:.2f} ms", f"{f50 * 1e3:.2f} ms", f"{a50 / f50:.2f}x"))
+            rows.append(("append p99 (1 client)", f"{a99 * 1e3:.2f} ms", f"{f99 * 1e3:.2f} ms", f"{a99 / f99:.2f}x"))
+
+            per = max(50, n // 16)
+            ftp = await throughput(floor_call, 16, per)
+            atp = await throughput(append_call, 16, per)
+            rows.append(("append throughput (16 clients)", f"{atp:,.0f}/s", f"{ftp:,.0f}/s", f"{atp / ftp:.0%}"))
+
+            # CONTEXT read: 1,000 messages, 4,000-token budget (flushes off: archive would never flush,
+            # so fill a 'chat' instance in one go and read before any flush can finish)
+            c = clients[0]
+            for start in range(0, 1000, 250):
+                await c.append("archive", [{"role": "user", "content": f"note {i}: {CONTENT[:120]}"}
+                                           for i in range(start, start + 250)], key="ctx")
+            ctx_lat = await timed(lambda: c.read_all("archive", key="ctx", max_tokens=4000), max(100, n // 10))
+            rows.append(("CONTEXT read, 1,000 msgs, 4,000-token budget, p50", f"{pct(ctx_lat, 50) * 1e3:.2f} ms",
+                         "", f"p99 {pct(ctx_lat, 99) * 1e3:.2f} ms"))
+
+            for start in range(0, 10_000, 1000):
+                await c.append("archive", [{"role": "user", "content": CONTENT} for _ in range(1000)], key="raw")
+            raw_lat = await timed(lambda: c.read_all("archive", key="raw", view="raw", chunk_size=1000), 10)
+            mb = 10_000 * len(payload) / 1e6
+            rows.append(("RAW read, 10,000 x 430 B", f"{mb / statistics.median(raw_lat):.0f} MB/s", "",
+                         f"{statistics.median(raw_lat) * 1e3:.0f} ms each"))
+
+            # append p99 under the same background load, once with flushes running, once without
+            stop = asyncio.Event()
+
+            async def churn(flushing: bool) -> None:
+                i = 0
+                while not stop.is_set():
+                    await clients[15].append("chat", [{"role": "user", "content": CONTENT}], key=f"churn-{flushing}")
+                    if flushing and i % 5 == 0:
+                        await clients[15].flush("chat", key=f"churn-{flushing}")
+                    i += 1
+
+            async def under(flushing: bool) -> list[float]:
+                stop.clear()
+                task = asyncio.create_task(churn(flushing))
+                lat = await timed(append_call(1, f"load-{flushing}"), n)
+                stop.set()
+                await task
+                return lat
+
+            quiet, busy = await under(False), await under(True)
+            q99, b99 = pct(quiet, 99), pct(busy, 99)
+            rows.append(("append p99 while another instance flushes", f"{b99 * 1e3:.2f} ms",
+                         f"{q99 * 1e3:.2f} ms (same load, no flush)", f"{b99 / q99:.2f}x"))
+            for cl in clients:
+                await cl.close()
+            for ch in channels:
+                await ch.close()
+        finally:
+            for proc in (daemon, floor):
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=20)
+            redis_proc.stop()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--store", choices=["redis", "embedded"], default="redis")
+    parser.add_argument("--n", type=int, default=2000)
+    args = parser.parse_args()
+    rows = asyncio.run(bench(args.store, args.n))
+    print(f"\nstore: {args.store}, n={args.n}, {os.cpu_count()} cores, client+daemon+floor+redis on one machine\n")
+    print("| measure | memoryd | floor | ratio / note |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
+if __name__ == "__main__":
+    main()
