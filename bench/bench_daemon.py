@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from memoryd_client import AsyncMemoryClient  # noqa: E402
+
 from tests.redis_servers import start_standalone  # noqa: E402
 from tests.support import free_port, wait_serving  # noqa: E402
 
