@@ -1,0 +1,122 @@
+"""Privacy policy of one resource: redaction and non-persistable messages.
+
+Redaction patterns run on every appended message, on the request path, over
+client-controlled text: they are compiled with RE2, whose matching time is linear
+in the input for every pattern, so no pattern (``(a+)+$`` included) can stall the
+daemon. What RE2 cannot compile (backreferences, lookarounds) is rejected with the
+reason; the configuration loader checks the same way at load time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import re2
+
+from memoryd.config.model import PrivacyPolicy
+
+Pattern = Any  # re2._Regexp (google-re2 ships no type information)
+
+_OPTIONS = re2.Options()
+_OPTIONS.log_errors = False  # the error is reported through ValueError, not RE2's stderr logging
+
+
+def compile_pattern(pattern: str) -> Pattern:
+    """Compile ``pattern`` with RE2; ValueError says why RE2 refuses it."""
+    try:
+        return re2.compile(pattern, _OPTIONS)
+    except re2.error as exc:
+        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ValueError(
+            f"pattern {pattern!r} does not compile with RE2 (no backreferences or lookarounds): {detail}"
+        ) from None
+
+
+def _whole_chars(data: bytes, start: int, end: int) -> tuple[int, int]:
+    """Widen a byte span to whole UTF-8 characters (RE2's ``\\C`` can match half of one)."""
+    while start > 0 and data[start] & 0xC0 == 0x80:
+        start -= 1
+    while end < len(data) and data[end] & 0xC0 == 0x80:
+        end += 1
+    return start, end
+
+
+def _folded(names: Iterable[str]) -> frozenset[str]:
+    return frozenset(n.casefold() for n in names)
+
+
+class PrivacyFilter:
+    """Applies a ``PrivacyPolicy``; build one per resource at startup (compiling is the costly part).
+
+    Redaction semantics: every byte range that any pattern matches in the original
+    content is replaced by ``default_redaction_string``; overlapping matches (from
+    different patterns) merge into one replacement, so the result does not depend
+    on the order of the patterns and no part of a match survives because another
+    pattern matched first. With a single pattern the result equals ``re.subn``.
+    Empty matches replace nothing. Matching runs on the UTF-8 bytes (RE2's native
+    form); RE2's ``\\d``, ``\\w`` and ``\\b`` are ASCII-only, unlike Python's ``re``.
+    """
+
+    __slots__ = ("_any", "_excluded", "_patterns", "_replacement")
+
+    def __init__(self, policy: PrivacyPolicy) -> None:
+        self._patterns: tuple[Pattern, ...] = tuple(compile_pattern(p) for p in policy.redact_patterns)
+        self._replacement = policy.default_redaction_string.encode("utf-8")
+        self._excluded = _folded(policy.non_persistable_message_types)
+        # One combined scan answers "anything to redact?" for the common clean message;
+        # it can fail to compile (e.g. a group name used in two patterns): then skip it.
+        self._any: Pattern | None = None
+        if len(self._patterns) > 1:
+            try:
+                self._any = compile_pattern("|".join(f"(?:{p})" for p in policy.redact_patterns))
+            except ValueError:
+                self._any = None
+
+    @property
+    def redacts(self) -> bool:
+        return bool(self._patterns)
+
+    def redact(self, content: str) -> tuple[str, int]:
+        """Return the redacted content and the number of replacements made."""
+        if not self._patterns or not content:
+            return content, 0
+        data = content.encode("utf-8")
+        if self._any is not None and self._any.search(data) is None:
+            return content, 0
+        spans: list[tuple[int, int]] = []
+        for pattern in self._patterns:
+            for match in pattern.finditer(data):
+                start, end = match.span()
+                if end > start:
+                    spans.append(_whole_chars(data, start, end))
+        if not spans:
+            return content, 0
+        spans.sort()
+        out: list[bytes] = []
+        count = 0
+        cursor = 0
+        cur_start, cur_end = spans[0]
+        for start, end in spans[1:]:
+            if start < cur_end:  # overlaps the current range: extend it
+                cur_end = max(cur_end, end)
+                continue
+            out += (data[cursor:cur_start], self._replacement)
+            count += 1
+            cursor = cur_end
+            cur_start, cur_end = start, end
+        out += (data[cursor:cur_start], self._replacement, data[cur_end:])
+        return b"".join(out).decode("utf-8"), count + 1
+
+    def persistable(self, role: str, content_type: str, explicit: bool | None) -> bool:
+        """Whether a message may be stored.
+
+        An explicit ``persist=False`` from the client always wins. Otherwise a role or
+        content type listed in ``non_persistable_message_types`` (case-insensitive) is
+        never stored -- an explicit ``persist=True`` cannot override the operator's policy.
+        """
+        if explicit is False:
+            return False
+        if not self._excluded:
+            return True
+        return role.casefold() not in self._excluded and content_type.casefold() not in self._excluded
