@@ -27,6 +27,13 @@ _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False  # we report the error ourselves; RE2 would also print it to stderr
 
 
+MAX_NODES = 200_000  # a config is small; more means aliases expanding exponentially ("billion laughs")
+
+
+class TooManyNodes(Exception):
+    """The document expands to more than MAX_NODES nodes; checking stops."""
+
+
 class _Invalid:
     """Marker for a value that failed validation (its problem is already recorded)."""
 
@@ -55,6 +62,7 @@ class Checker:
     problems: list[Problem]
     lines: dict[str, int] = field(default_factory=dict)
     nulls: set[str] = field(default_factory=set)  # paths given as explicit null (= not given)
+    visits: int = 0
     _constructor: yaml.constructor.SafeConstructor = field(default_factory=yaml.constructor.SafeConstructor)
 
     def report(self, line: int | None, path: str, message: str) -> None:
@@ -68,6 +76,9 @@ class Checker:
         return path in self.lines and name not in values and path not in self.nulls
 
     def check(self, t: Type, node: yaml.Node, path: str) -> Any:
+        self.visits += 1
+        if self.visits > MAX_NODES:
+            raise TooManyNodes(path)
         if isinstance(t, Obj):
             return self._obj(t, node, path)
         if isinstance(t, ListOf):
@@ -81,11 +92,10 @@ class Checker:
         if not isinstance(node, yaml.MappingNode):
             self.report(line, path, f"expected a mapping, got {_describe(node)}")
             return INVALID
-        self._constructor.flatten_mapping(node)  # YAML merge keys (<<: *defaults)
         out: dict[str, Any] = {}
         seen: dict[str, int] = {}
         nulls: set[str] = set()
-        for key_node, value_node in node.value:
+        for key_node, value_node in self._pairs(node, path):
             if not (isinstance(key_node, yaml.ScalarNode) and key_node.tag == _TAG + "str"):
                 self.report(_line(key_node), path, f"field names must be strings, got {_describe(key_node)}")
                 continue
@@ -115,6 +125,24 @@ class Checker:
             elif spec.required and spec.name in nulls:
                 self.report(seen[spec.name], child, "is required (got null)")
         return out
+
+    def _pairs(self, node: yaml.MappingNode, path: str) -> list[tuple[yaml.Node, yaml.Node]]:
+        """The mapping's own pairs, then those merged in with ``<<: *anchor`` that it does not override."""
+        own = [(k, v) for k, v in node.value if k.tag != _TAG + "merge"]
+        names = {k.value for k, _ in own if isinstance(k, yaml.ScalarNode)}
+        for k, v in node.value:
+            if k.tag != _TAG + "merge":
+                continue
+            sources = v.value if isinstance(v, yaml.SequenceNode) else [v]
+            for source in sources:
+                if not isinstance(source, yaml.MappingNode):
+                    self.report(_line(source), path, f"a merge key (<<) needs a mapping, got {_describe(source)}")
+                    continue
+                for mk, mv in self._pairs(source, path):
+                    if isinstance(mk, yaml.ScalarNode) and mk.value not in names:
+                        names.add(mk.value)
+                        own.append((mk, mv))
+        return own
 
     def _list(self, t: ListOf, node: yaml.Node, path: str) -> Any:
         if not isinstance(node, yaml.SequenceNode):

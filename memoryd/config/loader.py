@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from memoryd.config.checker import INVALID, Checker, Problem
+from memoryd.config.checker import INVALID, MAX_NODES, Checker, Problem, TooManyNodes
 from memoryd.config.model import (
     Agent,
     CircuitBreaker,
@@ -132,7 +132,12 @@ def _check_file(checker: Checker, schema: Obj) -> dict[str, Any]:
     if node is None:
         checker.report(1, "(root)", "the file is empty")
         return {}
-    values = checker.check(schema, node, "")
+    try:
+        values = checker.check(schema, node, "")
+    except TooManyNodes as exc:
+        checker.report(None, "(root)", f"more than {MAX_NODES} YAML nodes (after expanding aliases); "
+                                       f"checking stopped at {exc.args[0]}")
+        return {}
     return values if values is not INVALID else {}
 
 

@@ -442,3 +442,40 @@ def test_all_problems_are_reported_at_once_in_file_and_line_order(tmp_path: Path
     assert len(found) == len(expected)
     order = [(0 if p.startswith(str(path)) else 1 if "ctx.yaml" in p else 2, int(p.split(":")[1])) for p in found]
     assert order == sorted(order)
+
+
+def test_yaml_anchors_and_merge_keys(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        project: demo
+        memories:
+          - &base
+            id: a
+            max_tokens: 1000
+            persistence: {ttl: 1h}
+          - <<: *base
+            id: b
+            max_tokens: 2000
+        """,
+    )
+    project = load_project(path)
+    assert project.resources["a"].max_tokens == 1000
+    assert project.resources["b"].max_tokens == 2000
+    assert project.resources["b"].persistence.ttl_s == 3600.0
+
+
+def test_merge_key_needs_a_mapping(tmp_path: Path) -> None:
+    path = write(tmp_path, "project: demo\nmemories:\n  - <<: [1]\n    id: a\n")
+    assert_problem(problems(path), path, 3, "memories[0]", "a merge key (<<) needs a mapping, got an integer")
+
+
+def test_alias_expansion_is_bounded(tmp_path: Path) -> None:
+    """A small file whose aliases expand to millions of nodes stops with one problem, quickly."""
+    lines = ["project: demo", "memories:", "  - id: m", "    priority_blocks: &blocks"]
+    lines += [f"      - {{priority: {i}, content_types: [{', '.join(['x'] * 100)}]}}" for i in range(100)]
+    lines += [f"  - {{id: k{i}, priority_blocks: *blocks}}" for i in range(100)]
+    path = tmp_path / "memoryd.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    found = problems(path)
+    assert any(p.startswith(f"{path}: (root): more than 200000 YAML nodes") for p in found)
