@@ -49,9 +49,11 @@ tokens that prime the reply are per *request*, not per message, and are not incl
 ASYNC_INLINE_MAX_CHARS = 2_048
 """``count_message_async`` counts content up to this many characters on the event loop
 and hands longer content to a thread. Measured with bench/bench_engine.py (2 cores,
-mixed-script text): a thread hop costs the loop thread ~45 µs of CPU and adds ~100 µs
-of latency; counting inline costs the loop ~40 µs per KiB. Around 1-2 KiB the loop's
-cost is equal, so typical chat messages stay inline and larger ones leave the loop."""
+mixed-script text): counting costs ~37 µs per KiB; ``asyncio.to_thread`` costs the loop
+thread ~25-35 µs and adds ~80-100 µs of latency and a worker's CPU. The loop's cost
+crosses over near 0.7-1 KiB, but below 2 KiB inline counting blocks the loop for less
+than ~80 µs (a fraction of one gRPC call's ~500 µs), saves the latency and uses less
+CPU in total; above it, the loop is spared."""
 
 
 # -- model -> encoding ---------------------------------------------------------------

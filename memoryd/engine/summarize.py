@@ -33,7 +33,9 @@ from memoryd.models import StoredMessage
 
 HEADER_PREFIX = "Summary of earlier conversation"
 ELLIPSIS = "…"
-_CHARS_PER_TOKEN_BOUND = 16  # a content longer than 16 chars/token of room is pre-trimmed
+_CHARS_PER_TOKEN_BOUND = 16
+"""Texts are trimmed to 16 characters per token of room before counting (real text
+averages ~4), so a huge folded span costs no more than a small one."""
 
 Counter = Callable[[str], int]
 
@@ -42,8 +44,10 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def entry(m: StoredMessage) -> str:
-    return f"- {m.role} #{m.seq}: {_one_line(m.content)}"
+def entry(m: StoredMessage, max_chars: int | None = None) -> str:
+    content = m.content if max_chars is None else m.content[: 2 * max_chars]
+    line = f"- {m.role} #{m.seq}: {_one_line(content)}"
+    return line if max_chars is None else line[:max_chars]
 
 
 def _omitted(n: int) -> str:
@@ -92,17 +96,17 @@ def _join(*parts: str | Sequence[str]) -> str:
 def _span_lines(span: Sequence[StoredMessage], room: int, count: Counter) -> list[str]:
     """First entry + omission marker + newest entries, fitting ``room`` tokens."""
     bound = _CHARS_PER_TOKEN_BOUND * (room + 1)
-    entries = [entry(m)[:bound] for m in (span[0], *span[-1:0:-1])]  # first, then newest first
     first_room = room if len(span) == 1 else max(1, room // 2)
-    first = cut_prefix(entries[0], lambda s: count(s) <= first_room)
+    first = cut_prefix(entry(span[0], bound), lambda s: count(s) <= first_room)
     head = [first] if first else []
-    newest = entries[1:]
+    newest = span[-1:0:-1]
     tail: list[str] = []
 
     def assemble(candidate: str, omitted: int) -> str:
         return _join(head, [_omitted(omitted)] if omitted else [], [candidate], tail)
 
-    for i, e in enumerate(newest):
+    for i, m in enumerate(newest):
+        e = entry(m, bound)
         omitted = len(newest) - i - 1
         if count(assemble(e, omitted)) <= room:
             tail.insert(0, e)
@@ -126,9 +130,13 @@ def summarize(
     if cap <= 0 or count(head) > cap:
         return ""
     prev_body = body_of(previous)
-    full = _join(head, prev_body, [entry(m) for m in span])
-    if count(full) <= cap:
-        return full
+    bound = _CHARS_PER_TOKEN_BOUND * (cap + 1)
+    # A span far longer than the cap could hold (at ~4 characters per token) is not
+    # counted whole: the cutting below handles it at a cost independent of its length.
+    if len(prev_body) + sum(len(m.content) for m in span) <= 2 * bound:
+        full = _join(head, prev_body, [entry(m) for m in span])
+        if count(full) <= cap:
+            return full
 
     room = cap - count(head)
     prev_tokens = count(prev_body) if prev_body else 0
@@ -136,7 +144,7 @@ def summarize(
     lines = _span_lines(span, max(1, new_room), count)
 
     if prev_body:
-        prev_body = cut_prefix(prev_body[: _CHARS_PER_TOKEN_BOUND * (cap + 1)],
+        prev_body = cut_prefix(prev_body[:bound],
                                lambda s: count(_join(head, s, lines)) <= cap)
         if prev_body == ELLIPSIS:
             prev_body = ""

@@ -1,0 +1,170 @@
+"""Benchmark token counting and the pure engine; prints Markdown tables.
+
+    PYTHONPATH=. .venv/bin/python bench/bench_engine.py [--quick]
+
+Counting throughput is compared with calling tiktoken's encoder directly in the
+same process (the ratio shows memoryd's wrapper cost). The async table measures the
+event-loop thread's CPU per message when counting inline vs. via asyncio.to_thread,
+which is where ``tokens.ASYNC_INLINE_MAX_CHARS`` comes from. Engine timings run on
+synthetic conversations with mixed priorities and content types.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import platform
+import random
+import resource
+import sys
+import time
+from collections.abc import Callable
+
+from memoryd import tokens
+from memoryd.config.model import FlushingStrategy, MemoryResource, PriorityBlock
+from memoryd.engine import compute_budget, context_view, effective_priority, plan_flush, recount
+from memoryd.models import InstanceMeta, InstanceState, StoredMessage
+
+TEXT = (
+    "The customer asked whether the refund for order 48213 was processed; the agent checked "
+    "the ledger and confirmed it on 2024-05-02. Привет, мир! 你好，世界。 Grüße 🙂👍🏽 "
+)
+
+
+def _sample(size: int) -> str:
+    return (TEXT * (size // len(TEXT) + 1))[:size]
+
+
+def _pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _time(fn: Callable[[], object], repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def bench_load() -> None:
+    t0 = time.perf_counter()
+    tokens.preload()
+    took = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("## Loading\n")
+    print("| what | value |\n|---|---|")
+    print(f"| preload() of o200k_base + cl100k_base | {took * 1000:.0f} ms |")
+    print(f"| process max RSS after preload | {rss:.0f} MiB |\n")
+
+
+def bench_counting(quick: bool) -> None:
+    print("## Counting throughput\n")
+    print("| encoding | message size | tiktoken encode_ordinary tok/s | count_text tok/s | ratio "
+          "| count_message µs/msg |")
+    print("|---|---|---|---|---|---|")
+    for name in tokens.ENCODINGS:
+        enc = tokens.get_encoding(name)
+        counter = tokens.TokenCounter(name)
+        for size in (430, 4096):
+            corpus = [_sample(size)[i % 7 :] + str(i) for i in range(200 if quick else 1000)]
+            n_tokens = sum(len(enc.encode_ordinary(t)) for t in corpus)
+            raw = min(_time(lambda c=corpus: [enc.encode_ordinary(t) for t in c], 3 if quick else 5))
+            ours = min(_time(lambda c=corpus: [counter.count_text(t) for t in c], 3 if quick else 5))
+            msg = min(_time(lambda c=corpus: [counter.count_message("user", t) for t in c], 3 if quick else 5))
+            print(f"| {name} | {size} B | {n_tokens / raw / 1e6:.2f} M | {n_tokens / ours / 1e6:.2f} M "
+                  f"| {raw / ours:.2f} | {msg / len(corpus) * 1e6:.1f} |")
+    print()
+
+
+async def _async_rows(quick: bool) -> None:
+    counter = tokens.counter_for_model("gpt-4o")
+    n = 100 if quick else 300
+    for size in (512, 1024, 2048, 4096, 16384, 65536):
+        text = _sample(size)
+        row = [f"{size}"]
+        for mode in ("inline", "thread"):
+            cpu0, wall0 = time.thread_time(), time.perf_counter()
+            for _ in range(n):
+                if mode == "inline":
+                    counter.count_message("user", text)
+                else:
+                    await asyncio.to_thread(counter.count_message, "user", text)
+            row += [f"{(time.thread_time() - cpu0) / n * 1e6:.0f}", f"{(time.perf_counter() - wall0) / n * 1e6:.0f}"]
+        print("| " + " | ".join(row) + " |")
+
+
+def bench_async(quick: bool) -> None:
+    print("## count_message_async: inline vs. thread (per message)\n")
+    print(f"Current threshold: inline up to {tokens.ASYNC_INLINE_MAX_CHARS} characters.\n")
+    print("| chars | inline: loop CPU µs | inline: latency µs | to_thread: loop CPU µs | to_thread: latency µs |")
+    print("|---|---|---|---|---|")
+    asyncio.run(_async_rows(quick))
+    print()
+
+
+def _conversation(n: int, res: MemoryResource, seed: int = 7) -> InstanceState:
+    rnd = random.Random(seed)
+    counter = tokens.counter_for_model("gpt-4o")
+    messages = []
+    for seq in range(1, n + 1):
+        role = "system" if seq == 1 else rnd.choice(("user", "assistant", "tool"))
+        ctype = "tool_result" if role == "tool" else rnd.choice(("text", "text", "text", "user_preference"))
+        content = _sample(rnd.randint(40, 600))
+        prio = effective_priority(res, role, ctype, None)
+        messages.append(StoredMessage(
+            seq=seq, id=str(seq), role=role, content=content, content_type=ctype, priority=None,
+            effective_priority=prio, token_count=counter.count_message(role, content), created_at_ms=seq,
+        ))
+    msgs = tuple(messages)
+    return InstanceState(meta=recount(InstanceMeta(), msgs, None), summary=None, messages=msgs)
+
+
+def bench_engine(quick: bool) -> None:
+    blocks = (
+        PriorityBlock(priority=1, content_types=("user_preference",), max_tokens=2000),
+        PriorityBlock(priority=7, content_types=("tool_result",), max_tokens=3000),
+    )
+    count = functools.partial(tokens.counter_for_model("gpt-4o").count_message, "system")
+    repeat = 30 if quick else 200
+    print("## Engine\n")
+    print("| operation | messages | p50 ms | p99 ms |")
+    print("|---|---|---|---|")
+    for n in (1_000, 10_000):
+        res = MemoryResource(id="bench", max_tokens=16_000, message_limit=None, priority_blocks=blocks)
+        budget = compute_budget(res, None)
+        state = _conversation(n, res)
+        samples = _time(lambda s=state, b=budget: context_view(s, b), repeat)
+        print(f"| context_view | {n:,} | {_pct(samples, .5) * 1e3:.2f} | {_pct(samples, .99) * 1e3:.2f} |")
+    for kind in ("hybrid_summary", "fifo"):
+        res = MemoryResource(id="bench", max_tokens=16_000, priority_blocks=blocks,
+                             flushing_strategy=FlushingStrategy(type=kind))  # type: ignore[arg-type]
+        budget = compute_budget(res, None)
+        state = _conversation(10_000, res)
+        samples = _time(lambda s=state, r=res, b=budget: plan_flush(s, r, b, count, 0), repeat // 2)
+        print(f"| plan_flush {kind} | 10,000 | {_pct(samples, .5) * 1e3:.2f} | {_pct(samples, .99) * 1e3:.2f} |")
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = parser.parse_args()
+    print(f"Python {sys.version.split()[0]}, {platform.machine()}, tiktoken {_version('tiktoken')}\n")
+    bench_load()
+    bench_counting(args.quick)
+    bench_async(args.quick)
+    bench_engine(args.quick)
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import version
+
+    return version(dist)
+
+
+if __name__ == "__main__":
+    main()
