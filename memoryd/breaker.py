@@ -1,0 +1,188 @@
+"""The circuit breaker around every Redis call: pybreaker's state machine, asyncio-safe.
+
+pybreaker 1.4.1 has no asyncio support: ``breaker.call(async_fn)`` only times the
+creation of the coroutine, so failures are never counted, and ``call_async`` needs
+Tornado. ``with breaker.calling(): await op()`` does count, but every exception that
+is *excluded* (and CancelledError must be, or a cancelled gRPC call trips the breaker)
+is recorded as a *success*: it resets the failure count and closes a half-open
+breaker. So this module keeps pybreaker as the state machine (closed / open /
+half-open, fail_max, reset_timeout, listeners) and feeds it outcomes itself:
+
+* admission, before the call: open and within ``reset_timeout`` -> fail fast with
+  StoreUnavailable; open and past it -> exactly one trial call at a time (pybreaker
+  lets every concurrent caller through in half-open under asyncio);
+* the call runs under ``asyncio.timeout(timeout_s)``; a timeout is a failure;
+* afterwards the outcome is recorded synchronously through ``CircuitBreaker.call``:
+  infrastructure errors (connection refused/reset, timeouts, LOADING, cluster down,
+  read-only replica after a failover) count as failures; a reply from Redis of any
+  other kind (script errors, NOSCRIPT, WRONGTYPE, memoryd's own errors) counts as a
+  success, because Redis answered; a cancellation records nothing.
+
+A background probe (``run_probe``) makes the half-open trial itself, so the breaker
+closes again when Redis is back even if no traffic arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pybreaker
+import redis.exceptions as rex
+
+from memoryd.config.model import CircuitBreaker as CircuitBreakerConfig
+from memoryd.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CLOSED, OPEN, HALF_OPEN = pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    """Per-call timeout, consecutive failures that open the breaker, seconds until a trial."""
+
+    timeout_s: float = 0.5
+    max_failures: int = 5
+    reset_timeout_s: float = 10.0
+
+    @classmethod
+    def from_config(cls, cfg: CircuitBreakerConfig) -> BreakerSettings:
+        return cls(timeout_s=cfg.timeout_s, max_failures=cfg.max_failures, reset_timeout_s=cfg.reset_timeout_s)
+
+
+_INFRA_ERRORS: tuple[type[BaseException], ...] = (
+    StoreUnavailable,
+    rex.ConnectionError,  # includes BusyLoadingError, AuthenticationError, MaxConnectionsError, sentinel errors
+    rex.TimeoutError,
+    rex.ClusterDownError,  # CLUSTERDOWN; includes MasterDownError (MASTERDOWN)
+    rex.TryAgainError,  # TRYAGAIN during resharding
+    rex.ReadOnlyError,  # writing to a replica that was the master before a failover
+    rex.SlotNotCoveredError,
+    OSError,  # includes TimeoutError (asyncio.timeout, sockets)
+)
+
+
+def is_infrastructure_error(exc: BaseException) -> bool:
+    """True for failures of the connection or the deployment, the only ones the breaker counts."""
+    return isinstance(exc, _INFRA_ERRORS)
+
+
+class _OpenedAt(pybreaker.CircuitBreakerListener):
+    """Remembers (monotonic) when the breaker opened and wakes the probe."""
+
+    def __init__(self, owner: Breaker) -> None:
+        self._owner = owner
+
+    def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
+        self._owner._on_state(getattr(new_state, "name", str(new_state)))
+
+
+class Breaker:
+    """Guards calls to one store. State lives in this process only (never in the Redis it guards)."""
+
+    def __init__(self, settings: BreakerSettings | None = None, *, name: str = "redis") -> None:
+        self.settings = settings or BreakerSettings()
+        self._opened_at = 0.0
+        self._trial_running = False
+        self._opened = asyncio.Event()
+        self._cb = pybreaker.CircuitBreaker(
+            fail_max=self.settings.max_failures,
+            reset_timeout=self.settings.reset_timeout_s,
+            name=name,
+            listeners=[_OpenedAt(self)],
+        )
+
+    def _on_state(self, state: str) -> None:
+        if state == OPEN:
+            self._opened_at = time.monotonic()
+            self._opened.set()
+            log.warning("circuit breaker opened", extra={"event": "breaker_open", "breaker": self._cb.name})
+        elif state == CLOSED:
+            self._opened.clear()
+            log.info("circuit breaker closed", extra={"event": "breaker_closed", "breaker": self._cb.name})
+
+    @property
+    def state(self) -> str:
+        """"closed", "open", or "half-open" (open, reset timeout elapsed: the next call is a trial)."""
+        current = str(self._cb.current_state)
+        if current == OPEN and self._reset_elapsed():
+            return HALF_OPEN
+        return current
+
+    @property
+    def failures(self) -> int:
+        return int(self._cb.fail_counter)
+
+    def _reset_elapsed(self) -> bool:
+        return time.monotonic() - self._opened_at >= self.settings.reset_timeout_s
+
+    def _admit(self) -> bool:
+        """Raise StoreUnavailable when calls must fail fast; return True for a half-open trial."""
+        if self._cb.current_state == CLOSED:
+            return False
+        if not self._reset_elapsed() or self._trial_running:
+            raise StoreUnavailable("store unavailable: circuit breaker open")
+        self._trial_running = True
+        return True
+
+    def _record(self, failure: BaseException | None) -> None:
+        def outcome() -> None:
+            if failure is not None:
+                raise failure
+
+        try:
+            self._cb.call(outcome)
+        except pybreaker.CircuitBreakerError:
+            pass  # this failure opened the breaker (or it was already open): the caller raises anyway
+        except BaseException as exc:
+            if exc is not failure:
+                raise
+
+    async def call(self, op: Callable[[], Awaitable[T]]) -> T:
+        """Run ``op`` under the breaker and the per-call timeout.
+
+        Infrastructure failures are raised as StoreUnavailable; everything else propagates
+        unchanged (and is recorded as Redis having answered).
+        """
+        trial = self._admit()
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                result = await op()
+        except asyncio.CancelledError:
+            raise  # not an outcome of the store: record nothing
+        except Exception as exc:
+            if is_infrastructure_error(exc):
+                self._record(exc)
+                if isinstance(exc, StoreUnavailable):
+                    raise
+                kind = "timeout" if isinstance(exc, TimeoutError | rex.TimeoutError) else type(exc).__name__
+                raise StoreUnavailable(f"store unavailable ({kind}): {exc}") from exc
+            self._record(None)
+            raise
+        else:
+            self._record(None)
+            return result
+        finally:
+            if trial:
+                self._trial_running = False
+
+    async def run_probe(self, probe: Callable[[], Awaitable[object]]) -> None:
+        """Forever: once open, wait out the reset timeout and make the trial call with ``probe``."""
+        while True:
+            await self._opened.wait()
+            delay = self.settings.reset_timeout_s - (time.monotonic() - self._opened_at)
+            if delay > 0:
+                await asyncio.sleep(delay)  # a timer until a trial is allowed
+                continue
+            if self._trial_running:  # a real call is the trial; let it finish
+                await asyncio.sleep(self.settings.timeout_s)
+                continue
+            with contextlib.suppress(Exception):
+                await self.call(probe)  # success closes the breaker; failure re-opens it

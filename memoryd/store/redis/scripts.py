@@ -1,0 +1,184 @@
+"""The Lua scripts: every mutation of an instance is exactly one of them.
+
+Written for Redis 6.2 (no FUNCTION, no EXPIRE NX/XX/GT/LT, no XADD/XTRIM options newer
+than 6.2). Each script validates everything *before* its first write, because Redis
+does not roll back the writes of a script that fails half-way. Every key a script
+touches is passed in KEYS and shares the instance's hash tag, so on a Cluster each
+script runs on one slot. Times come from the server's TIME (one clock for every daemon).
+
+Mutation scripts take KEYS = (msgs, meta, sum, idem, idemx) of one instance.
+Numbers handed to Redis are formatted with ``string.format('%d')``: Lua's own
+conversion prints large numbers in exponent form and a negated zero as "-0", which
+HINCRBY rejects (and a script that fails half-way keeps its earlier writes).
+"""
+
+from __future__ import annotations
+
+# Shared prelude: server time, the meta reply and the TTL refresh of all five keys.
+_PRELUDE = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local META = {'message_count', 'pinned_tokens', 'recent_tokens', 'summary_tokens',
+              'last_seq', 'flush_count', 'last_flush_at_ms', 'fence'}
+local function meta()
+  return redis.call('HMGET', KEYS[2], unpack(META))
+end
+local function touch(ttl)
+  for i = 1, 5 do
+    if ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) else redis.call('PERSIST', KEYS[i]) end
+  end
+end
+"""
+
+# ARGV: ttl_ms (<=0: no expiry), pinned_cap (<0: none), idempotency field, idempotency
+# window ms, record tail, n, then per message: token_count, effective_priority, blob.
+# Reply: {0, first_seq, now_ms, meta} | {1, record, meta} (replay) | {2, pinned_tokens, adding}.
+APPEND = _PRELUDE + """
+local ik = ARGV[3]
+if ik ~= '' then
+  local rec = redis.call('HGET', KEYS[4], ik)
+  if rec then
+    local exp = redis.call('ZSCORE', KEYS[5], ik)
+    if exp and tonumber(exp) > now_ms then return {1, rec, meta()} end
+  end
+end
+local n = tonumber(ARGV[6])
+local add_pinned, add_recent = 0, 0
+for i = 0, n - 1 do
+  local tok = tonumber(ARGV[7 + 3 * i])
+  if ARGV[8 + 3 * i] == '0' then add_pinned = add_pinned + tok else add_recent = add_recent + tok end
+end
+local cap = tonumber(ARGV[2])
+if cap >= 0 and add_pinned > 0 then
+  local cur = tonumber(redis.call('HGET', KEYS[2], 'pinned_tokens') or '0')
+  if cur + add_pinned > cap then return {2, cur, add_pinned} end
+end
+local last = redis.call('HGET', KEYS[2], 'last_seq')
+if last then
+  last = tonumber(last)
+else
+  -- new instance (or a meta hash lost on its own): never go below the stream's last id
+  last = 0
+  local tail = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if tail[1] then last = tonumber(string.match(tail[1][1], '^(%d+)')) end
+end
+for i = 0, n - 1 do
+  redis.call('XADD', KEYS[1], string.format('%d-0', last + 1 + i),
+    't', ARGV[7 + 3 * i], 'p', ARGV[8 + 3 * i], 'c', string.format('%d', now_ms), 'd', ARGV[9 + 3 * i])
+end
+redis.call('HINCRBY', KEYS[2], 'message_count', string.format('%d', n))
+redis.call('HINCRBY', KEYS[2], 'pinned_tokens', string.format('%d', add_pinned))
+redis.call('HINCRBY', KEYS[2], 'recent_tokens', string.format('%d', add_recent))
+redis.call('HSET', KEYS[2], 'last_seq', string.format('%d', last + n))
+if ik ~= '' then
+  redis.call('HSET', KEYS[4], ik, string.format('%d:%d:', last + 1, now_ms) .. ARGV[5])
+  redis.call('ZADD', KEYS[5], string.format('%d', now_ms + tonumber(ARGV[4])), ik)
+  local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', string.format('%d', now_ms), 'LIMIT', 0, 16)
+  if #old > 0 then
+    redis.call('HDEL', KEYS[4], unpack(old))
+    redis.call('ZREM', KEYS[5], unpack(old))
+  end
+end
+touch(tonumber(ARGV[1]))
+return {0, last + 1, now_ms, meta()}
+"""
+
+# ARGV: fence, ttl_ms, has_summary ('1'/'0'), summary content, summary tokens, through_seq,
+# updated_at_ms, then the seqs to remove.
+# Reply: {0, removed seqs, meta} | {2, current fence} | {3} (the instance does not exist).
+APPLY_FLUSH = _PRELUDE + """
+if redis.call('EXISTS', KEYS[2]) == 0 then return {3} end
+local cur = redis.call('HGET', KEYS[2], 'fence')
+if (not cur) or tonumber(cur) ~= tonumber(ARGV[1]) then return {2, cur or '0'} end
+local removed = {}
+local rm_pinned, rm_recent = 0, 0
+for i = 8, #ARGV do
+  local id = ARGV[i] .. '-0'
+  local e = redis.call('XRANGE', KEYS[1], id, id)
+  if e[1] then
+    local f = e[1][2]
+    local tok, prio = 0, nil
+    for j = 1, #f, 2 do
+      if f[j] == 't' then tok = tonumber(f[j + 1]) elseif f[j] == 'p' then prio = f[j + 1] end
+    end
+    redis.call('XDEL', KEYS[1], id)
+    if prio == '0' then rm_pinned = rm_pinned + tok else rm_recent = rm_recent + tok end
+    removed[#removed + 1] = ARGV[i]
+  end
+end
+if #removed > 0 then
+  redis.call('HINCRBY', KEYS[2], 'message_count', string.format('%d', 0 - #removed))
+  redis.call('HINCRBY', KEYS[2], 'pinned_tokens', string.format('%d', 0 - rm_pinned))
+  redis.call('HINCRBY', KEYS[2], 'recent_tokens', string.format('%d', 0 - rm_recent))
+end
+if ARGV[3] == '1' then
+  redis.call('DEL', KEYS[3])
+  redis.call('HSET', KEYS[3], 'content', ARGV[4], 'token_count', ARGV[5],
+    'through_seq', ARGV[6], 'updated_at_ms', ARGV[7])
+  redis.call('HSET', KEYS[2], 'summary_tokens', ARGV[5])
+end
+redis.call('HINCRBY', KEYS[2], 'flush_count', 1)
+redis.call('HSET', KEYS[2], 'last_flush_at_ms', string.format('%d', now_ms))
+touch(tonumber(ARGV[2]))
+return {0, removed, meta()}
+"""
+
+# Deletes every data key of the instance (the lock expires by itself).
+# Reply: {messages deleted, number of keys that existed}.
+CLEAR = """
+local n = tonumber(redis.call('HGET', KEYS[2], 'message_count') or '0')
+local existed = redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+if existed > 0 then redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]) end
+return {n, existed}
+"""
+
+# A new fencing token right after the lock was acquired: max(current + 1, server time in
+# microseconds), so tokens keep increasing even across a failover that lost the last
+# increment or an instance deleted and re-created. Not stored when the instance does not
+# exist (apply-flush then has nothing to do). KEYS = (meta).
+FENCE = """
+local t = redis.call('TIME')
+local f = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if redis.call('EXISTS', KEYS[1]) == 0 then return f end
+local cur = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
+if f <= cur then f = cur + 1 end
+redis.call('HSET', KEYS[1], 'fence', string.format('%d', f))
+return f
+"""
+
+# Records an instance in a workflow index; the index lives as long as its longest-lived
+# instance (TTL only ever extended; no TTL if any instance has none). KEYS = (index),
+# ARGV = (instance prefix, ttl_ms).
+WORKFLOW_ADD = """
+local ttl = tonumber(ARGV[2])
+local existed = redis.call('EXISTS', KEYS[1])
+redis.call('SADD', KEYS[1], ARGV[1])
+if ttl <= 0 then
+  redis.call('PERSIST', KEYS[1])
+elseif existed == 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+else
+  local cur = redis.call('PTTL', KEYS[1])
+  if cur >= 0 and cur < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+end
+return 1
+"""
+
+# Counters, summary and all messages in one consistent read. KEYS = (msgs, meta, sum).
+STATE = """
+return {
+  redis.call('HMGET', KEYS[2], 'message_count', 'pinned_tokens', 'recent_tokens', 'summary_tokens',
+             'last_seq', 'flush_count', 'last_flush_at_ms', 'fence'),
+  redis.call('HMGET', KEYS[3], 'content', 'token_count', 'through_seq', 'updated_at_ms'),
+  redis.call('XRANGE', KEYS[1], '-', '+')
+}
+"""
+
+ALL = {
+    "append": APPEND,
+    "apply_flush": APPLY_FLUSH,
+    "clear": CLEAR,
+    "fence": FENCE,
+    "workflow_add": WORKFLOW_ADD,
+    "state": STATE,
+}

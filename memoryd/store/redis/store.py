@@ -1,0 +1,329 @@
+"""RedisStore: the MemoryStore protocol on Redis standalone, Sentinel or Cluster.
+
+Every mutation is one Lua script (``scripts.py``) over keys sharing the instance's
+hash tag (``layout.py``); scripts are called by SHA through redis-py's Script objects,
+which re-load them on NOSCRIPT (after SCRIPT FLUSH, a restart or a failover). Every
+call runs under the circuit breaker with the per-call timeout (``memoryd.breaker``).
+Nothing about an instance is cached in the daemon: another daemon may change it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
+from typing import Any, TypeVar
+
+import redis.exceptions as rex
+from redis.commands.core import AsyncScript
+
+from memoryd.breaker import Breaker, BreakerSettings
+from memoryd.errors import FenceRejected, MemorydError, PinnedTierFull, StoreUnavailable
+from memoryd.keys import InstanceAddr
+from memoryd.lock import InstanceLock
+from memoryd.models import (
+    AppendedRef,
+    AppendOutcome,
+    FlushOutcome,
+    FlushPlan,
+    InstanceMeta,
+    InstanceState,
+    NewMessage,
+    StoredMessage,
+)
+from memoryd.store.base import LockLease
+from memoryd.store.redis import codec, scripts
+from memoryd.store.redis.connection import ConnectionSettings, RedisClient, make_client, parser_name
+from memoryd.store.redis.layout import META_FIELDS, InstanceKeys, workflow_index
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEFAULT_IDEMPOTENCY_WINDOW_MS = 86_400_000  # caller keys, when the instance has no TTL
+RETRY_WINDOW_MS = 60_000  # the store's own key for appends without one (safe internal retries)
+END_WORKFLOW_PARALLELISM = 16
+WAIT_MARGIN_S = 1.0  # beyond the XREAD BLOCK time before a blocking read is abandoned
+WAIT_ON_TROUBLE_S = 0.1
+
+
+def _raw(response: Any, **_: Any) -> Any:
+    return response
+
+
+class RedisStore:
+    """MemoryStore on Redis. Create with ``memoryd.store.url.open_store`` and ``await start()``."""
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        *,
+        breaker: BreakerSettings | None = None,
+        idempotency_window_ms: int = DEFAULT_IDEMPOTENCY_WINDOW_MS,
+        read_attempts: int = 2,
+    ) -> None:
+        self.settings = settings
+        self._breaker = Breaker(breaker, name=f"redis:{settings.redacted()}")
+        self._idempotency_window_ms = idempotency_window_ms
+        self._read_attempts = max(1, read_attempts)
+        self._sem = asyncio.Semaphore(settings.max_connections)
+        self._client: RedisClient | None = None
+        self._blocking: RedisClient | None = None  # XREAD BLOCK for wait_for_change, its own pool
+        self._scripts: dict[str, AsyncScript] = {}
+        self._probe: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def backend(self) -> str:
+        return "redis"
+
+    @property
+    def breaker_state(self) -> str:
+        return self._breaker.state
+
+    @property
+    def breaker(self) -> Breaker:
+        return self._breaker
+
+    @property
+    def parser(self) -> str:
+        """The reply parser in use (``_AsyncHiredisParser`` when hiredis is active)."""
+        return parser_name()
+
+    @property
+    def client(self) -> RedisClient:
+        if self._client is None:
+            raise StoreUnavailable("redis store not started")
+        return self._client
+
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        client = make_client(self.settings)
+        client.set_response_callback("XRANGE", _raw)  # decoded in codec: no per-entry dicts
+        self._client = client
+        # Blocking reads hold a connection for up to their timeout: a separate pool, so
+        # watchers can never starve the calls of the memory API. No socket timeout: the
+        # asyncio timeout around each XREAD bounds it (cancellation drops the connection).
+        self._blocking = make_client(replace(self.settings, socket_timeout_s=None))
+        self._scripts = {name: client.register_script(src) for name, src in scripts.ALL.items()}
+        if "Hiredis" not in self.parser:
+            log.warning("hiredis is not active: replies parse several times slower", extra={"event": "no_hiredis"})
+        try:
+            await self._run(self._load_scripts)
+        except BaseException:
+            await self.close()
+            raise
+        self._probe = asyncio.create_task(self._breaker.run_probe(self._ping_op), name="memoryd-breaker-probe")
+        log.info("redis store started", extra={"event": "store_started", "store": self.settings.redacted()})
+
+    async def _load_scripts(self) -> None:
+        # SCRIPT LOAD goes to every primary on a Cluster; later NOSCRIPTs re-load by themselves.
+        for script in self._scripts.values():
+            await self.client.script_load(script.script)
+
+    async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+            self._probe = None
+        for client in (self._client, self._blocking):
+            if client is not None:
+                with contextlib.suppress(rex.RedisError, OSError):
+                    await client.aclose()
+        self._client = self._blocking = None
+
+    async def _ping_op(self) -> None:
+        await self.client.ping()
+
+    async def ping(self) -> None:
+        await self._run(self._ping_op)
+
+    # -- the guarded call -----------------------------------------------------------------
+
+    async def _run(self, op: Callable[[], Awaitable[T]], *, retry: bool = False) -> T:
+        """One store operation: breaker + per-call timeout + pool bound; errors -> memoryd errors.
+
+        ``retry``: on a connection error, try again (with jittered backoff, within the same
+        per-call timeout). Only for operations whose repetition is harmless: reads, and
+        appends (always idempotency-keyed); never for apply-flush, clear or the lock.
+        """
+
+        async def attempt() -> T:
+            async with self._sem:
+                failures = 0
+                while True:
+                    try:
+                        return await op()
+                    except rex.ConnectionError:
+                        failures += 1
+                        if not retry or failures >= self._read_attempts:
+                            raise
+                    await asyncio.sleep(random.uniform(0.002, 0.01) * failures)  # backoff before retrying
+
+        try:
+            return await self._breaker.call(attempt)
+        except rex.LockError:
+            raise  # the lock wrapper decides
+        except rex.OutOfMemoryError as exc:
+            raise StoreUnavailable(f"store unavailable (out of memory): {exc}") from exc
+        except (rex.RedisError, rex.RedisClusterException) as exc:
+            raise MemorydError(f"redis error: {type(exc).__name__}: {exc}") from exc
+
+    async def _guard(self, op: Callable[[], Awaitable[T]], /) -> T:
+        return await self._run(op)
+
+    def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Callable[[], Awaitable[Any]]:
+        script = self._scripts[name]
+        return lambda: script(keys=keys, args=args)
+
+    # -- the protocol ---------------------------------------------------------------------
+
+    async def append(
+        self,
+        addr: InstanceAddr,
+        messages: Sequence[NewMessage],
+        *,
+        idempotency_key: str | None = None,
+        ttl_ms: int | None = None,
+        pinned_cap: int | None = None,
+        workflow_id: str | None = None,
+    ) -> AppendOutcome:
+        keys = InstanceKeys.of(addr)
+        if not messages:
+            return AppendOutcome(refs=(), meta=await self.meta(addr))
+        ttl = ttl_ms if ttl_ms is not None and ttl_ms > 0 else -1
+        if idempotency_key:
+            field = "k:" + hashlib.blake2b(idempotency_key.encode(), digest_size=16).hexdigest()
+            window = ttl if ttl > 0 else self._idempotency_window_ms
+        else:  # our own key: a retry after a lost reply cannot store the batch twice
+            field, window = "s:" + uuid.uuid4().hex, RETRY_WINDOW_MS
+        ids = [uuid.uuid4().hex for _ in messages]
+        args: list[Any] = [ttl, -1 if pinned_cap is None else pinned_cap, field, window,
+                           codec.record_tail(ids, messages), len(messages)]
+        for msg, mid in zip(messages, ids, strict=True):
+            args.extend(codec.message_args(msg, mid))
+        if workflow_id is not None:
+            # Indexed *before* the append: a crash in between leaves an index entry for an
+            # instance that may not exist (harmless), never an instance EndWorkflow misses.
+            index = workflow_index(addr.project, workflow_id)
+            await self._run(self._script("workflow_add", [index], [keys.prefix, ttl]), retry=True)
+        reply = await self._run(self._script("append", keys.data, args), retry=True)
+        code = reply[0]
+        if code == 2:
+            raise PinnedTierFull(f"pinned tier full: {reply[1]} + {reply[2]} tokens > cap {pinned_cap}")
+        meta = codec.decode_meta(reply[-1])
+        if code == 1:
+            return AppendOutcome(refs=codec.parse_record(reply[1]), meta=meta, replayed=True)
+        first_seq, now_ms = int(reply[1]), int(reply[2])
+        refs = tuple(
+            AppendedRef(seq=first_seq + i, id=mid, token_count=m.token_count,
+                        effective_priority=m.effective_priority, created_at_ms=now_ms)
+            for i, (mid, m) in enumerate(zip(ids, messages, strict=True))
+        )
+        return AppendOutcome(refs=refs, meta=meta)
+
+    async def read(self, addr: InstanceAddr, *, after_seq: int = 0, limit: int = 0) -> list[StoredMessage]:
+        key = InstanceKeys.of(addr).msgs
+        start = f"{max(after_seq, 0) + 1}-0"
+        rows = await self._run(lambda: self.client.xrange(key, min=start, max="+", count=limit or None),
+                               retry=True)
+        return [codec.decode_entry(r) for r in rows or ()]
+
+    async def state(self, addr: InstanceAddr) -> InstanceState:
+        keys = InstanceKeys.of(addr)
+        meta, summary, rows = await self._run(
+            self._script("state", (keys.msgs, keys.meta, keys.summary), ()), retry=True
+        )
+        return InstanceState(
+            meta=codec.decode_meta(meta),
+            summary=codec.decode_summary(summary),
+            messages=tuple(codec.decode_entry(r) for r in rows),
+        )
+
+    async def meta(self, addr: InstanceAddr) -> InstanceMeta:
+        key = InstanceKeys.of(addr).meta
+        values = await self._run(lambda: self.client.hmget(key, list(META_FIELDS)), retry=True)
+        return codec.decode_meta(values)
+
+    async def apply_flush(
+        self, addr: InstanceAddr, plan: FlushPlan, *, fence: int, ttl_ms: int | None = None
+    ) -> FlushOutcome:
+        keys = InstanceKeys.of(addr)
+        s = plan.summary
+        args: list[Any] = [
+            fence,
+            ttl_ms if ttl_ms is not None and ttl_ms > 0 else -1,
+            "1" if s is not None else "0",
+            s.content if s is not None else "",
+            s.token_count if s is not None else 0,
+            s.through_seq if s is not None else 0,
+            s.updated_at_ms if s is not None else 0,
+            *plan.remove_seqs,
+        ]
+        reply = await self._run(self._script("apply_flush", keys.data, args))
+        if reply[0] == 2:
+            raise FenceRejected(f"stale fence {fence}, instance is at {int(reply[1])}")
+        if reply[0] == 3:
+            return FlushOutcome(removed_seqs=(), meta=InstanceMeta())
+        return FlushOutcome(removed_seqs=tuple(int(x) for x in reply[1]), meta=codec.decode_meta(reply[2]))
+
+    async def clear(self, addr: InstanceAddr) -> int:
+        deleted, _existed = await self._clear_keys(InstanceKeys.of(addr))
+        return deleted
+
+    async def _clear_keys(self, keys: InstanceKeys) -> tuple[int, int]:
+        deleted, existed = await self._run(self._script("clear", keys.data, ()))
+        return int(deleted), int(existed)
+
+    def lock(
+        self, addr: InstanceAddr, *, ttl_ms: int, acquire_timeout_s: float
+    ) -> AbstractAsyncContextManager[LockLease]:
+        keys = InstanceKeys.of(addr)
+
+        async def fence() -> int:
+            return int(await self._run(self._script("fence", [keys.meta], ())))
+
+        return InstanceLock(
+            self.client, keys.lock, ttl_ms=ttl_ms, acquire_timeout_s=acquire_timeout_s, guard=self._guard, fence=fence
+        )
+
+    async def wait_for_change(self, addr: InstanceAddr, *, after_seq: int, timeout_s: float) -> None:
+        """XREAD BLOCK for an entry after ``after_seq``: appends wake it at once; a flush or
+        clear (which add no entry) is seen by the caller's re-read after ``timeout_s``."""
+        blocking = self._blocking
+        if blocking is None or self._breaker.state != "closed":
+            await asyncio.sleep(min(timeout_s, WAIT_ON_TROUBLE_S))  # the caller's next read reports it
+            return
+        key = InstanceKeys.of(addr).msgs
+        try:
+            async with asyncio.timeout(timeout_s + WAIT_MARGIN_S):
+                await blocking.xread({key: f"{max(after_seq, 0)}-0"}, count=1, block=max(1, int(timeout_s * 1000)))
+        except (rex.RedisError, rex.RedisClusterException, OSError):
+            await asyncio.sleep(min(timeout_s, WAIT_ON_TROUBLE_S))  # a wake-up signal only: never raise
+
+    async def end_workflow(self, project: str, workflow_id: str) -> int:
+        index = workflow_index(project, workflow_id)
+        members: set[Any] = await self._run(lambda: self.client.smembers(index), retry=True)
+        prefixes: list[InstanceKeys] = []
+        for m in members:
+            try:
+                prefixes.append(InstanceKeys.from_prefix(m.decode()))
+            except (ValueError, UnicodeDecodeError):
+                log.warning("ignoring a foreign workflow index member", extra={"event": "bad_index_member"})
+        existed = 0
+        for i in range(0, len(prefixes), END_WORKFLOW_PARALLELISM):
+            chunk = prefixes[i: i + END_WORKFLOW_PARALLELISM]
+            results = await asyncio.gather(*(self._clear_keys(k) for k in chunk))
+            existed += sum(1 for _deleted, n in results if n > 0)
+        if members:
+            # SREM, not DEL: an instance indexed meanwhile by a concurrent append stays listed.
+            await self._run(lambda: self.client.srem(index, *members))
+        return existed
