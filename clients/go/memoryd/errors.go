@@ -1,0 +1,89 @@
+package memoryd
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Error is a failed memoryd call: the gRPC status code and the server's message.
+// Match kinds with errors.Is(err, memoryd.ErrNotFound) (and the other Err* values),
+// or get the details with errors.As(err, &e) where e is *memoryd.Error.
+// status.Code(err) works too (Error implements GRPCStatus).
+type Error struct {
+	Code    codes.Code
+	Details string
+	status  *status.Status
+}
+
+// Sentinel kinds for errors.Is; each is an *Error carrying only its code.
+var (
+	ErrInvalidArgument   = &Error{Code: codes.InvalidArgument}
+	ErrNotFound          = &Error{Code: codes.NotFound}
+	ErrPermissionDenied  = &Error{Code: codes.PermissionDenied}
+	ErrUnauthenticated   = &Error{Code: codes.Unauthenticated}
+	ErrResourceExhausted = &Error{Code: codes.ResourceExhausted}
+	ErrUnavailable       = &Error{Code: codes.Unavailable} // safe to retry idempotent calls
+	ErrAborted           = &Error{Code: codes.Aborted}
+	ErrDeadlineExceeded  = &Error{Code: codes.DeadlineExceeded}
+	ErrUnimplemented     = &Error{Code: codes.Unimplemented}
+	ErrCanceled          = &Error{Code: codes.Canceled}
+)
+
+var codeNames = map[codes.Code]string{
+	codes.OK: "OK", codes.Canceled: "CANCELLED", codes.Unknown: "UNKNOWN",
+	codes.InvalidArgument: "INVALID_ARGUMENT", codes.DeadlineExceeded: "DEADLINE_EXCEEDED",
+	codes.NotFound: "NOT_FOUND", codes.AlreadyExists: "ALREADY_EXISTS",
+	codes.PermissionDenied: "PERMISSION_DENIED", codes.ResourceExhausted: "RESOURCE_EXHAUSTED",
+	codes.FailedPrecondition: "FAILED_PRECONDITION", codes.Aborted: "ABORTED",
+	codes.OutOfRange: "OUT_OF_RANGE", codes.Unimplemented: "UNIMPLEMENTED", codes.Internal: "INTERNAL",
+	codes.Unavailable: "UNAVAILABLE", codes.DataLoss: "DATA_LOSS", codes.Unauthenticated: "UNAUTHENTICATED",
+}
+
+// CodeName is the canonical status name (e.g. "NOT_FOUND"), as the other clients print it.
+func (e *Error) CodeName() string {
+	if n, ok := codeNames[e.Code]; ok {
+		return n
+	}
+	return e.Code.String()
+}
+
+func (e *Error) Error() string { return e.CodeName() + ": " + e.Details }
+
+// Is reports whether target is an *Error with the same code (so the Err* sentinels match).
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Code == e.Code
+}
+
+// GRPCStatus lets status.FromError and status.Code see the original status.
+func (e *Error) GRPCStatus() *status.Status {
+	if e.status != nil {
+		return e.status
+	}
+	return status.New(e.Code, e.Details)
+}
+
+// fromRPC converts a gRPC error to *Error; context errors become DEADLINE_EXCEEDED/CANCELLED.
+func fromRPC(err error) error {
+	if err == nil {
+		return nil
+	}
+	var own *Error
+	if errors.As(err, &own) {
+		return own
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return &Error{Code: codes.DeadlineExceeded, Details: err.Error()}
+	}
+	if errors.Is(err, context.Canceled) {
+		return &Error{Code: codes.Canceled, Details: err.Error()}
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return &Error{Code: codes.Unknown, Details: err.Error()}
+	}
+	return &Error{Code: st.Code(), Details: st.Message(), status: st}
+}
