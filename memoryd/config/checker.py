@@ -12,19 +12,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import re2
 import yaml
 
 from memoryd.config.schema import ID_PATTERN, AnyOf, ListOf, Obj, Scalar, Type, type_label
 from memoryd.config.templates import TemplateError, compile_template
+from memoryd.privacy import compile_pattern
 
 _TAG = "tag:yaml.org,2002:"
 _ID = re.compile(ID_PATTERN)
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.log_errors = False  # we report the error ourselves; RE2 would also print it to stderr
 
 
 MAX_NODES = 200_000  # a config is small; more means aliases expanding exponentially ("billion laughs")
@@ -209,11 +207,9 @@ class Checker:
                 return INVALID
         if t.kind == "regex":
             try:
-                re2.compile(text, _RE2_OPTIONS)
-            except re2.error as exc:
-                detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-                self.report(line, path, f"pattern {text!r} does not compile with RE2 "
-                                        f"(no backreferences or lookarounds): {detail}")
+                compile_pattern(text)  # exactly as the redaction filter will compile it
+            except ValueError as exc:
+                self.report(line, path, str(exc))
                 return INVALID
         return text
 
