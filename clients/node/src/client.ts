@@ -67,7 +67,7 @@ export interface RetryPolicy {
 }
 export const DEFAULT_RETRY: RetryPolicy = { attempts: 4, initialBackoffMs: 50, maxBackoffMs: 1000, multiplier: 2 };
 
-export interface ClientOptions {
+export interface MemoryClientOptions {
   /** Deadline of unary calls, per attempt (default 5 s). */
   timeoutMs?: number;
   /** Deadline of a whole Read stream, per attempt (default 60 s). */
@@ -165,7 +165,7 @@ export class MemoryClient {
   private readonly autoIdempotency: boolean;
   private readonly token?: string;
 
-  constructor(target = "127.0.0.1:50051", opts: ClientOptions = {}) {
+  constructor(target = "127.0.0.1:50051", opts: MemoryClientOptions = {}) {
     this.stub = new MemoryServiceClient(target, opts.credentials ?? grpcCredentials.createInsecure(), {
       "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
       "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
