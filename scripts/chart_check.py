@@ -20,8 +20,9 @@ Three steps per values set:
    (ServiceMonitor) have no bundled schema and are reported as skipped.
 
 `--batch` reads {"chart", "kube_version", "validate_versions", "scenarios": [{"name",
-"values", and any of the former to override}]} as JSON on stdin and writes
-{"helm": version, "results": {name: result}} as JSON: what tests/deploy uses.
+"values", and any of the former to override}], "manifests": {name: YAML text}} as
+JSON on stdin and writes {"helm": version, "results": {name: result}} as JSON: what
+tests/deploy uses (manifests are only validated).
 """
 
 from __future__ import annotations
@@ -211,8 +212,11 @@ def check(chart: Path, values: dict[str, Any], kube_version: str, versions: list
 def _batch() -> int:
     """Each scenario may override the request's chart, kube_version and validate_versions."""
     request = json.load(sys.stdin)
-    results = {}
-    for s in request["scenarios"]:
+    results: dict[str, Any] = {}
+    # Plain manifests (examples/kubernetes): validation only.
+    for name, text in (request.get("manifests") or {}).items():
+        results[name] = {"validation": validate(text, request.get("validate_versions") or ["1.33"])}
+    for s in request.get("scenarios") or []:
         opts = {**request, **s}
         kube_version = opts.get("kube_version", "1.33.0")
         results[s["name"]] = check(Path(opts["chart"]).resolve(), s.get("values") or {}, kube_version,

@@ -20,6 +20,15 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import REPO, ChartCheck
+from tests.deploy.pods import (
+    agent_containers,
+    assert_hardened,
+    assert_probes_on_health_listener,
+    flag,
+    memoryd_container,
+    mount_for,
+    volume,
+)
 
 CHART = REPO / "helm" / "memoryd"
 APP_CHART = REPO / "examples" / "helm" / "agent-app"
@@ -88,32 +97,9 @@ def pod(result: dict[str, Any]) -> dict[str, Any]:
     return template
 
 
-def memoryd_container(spec: dict[str, Any]) -> dict[str, Any]:
-    found = [c for c in spec.get("initContainers", []) + spec["containers"] if c["name"] == "memoryd"]
-    assert len(found) == 1
-    return found[0]
-
-
 def agent_container(spec: dict[str, Any]) -> dict[str, Any]:
-    found = [c for c in spec["containers"] if c["name"] == "agent"]
-    assert len(found) == 1
-    return found[0]
-
-
-def flag(container: dict[str, Any], name: str) -> str | None:
-    args: list[str] = container["args"]
-    return args[args.index(name) + 1] if name in args else None
-
-
-def mount_for(container: dict[str, Any], path: str) -> dict[str, Any]:
-    """The volumeMount whose directory holds `path`."""
-    mounts = [m for m in container.get("volumeMounts", []) if path.startswith(m["mountPath"].rstrip("/") + "/")]
-    assert mounts, f"{path} is not on any volume of {container['name']}"
-    return mounts[0]
-
-
-def volume(spec: dict[str, Any], name: str) -> dict[str, Any]:
-    return next(v for v in spec["volumes"] if v["name"] == name)
+    (agent,) = agent_containers(spec)
+    return agent
 
 
 @pytest.mark.parametrize("name", [*GOOD, "app-chart", "app-chart-classic"])
@@ -168,17 +154,9 @@ def test_default_is_a_native_sidecar_with_a_pod_local_api(results: dict[str, Any
 @pytest.mark.parametrize("name", ["default", "classic-sidecar", "app-chart", "app-chart-classic"])
 def test_probes_use_grpc_health_on_the_pod_ip_listener(results: dict[str, Any], name: str) -> None:
     sidecar = memoryd_container(pod(results[name])["spec"])
-    health = flag(sidecar, "--health-listen")
-    assert health is not None
-    host, port = health.rsplit(":", 1)
-    assert host == "0.0.0.0", "the kubelet dials the Pod IP"
-    probes = {kind: sidecar[f"{kind}Probe"] for kind in ("startup", "liveness", "readiness")}
-    assert {kind: p["grpc"]["port"] for kind, p in probes.items()} == dict.fromkeys(probes, int(port))
-    # Liveness must survive a Redis outage; readiness reports it.
-    assert probes["liveness"]["grpc"]["service"] == "liveness"
-    assert probes["startup"]["grpc"]["service"] == "liveness"
-    assert probes["readiness"]["grpc"]["service"] == "memoryd.v1.MemoryService"
-    assert {"containerPort": int(port), "name": "memoryd-health", "protocol": "TCP"} in sidecar["ports"]
+    assert_probes_on_health_listener(sidecar)
+    port = int(str(flag(sidecar, "--health-listen")).rsplit(":", 1)[1])
+    assert {"containerPort": port, "name": "memoryd-health", "protocol": "TCP"} in sidecar["ports"]
 
 
 def test_classic_form_is_a_second_container_that_outlives_the_agent(results: dict[str, Any]) -> None:
@@ -213,9 +191,7 @@ def test_containers_are_hardened(results: dict[str, Any], name: str) -> None:
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     for container in [memoryd_container(spec), agent_container(spec)]:
-        sc = container["securityContext"]
-        assert sc["runAsNonRoot"] is True and sc["readOnlyRootFilesystem"] is True
-        assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+        assert_hardened(container)
     sidecar = memoryd_container(spec)
     assert sidecar["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert "emptyDir" in volume(spec, mount_for(sidecar, "/tmp/x")["name"])
@@ -408,3 +384,11 @@ def test_readme_documents_every_value() -> None:
     readme = (CHART / "README.md").read_text()
     missing = [p for p in _leaf_paths(DEFAULTS) if f"`{p}`" not in readme]
     assert missing == []
+
+
+@pytest.mark.parametrize("name", [n for n, v in CI_VALUES.items() if v.get("redis", {}).get("url")])
+def test_documented_redis_urls_are_accepted_by_the_daemon(name: str) -> None:
+    from memoryd.store.url import parse_url
+
+    url = CI_VALUES[name]["redis"]["url"]
+    assert parse_url(url).mode == ("cluster" if url.startswith("redis+cluster://") else "standalone")
