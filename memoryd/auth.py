@@ -1,0 +1,124 @@
+"""Access control of the API listener: bearer token and TLS / mTLS credentials.
+
+The token is compared in constant time. No ``authorization`` metadata (or not
+``Bearer <token>``) is UNAUTHENTICATED; a token that does not match is
+PERMISSION_DENIED. grpc.health.v1 stays open (kubelet probes carry no
+credentials); server reflection is *not* exempt: it describes the API to anyone
+who can call it, so it requires the token like the memory API does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from memoryd.interceptors import Context, Continuation, metadata_value, with_behavior
+from memoryd.settings import Settings
+
+TOKEN_ENV = "MEMORYD_AUTH_TOKEN"
+EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
+
+
+def _read(path: str, setting: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ValueError(f"{setting} {path}: {exc.strerror or exc}") from None
+
+
+def _check_token(token: str, source: str) -> str:
+    if not token:
+        raise ValueError(f"{source}: the auth token is empty")
+    if not all(33 <= ord(c) <= 126 for c in token):
+        raise ValueError(f"{source}: the auth token must be printable ASCII without spaces")
+    return token
+
+
+def load_token(settings: Settings, env: Mapping[str, str] | None = None) -> str | None:
+    """The bearer token: ``--auth-token-file`` (trailing newline stripped), else ``MEMORYD_AUTH_TOKEN``.
+
+    None when neither is set (auth off). ValueError names the setting on a bad value.
+    Read once at startup: rotate by restarting the daemon.
+    """
+    if settings.auth_token_file:
+        raw = _read(settings.auth_token_file, "--auth-token-file")
+        try:
+            text = raw.decode("ascii").strip()
+        except UnicodeDecodeError:
+            raise ValueError("--auth-token-file: the auth token must be ASCII") from None
+        return _check_token(text, "--auth-token-file")
+    env = os.environ if env is None else env
+    if TOKEN_ENV in env:
+        return _check_token(env[TOKEN_ENV].strip(), TOKEN_ENV)
+    return None
+
+
+def _deny(code: grpc.StatusCode, details: str) -> Any:
+    async def deny(request: Any, context: Context) -> None:
+        await context.abort(code, details)
+
+    return lambda _behavior: deny
+
+
+class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses every RPC without the right ``authorization: Bearer <token>`` (health exempt)."""
+
+    def __init__(self, token: str, exempt_prefixes: tuple[str, ...] = EXEMPT_PREFIXES) -> None:
+        # Compare digests: equal length, so not even the token's length leaks through timing.
+        self._expected = hashlib.sha256(token.encode("ascii")).digest()
+        self._exempt = exempt_prefixes
+
+    async def intercept_service(self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(self._exempt):
+            return handler
+        header = metadata_value(handler_call_details.invocation_metadata, "authorization")
+        if header is None:
+            return with_behavior(handler, _deny(
+                grpc.StatusCode.UNAUTHENTICATED, "missing credentials: send metadata 'authorization: Bearer <token>'"
+            ))
+        scheme, _, presented = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            return with_behavior(handler, _deny(
+                grpc.StatusCode.UNAUTHENTICATED, "malformed credentials: expected 'authorization: Bearer <token>'"
+            ))
+        digest = hashlib.sha256(presented.strip().encode("utf-8", "replace")).digest()
+        if not hmac.compare_digest(digest, self._expected):
+            return with_behavior(handler, _deny(grpc.StatusCode.PERMISSION_DENIED, "invalid bearer token"))
+        return handler
+
+
+def from_settings(settings: Settings, env: Mapping[str, str] | None = None) -> BearerTokenInterceptor | None:
+    """The token interceptor when a token is configured, else None."""
+    token = load_token(settings, env)
+    return None if token is None else BearerTokenInterceptor(token)
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials of the API listener (None: plaintext); mTLS when ``tls_client_ca`` is set.
+
+    With a client CA, clients must present a certificate signed by it (the handshake
+    fails otherwise). Files are read once, at startup.
+    """
+    if not settings.tls_cert:
+        if settings.tls_client_ca:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key (mTLS is on top of TLS)")
+        return None
+    cert = _pem(settings.tls_cert, "--tls-cert")
+    key = _pem(settings.tls_key, "--tls-key")
+    ca = _pem(settings.tls_client_ca, "--tls-client-ca") if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+
+
+def _pem(path: str, setting: str) -> bytes:
+    data = _read(path, setting)
+    if b"-----BEGIN " not in data:
+        raise ValueError(f"{setting} {path}: not a PEM file")
+    return data
