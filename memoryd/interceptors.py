@@ -142,7 +142,7 @@ def _begin(info: _MethodInfo, request_id: str, context: Context) -> float:
     return time.perf_counter()
 
 
-def _end(info: _MethodInfo, context: Context, start: float, exc: BaseException | None) -> None:
+def _end(info: _MethodInfo, request_id: str, context: Context, start: float, exc: BaseException | None) -> None:
     elapsed = time.perf_counter() - start
     code = status_of(context, exc)
     if info.metrics is not None:
@@ -151,7 +151,7 @@ def _end(info: _MethodInfo, context: Context, start: float, exc: BaseException |
     if access_log.isEnabledFor(info.log_level):
         access_log.log(info.log_level, "%s %s", info.method, code.name, extra={
             "event": "rpc", "method": info.method, "grpc_type": info.rpc_type, "grpc_code": code.name,
-            "duration_ms": round(elapsed * 1000, 3), "peer": context.peer(),
+            "duration_ms": round(elapsed * 1000, 3), "peer": context.peer(), "request_id": request_id,
         })
 
 
@@ -162,9 +162,9 @@ def _observed(behavior: Callable[..., Any], info: _MethodInfo, request_id: str) 
             try:
                 response = await behavior(request, context)
             except BaseException as exc:
-                _end(info, context, start, exc)
+                _end(info, request_id, context, start, exc)
                 raise
-            _end(info, context, start, None)
+            _end(info, request_id, context, start, None)
             return response
 
         return unary_response
@@ -176,9 +176,9 @@ def _observed(behavior: Callable[..., Any], info: _MethodInfo, request_id: str) 
                 async for item in behavior(request, context):
                     yield item
             except BaseException as exc:
-                _end(info, context, start, exc)
+                _end(info, request_id, context, start, exc)
                 raise
-            _end(info, context, start, None)
+            _end(info, request_id, context, start, None)
 
         return streamed
 
@@ -187,9 +187,9 @@ def _observed(behavior: Callable[..., Any], info: _MethodInfo, request_id: str) 
         try:
             await behavior(request, context)
         except BaseException as exc:
-            _end(info, context, start, exc)
+            _end(info, request_id, context, start, exc)
             raise
-        _end(info, context, start, None)
+        _end(info, request_id, context, start, None)
 
     return written
 
