@@ -16,7 +16,7 @@ we build real ``tiktoken.Encoding`` objects ourselves:
   the unpacked file against it, so the counts are exactly tiktoken's.
 
 Encodings load once per process (double-checked under a lock); ``preload()`` loads both
-(~110 MiB RSS, about a second) and the server calls it before reporting SERVING.
+(~110 MiB RSS, about half a second) and the server calls it before reporting SERVING.
 """
 
 from __future__ import annotations
