@@ -16,8 +16,8 @@ import asyncio
 import inspect
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -90,7 +90,7 @@ def request_id_from(metadata: Any) -> str:
     given = metadata_value(metadata, REQUEST_ID_HEADER)
     if given is not None and _REQUEST_ID_OK.fullmatch(given):
         return given
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
 @dataclass(frozen=True, slots=True)
