@@ -68,6 +68,8 @@ class RedisProcess:
     workdir: Path
     args: list[str]
     sentinel: bool = False
+    tls_ca: Path | None = None  # set for a TLS-only server: clients verify it with this CA
+    password: str | None = None  # requirepass
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -79,6 +81,9 @@ class RedisProcess:
         return f"127.0.0.1:{self.port}"
 
     def client(self, **kwargs: Any) -> redis.Redis:
+        if self.tls_ca is not None:
+            kwargs.update(ssl=True, ssl_ca_certs=str(self.tls_ca))
+        kwargs.setdefault("password", self.password)
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2.0, **kwargs)
 
     def start(self) -> None:
@@ -146,15 +151,46 @@ def _server_args(port: int, workdir: Path, *extra: str) -> list[str]:
 
 
 def start_standalone(workdir: Path, *, appendonly: bool = False, unixsocket: bool = False,
-                     extra: tuple[str, ...] = ()) -> RedisProcess:
+                     password: str | None = None) -> RedisProcess:
     """A standalone server; ``appendonly`` fsyncs every write (for crash/restart tests)."""
     port = free_port()
-    args = _server_args(port, workdir, *extra)
+    args = _server_args(port, workdir)
+    if password:
+        args += ["--requirepass", password]
     if appendonly:
         args += ["--appendonly", "yes", "--appendfsync", "always"]
     if unixsocket:
         args += ["--unixsocket", str(workdir / "redis.sock"), "--unixsocketperm", "700"]
-    server = RedisProcess(port, workdir, args)
+    server = RedisProcess(port, workdir, args, password=password)
+    server.start()
+    return server
+
+
+def make_test_certs(d: Path) -> Path:
+    """A throw-away CA and a server certificate for 127.0.0.1 (EC keys: fast); returns the CA file."""
+    d.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    openssl("req", "-x509", *ec, "-days", "1", "-subj", "/CN=memoryd-test-ca", "-keyout", "ca.key", "-out", "ca.crt")
+    openssl("req", *ec, "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "1", "-extfile", "san.ext", "-out", "server.crt")
+    return d / "ca.crt"
+
+
+def start_tls_standalone(workdir: Path) -> RedisProcess:
+    """A standalone server accepting only TLS (certificates made in ``workdir/certs``)."""
+    certs = workdir / "certs"
+    ca = make_test_certs(certs)
+    port = free_port()
+    args = _server_args(0, workdir, "--tls-port", str(port), "--tls-cert-file", str(certs / "server.crt"),
+                        "--tls-key-file", str(certs / "server.key"), "--tls-ca-cert-file", str(ca),
+                        "--tls-auth-clients", "no")
+    server = RedisProcess(port, workdir, args, tls_ca=ca)
     server.start()
     return server
 

@@ -104,7 +104,6 @@ def _common(s: ConnectionSettings) -> dict[str, Any]:
     return {
         "socket_timeout": s.socket_timeout_s,
         "socket_connect_timeout": s.socket_connect_timeout_s,
-        "socket_keepalive": True,
         "health_check_interval": s.health_check_interval_s,
         "retry": no_retry(),
         "client_name": s.client_name,
@@ -149,7 +148,7 @@ def make_client(s: ConnectionSettings) -> RedisClient:
             raise ValueError("sentinel mode needs a master name")
         extra = {"ssl": True, **_tls(s)} if s.tls else {}
         client: Redis = sentinel.master_for(
-            s.master_name, db=s.db, max_connections=s.max_connections, **extra, **_common(s)
+            s.master_name, db=s.db, max_connections=s.max_connections, socket_keepalive=True, **extra, **_common(s)
         )
         return client
     kwargs: dict[str, Any] = {"db": s.db, **_common(s)}
@@ -157,7 +156,7 @@ def make_client(s: ConnectionSettings) -> RedisClient:
         kwargs.update(connection_class=UnixDomainSocketConnection, path=s.unix_socket_path)
     else:
         host, port = s.hosts[0]
-        kwargs.update(host=host, port=port)
+        kwargs.update(host=host, port=port, socket_keepalive=True)
         if s.tls:
             kwargs.update(connection_class=SSLConnection, **_tls(s))
     pool = BlockingConnectionPool(max_connections=s.max_connections, timeout=None, **kwargs)

@@ -48,7 +48,8 @@ T = TypeVar("T")
 DEFAULT_IDEMPOTENCY_WINDOW_MS = 86_400_000  # caller keys, when the instance has no TTL
 RETRY_WINDOW_MS = 60_000  # the store's own key for appends without one (safe internal retries)
 END_WORKFLOW_PARALLELISM = 16
-WAIT_MARGIN_S = 1.0  # beyond the XREAD BLOCK time before a blocking read is abandoned
+WAIT_MARGIN_S = 1.0
+SOCKET_TIMEOUT_MARGIN_S = 0.5  # beyond the XREAD BLOCK time before a blocking read is abandoned
 WAIT_ON_TROUBLE_S = 0.1
 
 
@@ -67,8 +68,12 @@ class RedisStore:
         idempotency_window_ms: int = DEFAULT_IDEMPOTENCY_WINDOW_MS,
         read_attempts: int = 2,
     ) -> None:
-        self.settings = settings
         self._breaker = Breaker(breaker, name=f"redis:{settings.redacted()}")
+        floor = self._breaker.settings.timeout_s + SOCKET_TIMEOUT_MARGIN_S
+        if settings.socket_timeout_s is not None and settings.socket_timeout_s < floor:
+            # the per-call timeout governs; the socket timeout is only the backstop behind it
+            settings = replace(settings, socket_timeout_s=floor)
+        self.settings = settings
         self._idempotency_window_ms = idempotency_window_ms
         self._read_attempts = max(1, read_attempts)
         self._sem = asyncio.Semaphore(settings.max_connections)
@@ -95,6 +100,11 @@ class RedisStore:
     def parser(self) -> str:
         """The reply parser in use (``_AsyncHiredisParser`` when hiredis is active)."""
         return parser_name()
+
+    @property
+    def in_flight(self) -> int:
+        """Calls holding a connection right now (at most ``settings.max_connections``)."""
+        return self.settings.max_connections - self._sem._value
 
     @property
     def client(self) -> RedisClient:

@@ -1,0 +1,91 @@
+"""Store fixtures: one started store per test on each backend (servers are per session)."""
+
+from __future__ import annotations
+
+import importlib
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from memoryd.breaker import BreakerSettings
+from memoryd.keys import InstanceAddr
+from memoryd.store.base import MemoryStore
+from memoryd.store.url import open_store
+from tests.redis_servers import (
+    RedisClusterProcs,
+    RedisProcess,
+    SentinelProcs,
+    shared,
+    start_cluster,
+    start_sentinel,
+    start_standalone,
+)
+
+REDIS_BACKENDS = ("standalone", "cluster", "sentinel")
+ALL_BACKENDS = ("embedded", *REDIS_BACKENDS)
+# Generous per-call timeout: the 2-core test machine also runs servers and sentinels.
+TEST_BREAKER = BreakerSettings(timeout_s=2.0, max_failures=5, reset_timeout_s=0.5)
+
+
+@pytest.fixture(scope="session")
+def redis_standalone(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> RedisProcess:
+    procs: RedisProcess = shared("standalone", request, tmp_path_factory, start_standalone)
+    return procs
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> RedisClusterProcs:
+    procs: RedisClusterProcs = shared("cluster", request, tmp_path_factory, start_cluster)
+    return procs
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> SentinelProcs:
+    procs: SentinelProcs = shared("sentinel", request, tmp_path_factory, start_sentinel)
+    return procs
+
+
+def backend_url(request: pytest.FixtureRequest, backend: str) -> str:
+    """The URL of a session server for ``backend`` (started on first use)."""
+    server = request.getfixturevalue(f"redis_{backend}")
+    return str(server.url)
+
+
+async def make_store(request: pytest.FixtureRequest, backend: str) -> MemoryStore:
+    if backend == "embedded":
+        # Imported lazily: the embedded backend joins the suite as soon as it exists.
+        embedded = importlib.import_module("memoryd.store.embedded")
+        store: MemoryStore = embedded.EmbeddedStore()
+    else:
+        store = open_store(backend_url(request, backend), breaker=TEST_BREAKER)
+    await store.start()
+    return store
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[MemoryStore]:
+    s = await make_store(request, request.param)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture(params=REDIS_BACKENDS)
+async def redis_store(request: pytest.FixtureRequest) -> AsyncIterator[MemoryStore]:
+    s = await make_store(request, request.param)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def new_addr(project: str = "proj") -> InstanceAddr:
+    """A fresh instance: tests share servers, never instances."""
+    return InstanceAddr(project, "res", f"k-{uuid.uuid4().hex}")
+
+
+@pytest.fixture
+def addr() -> InstanceAddr:
+    return new_addr()

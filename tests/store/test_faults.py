@@ -1,0 +1,97 @@
+"""Redis crashes under load and comes back: calls fail fast with StoreUnavailable, none
+hangs, the store recovers by itself, and every acknowledged message survives (AOF)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from memoryd.breaker import BreakerSettings
+from memoryd.errors import StoreUnavailable
+from memoryd.models import AppendedRef, NewMessage
+from memoryd.store.redis import RedisStore
+from memoryd.store.url import open_store
+from tests.redis_servers import start_standalone, temporary
+from tests.store.conftest import new_addr
+
+BREAKER = BreakerSettings(timeout_s=0.5, max_failures=5, reset_timeout_s=0.3)
+HANG_MARGIN_S = 1.5  # a call taking longer than the breaker timeout plus this is a hang
+WRITERS = 8
+
+
+def msg(content: str) -> NewMessage:
+    return NewMessage(role="user", content=content, content_type="text", priority=None, effective_priority=5,
+                      token_count=3)
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached within {timeout_s}s")
+        await asyncio.sleep(0.01)  # polling interval
+
+
+async def test_crash_under_load_fails_fast_recovers_and_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    with temporary(lambda d: start_standalone(d, appendonly=True), tmp_path) as server:
+        store = open_store(server.url, breaker=BREAKER)
+        assert isinstance(store, RedisStore)
+        await store.start()
+        addr = new_addr()
+        acked: dict[str, AppendedRef] = {}
+        unavailable = 0
+        states: set[str] = set()
+        stop = asyncio.Event()
+
+        async def writer(w: int) -> None:
+            nonlocal unavailable
+            i = 0
+            while not stop.is_set():
+                content = f"w{w}-{i}"
+                i += 1
+                try:
+                    async with asyncio.timeout(BREAKER.timeout_s + HANG_MARGIN_S):  # a hang fails the test
+                        out = await store.append(addr, [msg(content)], idempotency_key=content, ttl_ms=600_000)
+                    acked[content] = out.refs[0]
+                except StoreUnavailable:
+                    unavailable += 1
+                    states.add(store.breaker_state)
+                    await asyncio.sleep(0.005)  # a client's retry pacing
+
+        writers = [asyncio.create_task(writer(w)) for w in range(WRITERS)]
+        try:
+            await until(lambda: len(acked) >= 200, "acknowledged appends before the crash")
+            server.stop()  # SIGKILL under load
+            crashed_at = len(acked)
+            await until(lambda: unavailable >= 50 and store.breaker_state != "closed", "fast failures, breaker open")
+            assert len(acked) <= crashed_at + WRITERS  # only calls already answered before the kill
+            server.start()  # same port and directory: the AOF is replayed
+            recovered_from = len(acked)
+            await until(lambda: len(acked) >= recovered_from + 200, "appends acknowledged again")
+        finally:
+            stop.set()
+            await asyncio.gather(*writers)  # a hung call would raise TimeoutError here
+        assert "open" in states or "half-open" in states
+        assert store.breaker_state == "closed"
+
+        stored = {m.content: m for m in await store.read(addr)}
+        assert len(stored) == len(await store.read(addr))  # nothing stored twice
+        missing = [c for c in acked if c not in stored]
+        assert not missing, f"{len(missing)} acknowledged messages lost"
+        assert all(stored[c].seq == ref.seq and stored[c].id == ref.id for c, ref in acked.items())
+        meta = await store.meta(addr)
+        assert meta.message_count == len(stored) and meta.recent_tokens == 3 * len(stored)
+        await store.close()
+
+
+async def test_unreachable_at_start_raises_store_unavailable(tmp_path: Path) -> None:
+    with temporary(start_standalone, tmp_path) as server:
+        server.stop()
+        store = open_store(server.url, breaker=BREAKER)
+        with pytest.raises(StoreUnavailable):
+            await store.start()
+        await store.close()

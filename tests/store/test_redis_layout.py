@@ -1,0 +1,125 @@
+"""What the Redis backend promises beyond the protocol: key layout, TTLs, script re-loading,
+the workflow index, hiredis (on standalone, Cluster and Sentinel)."""
+
+from __future__ import annotations
+
+from memoryd.keys import InstanceAddr
+from memoryd.models import FlushPlan, NewMessage, Summary
+from memoryd.store.base import MemoryStore
+from memoryd.store.redis import RedisStore
+from memoryd.store.redis.layout import VERSION_PREFIX, InstanceKeys, workflow_index
+from tests.store.conftest import new_addr
+
+
+def msg(content: str = "m", pinned: bool = False) -> NewMessage:
+    return NewMessage(role="system" if pinned else "user", content=content, content_type="text",
+                      priority=0 if pinned else None, effective_priority=0 if pinned else 5, token_count=4)
+
+
+def redis(store: MemoryStore) -> RedisStore:
+    assert isinstance(store, RedisStore)
+    return store
+
+
+async def ttls(store: RedisStore, addr: InstanceAddr) -> dict[str, int]:
+    """PTTL of every existing key of the instance, by key name."""
+    keys = InstanceKeys.of(addr)
+    out = {}
+    for k in keys.data:
+        if await store.client.exists(k):
+            out[k] = int(await store.client.pttl(k))
+    return out
+
+
+async def test_hiredis_parses_replies(redis_store: MemoryStore) -> None:
+    assert redis(redis_store).parser == "_AsyncHiredisParser"
+
+
+async def test_every_key_is_versioned_and_shares_the_instance_tag(redis_store: MemoryStore,
+                                                                  addr: InstanceAddr) -> None:
+    s = redis(redis_store)
+    await s.append(addr, [msg()], idempotency_key="k", workflow_id="wf")
+    keys = InstanceKeys.of(addr)
+    for k in (*keys.data, keys.lock):
+        assert k.startswith(f"{VERSION_PREFIX}{addr.hash_tag}:")
+    assert workflow_index("proj", "wf").startswith(VERSION_PREFIX)
+    tagged = {int(await s.client.execute_command("CLUSTER KEYSLOT", k)) for k in (*keys.data, keys.lock)} \
+        if s.settings.mode == "cluster" else {0}
+    assert len(tagged) == 1
+
+
+async def test_every_write_applies_the_ttl_to_every_key(redis_store: MemoryStore, addr: InstanceAddr) -> None:
+    s = redis(redis_store)
+    await s.append(addr, [msg()], idempotency_key="k", ttl_ms=60_000)
+    first = await ttls(s, addr)
+    assert len(first) == 4 and all(0 < t <= 60_000 for t in first.values())  # msgs, meta, idem, idemx
+    async with s.lock(addr, ttl_ms=5_000, acquire_timeout_s=5) as lease:
+        plan = FlushPlan("hybrid_summary", (1,), Summary("s", 1, 1, 0), 0, 0)
+        await s.apply_flush(addr, plan, fence=lease.fence, ttl_ms=120_000)
+    after_flush = await ttls(s, addr)
+    assert len(after_flush) == 5 and all(60_000 < t <= 120_000 for t in after_flush.values())
+    await s.append(addr, [msg()])  # no TTL: the instance no longer expires
+    assert all(t == -1 for t in (await ttls(s, addr)).values())
+
+
+async def test_workflow_index_lives_as_long_as_its_longest_instance(redis_store: MemoryStore) -> None:
+    s = redis(redis_store)
+    wf = f"wf-{new_addr().key}"
+    index = workflow_index("proj", wf)
+    await s.append(new_addr(), [msg()], workflow_id=wf, ttl_ms=600_000)
+    await s.append(new_addr(), [msg()], workflow_id=wf, ttl_ms=60_000)  # never shortens it
+    assert 60_000 < int(await s.client.pttl(index)) <= 600_000
+    await s.append(new_addr(), [msg()], workflow_id=wf)  # an instance without TTL
+    assert int(await s.client.pttl(index)) == -1
+    assert await s.end_workflow("proj", wf) == 3
+    assert not await s.client.exists(index)
+
+
+async def test_end_workflow_ignores_foreign_index_members(redis_store: MemoryStore) -> None:
+    s = redis(redis_store)
+    wf, a = f"wf-{new_addr().key}", new_addr()
+    await s.append(a, [msg()], workflow_id=wf)
+    index = workflow_index("proj", wf)
+    victim = index + ":victim"  # same slot as the index: a key a corrupted index might name
+    await s.client.set(victim, "keep me")
+    await s.client.sadd(index, victim)
+    assert await s.end_workflow("proj", wf) == 1
+    assert await s.client.get(victim) == b"keep me"
+    await s.client.delete(victim)
+
+
+async def test_scripts_reload_after_script_flush(redis_store: MemoryStore, addr: InstanceAddr) -> None:
+    s = redis(redis_store)
+    await s.append(addr, [msg("a"), msg("b")])
+    await s.client.script_flush()  # on every primary of a Cluster; like a restart or failover
+    await s.append(addr, [msg("c")])
+    assert [m.content for m in (await s.state(addr)).messages] == ["a", "b", "c"]
+    await s.client.script_flush()
+    async with s.lock(addr, ttl_ms=5_000, acquire_timeout_s=5) as lease:
+        out = await s.apply_flush(addr, FlushPlan("fifo", (1,), None, 0, 0), fence=lease.fence)
+    assert out.removed_seqs == (1,)
+    await s.client.script_flush()
+    assert await s.clear(addr) == 2
+
+
+async def test_sequence_survives_a_lost_meta_hash(redis_store: MemoryStore, addr: InstanceAddr) -> None:
+    """Defensive: if only the meta hash disappeared, new seqs still follow the stream's last id
+    (XADD would refuse a smaller id, and a failed script keeps its earlier writes)."""
+    s = redis(redis_store)
+    await s.append(addr, [msg("a"), msg("b"), msg("c")])
+    await s.client.delete(InstanceKeys.of(addr).meta)
+    out = await s.append(addr, [msg("d")])
+    assert out.refs[0].seq == 4
+    assert [m.seq for m in await s.read(addr)] == [1, 2, 3, 4]
+
+
+async def test_wait_for_change_wakes_on_append(redis_store: MemoryStore, addr: InstanceAddr) -> None:
+    import asyncio
+
+    s = redis(redis_store)
+    await s.append(addr, [msg("a")])
+    waiter = asyncio.create_task(s.wait_for_change(addr, after_seq=1, timeout_s=30))
+    await s.wait_for_change(addr, after_seq=0, timeout_s=30)  # already changed: returns at once
+    assert not waiter.done()
+    await s.append(addr, [msg("b")])
+    await asyncio.wait_for(waiter, 10)
