@@ -54,3 +54,13 @@ def assert_probes_on_health_listener(sidecar: dict[str, Any]) -> None:
     assert probes["liveness"]["grpc"]["service"] == "liveness"
     assert probes["startup"]["grpc"]["service"] == "liveness"
     assert probes["readiness"]["grpc"]["service"] == "memoryd.v1.MemoryService"
+
+
+def assert_daemon_accepts(container: dict[str, Any], env: dict[str, str] | None = None) -> None:
+    """The container's args parse with the daemon's own command line and settings checks
+    (every flag exists, every value has the right type, the bind is allowed)."""
+    from memoryd import cli, settings
+
+    ns = cli.build_parser().parse_args([str(a) for a in container["args"]])
+    assert ns.command == "serve"
+    cli.check_bind(settings.from_sources(vars(ns), env=env or {}))

@@ -22,6 +22,7 @@ import yaml
 from tests.deploy.conftest import REPO, ChartCheck
 from tests.deploy.pods import (
     agent_containers,
+    assert_daemon_accepts,
     assert_hardened,
     assert_probes_on_health_listener,
     flag,
@@ -132,6 +133,13 @@ def test_refuses_values_that_cannot_work(results: dict[str, Any], name: str, rea
     assert result["render_error"] is not None and reason in result["render_error"]
     if name.startswith("schema-"):  # lint checks the schema; it skips `fail` by design (lint mode)
         assert any(m["severity"] == "error" for m in result["lint"]["messages"])
+
+
+@pytest.mark.parametrize("name", [n for n in [*GOOD, "app-chart", "app-chart-classic"] if n != "library-only"])
+def test_daemon_accepts_the_rendered_command_line(results: dict[str, Any], name: str) -> None:
+    sidecar = memoryd_container(pod(results[name])["spec"])
+    from_secret = [e["name"] for e in sidecar.get("env", []) if "valueFrom" in e]
+    assert_daemon_accepts(sidecar, dict.fromkeys(from_secret, "redis://redis:6379/0"))
 
 
 def test_strict_kubernetes_validation_catches_a_misspelt_field(results: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ import yaml
 from tests.deploy.conftest import REPO, ChartCheck
 from tests.deploy.pods import (
     agent_containers,
+    assert_daemon_accepts,
     assert_hardened,
     assert_probes_on_health_listener,
     env_values,
@@ -76,6 +77,16 @@ def test_pod_is_a_hardened_native_sidecar_with_working_probes(path: Path) -> Non
         assert "emptyDir" in volume(spec, mount_for(sidecar, "/tmp/x")["name"])
         grace = float(flag(sidecar, "--shutdown-grace") or 10)
         assert spec["terminationGracePeriodSeconds"] > grace, "the agent stops first, then memoryd drains"
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_daemon_accepts_the_command_line(path: Path) -> None:
+    secrets = by_kind(path, "Secret")
+    for template in pods(path):
+        sidecar = memoryd_container(template["spec"])
+        refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in sidecar.get("env", []) if "valueFrom" in e}
+        env = {name: secrets[ref["name"]]["stringData"][ref["key"]] for name, ref in refs.items()}
+        assert_daemon_accepts(sidecar, env)
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
