@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import logging
 import random
-import uuid
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
@@ -55,6 +56,15 @@ WAIT_ON_TROUBLE_S = 0.1
 
 def _raw(response: Any, **_: Any) -> Any:
     return response
+
+
+_ID_PREFIX = secrets.token_hex(8)  # per process: ids stay unique across daemons
+_id_counter = itertools.count(1)
+
+
+def new_id() -> str:
+    """A unique message id, several times cheaper than uuid4 on the append path."""
+    return f"{_ID_PREFIX}{next(_id_counter):012x}"
 
 
 class RedisStore:
@@ -214,8 +224,8 @@ class RedisStore:
             field = "k:" + hashlib.blake2b(idempotency_key.encode(), digest_size=16).hexdigest()
             window = ttl if ttl > 0 else self._idempotency_window_ms
         else:  # our own key: a retry after a lost reply cannot store the batch twice
-            field, window = "s:" + uuid.uuid4().hex, RETRY_WINDOW_MS
-        ids = [uuid.uuid4().hex for _ in messages]
+            field, window = "s:" + new_id(), RETRY_WINDOW_MS
+        ids = [new_id() for _ in messages]
         args: list[Any] = [ttl, -1 if pinned_cap is None else pinned_cap, field, window,
                            codec.record_tail(ids, messages), len(messages)]
         for msg, mid in zip(messages, ids, strict=True):
