@@ -31,6 +31,10 @@ TOOL_VENV = Path(os.environ.get("MEMORYD_TOOL_VENV", REPO / ".tool-venv"))
 TOOL_REQUIREMENTS = Path(__file__).with_name("tool-requirements.txt")
 CHART_CHECK = REPO / "scripts" / "chart_check.py"
 
+# Subprocesses (pip, the tool venv) must not see the source tree through the test
+# runner's PYTHONPATH: pip would take it for installed distributions.
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+
 ChartCheck = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -58,7 +62,7 @@ def ensure_tool_venv() -> Path:
         subprocess.run(
             [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
              "--ignore-requires-python", "-r", str(TOOL_REQUIREMENTS)],
-            check=True, timeout=900,
+            env=CLEAN_ENV, check=True, timeout=900,
         )
         stamp.write_text(want)
     return python
@@ -77,7 +81,7 @@ def chart_check(tool_python: Path) -> ChartCheck:
         proc = subprocess.run(
             [str(tool_python), str(CHART_CHECK), "--batch"],
             input=json.dumps(request), capture_output=True, text=True, timeout=600,
-            env={**os.environ, "HELM_DRIVER": "memory"},
+            env={**CLEAN_ENV, "HELM_DRIVER": "memory"},
         )
         assert proc.returncode == 0, proc.stderr
         result: dict[str, Any] = json.loads(proc.stdout)

@@ -11,7 +11,6 @@ on grpc.health.v1 and exit 0 on SIGTERM.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -22,7 +21,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.deploy.conftest import REPO
+from tests.deploy.conftest import CLEAN_ENV, REPO
 from tests.deploy.dockerfile import Stage, copy_from_context, parse, pip_commands
 from tests.support import free_port, wait_serving
 
@@ -32,8 +31,6 @@ BUILDER = next(s for s in STAGES if s.name == "builder")
 FINAL = STAGES[-1]
 GRACE_S = 2.0
 NO_EGRESS = "http://127.0.0.1:9"  # the discard port: nothing listens, every proxied request fails
-# The test runner's PYTHONPATH (the source tree) must not make pip think memoryd is installed.
-CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
 
 
 def _replay_pip(stage: Stage, python: Path, root: Path, builder_root: Path) -> int:
@@ -95,6 +92,7 @@ def test_final_stage_installs_only_wheels_and_runs_unprivileged() -> None:
         assert f"org.opencontainers.image.{key}=" in labels
 
 
+@pytest.mark.timeout(600)  # includes building and installing every wheel (network on a cold cache)
 def test_installed_image_serves_health_and_stops_cleanly_on_sigterm(image_venv: Path, tmp_path: Path) -> None:
     env = {
         "PATH": f"{image_venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",

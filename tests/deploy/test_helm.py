@@ -31,6 +31,9 @@ from tests.deploy.pods import (
     volume,
 )
 
+# The first test also creates the tool virtualenv (.tool-venv) on a fresh machine.
+pytestmark = pytest.mark.timeout(600)
+
 CHART = REPO / "helm" / "memoryd"
 APP_CHART = REPO / "examples" / "helm" / "agent-app"
 VALIDATE_VERSIONS = ["1.29", "1.33", "1.37"]

@@ -28,6 +28,9 @@ from tests.deploy.pods import (
     volume,
 )
 
+# The first test also creates the tool virtualenv (.tool-venv) on a fresh machine.
+pytestmark = pytest.mark.timeout(600)
+
 EXAMPLES = REPO / "examples" / "kubernetes"
 FILES = sorted(EXAMPLES.rglob("*.yaml"))
 VERSIONS = ["1.29", "1.33", "1.37"]
