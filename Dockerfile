@@ -45,9 +45,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels memoryd \
     && python -m pip uninstall --yes pip setuptools wheel \
-    && groupadd --system --gid 10001 memoryd \
-    && useradd --system --uid 10001 --gid 10001 --no-create-home \
-       --home-dir /nonexistent --shell /usr/sbin/nologin memoryd
+    && groupadd --gid 10001 memoryd \
+    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin memoryd
 # Numeric, so the kubelet can verify runAsNonRoot without reading /etc/passwd.
 USER 10001:10001
 # 50051 memory API (pod-local: the chart keeps it on 127.0.0.1 or a Unix socket),
