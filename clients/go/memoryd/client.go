@@ -157,8 +157,14 @@ type Client struct {
 	o    options
 }
 
-// Dial connects lazily to target: "127.0.0.1:50051" or "unix:/path/memoryd.sock".
+// DefaultTarget is the daemon's default address, used when Dial gets "".
+const DefaultTarget = "127.0.0.1:50051"
+
+// Dial connects lazily to target: "127.0.0.1:50051" or "unix:/path/memoryd.sock" ("" means DefaultTarget).
 func Dial(target string, opts ...Option) (*Client, error) {
+	if target == "" {
+		target = DefaultTarget
+	}
 	o := options{timeout: DefaultTimeout, readTimeout: DefaultReadTimeout, retry: DefaultRetry, autoIdempotency: true}
 	for _, f := range opts {
 		f(&o)
