@@ -159,7 +159,7 @@ def test_default_is_a_native_sidecar_with_a_pod_local_api(results: dict[str, Any
     assert sidecar["args"][0] == "serve"
     assert flag(sidecar, "--listen") == "127.0.0.1:50051"
     env = {e["name"]: e.get("value") for e in agent_container(spec)["env"]}
-    assert env["MEMORYD_ADDRESS"] == "127.0.0.1:50051"
+    assert env["MEMORYD_ADDR"] == "127.0.0.1:50051"
 
 
 @pytest.mark.parametrize("name", ["default", "classic-sidecar", "app-chart", "app-chart-classic"])
@@ -314,7 +314,7 @@ def test_auth_token_is_shared_with_the_agent(results: dict[str, Any]) -> None:
     token_file = flag(sidecar, "--auth-token-file")
     assert token_file is not None
     env = {e["name"]: e.get("value") for e in agent["env"]}
-    assert env["MEMORYD_AUTH_TOKEN_FILE"] == token_file
+    assert env["MEMORYD_TOKEN_FILE"] == token_file
     assert mount_for(agent, token_file) == mount_for(sidecar, token_file)
     secret_volume = volume(spec, mount_for(sidecar, token_file)["name"])["secret"]
     (item,) = secret_volume["items"]
@@ -345,7 +345,7 @@ def test_unix_socket_is_shared_through_an_empty_dir(results: dict[str, Any]) -> 
     assert mount_for(sidecar, socket_path) == mount_for(agent, socket_path)
     assert "emptyDir" in volume(spec, mount_for(agent, socket_path)["name"])
     env = {e["name"]: e.get("value") for e in agent["env"]}
-    assert env["MEMORYD_ADDRESS"] == listen
+    assert env["MEMORYD_ADDR"] == listen
     # The socket is mode 0660, group 10001: the agent reaches it through fsGroup.
     assert spec["securityContext"]["fsGroup"] == DEFAULTS["securityContext"]["runAsGroup"]
 

@@ -100,7 +100,7 @@ def test_api_is_pod_local_and_agents_can_reach_it(path: Path) -> None:
         listen = str(flag(sidecar, "--listen"))
         assert listen.startswith(("127.0.0.1:", "unix:"))
         for agent in agent_containers(spec):
-            assert env_values(agent)["MEMORYD_ADDRESS"] == listen
+            assert env_values(agent)["MEMORYD_ADDR"] == listen
             if listen.startswith("unix:"):
                 socket = listen.removeprefix("unix:")
                 assert mount_for(agent, socket) == mount_for(sidecar, socket)

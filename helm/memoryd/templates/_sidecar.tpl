@@ -7,7 +7,7 @@ See README.md ("Use as a sidecar library") for a complete pod template.
   memoryd.containers           list items for spec.containers (classic form; else empty)
   memoryd.container            the memoryd container itself (either form)
   memoryd.volumes              list items for spec.volumes
-  memoryd.clientEnv            env items for agent containers (MEMORYD_ADDRESS, ...)
+  memoryd.clientEnv            env items for agent containers (MEMORYD_ADDR, ...)
   memoryd.clientVolumeMounts   volumeMounts for agent containers (socket dir, auth token)
   memoryd.podLabels            pod labels (the metrics Service selects on them)
   memoryd.podAnnotations       Prometheus annotations and config/secret checksums
@@ -223,10 +223,10 @@ failureThreshold: {{ .probe.failureThreshold }}
 {{- end -}}
 
 {{- define "memoryd.clientEnv" -}}
-- name: MEMORYD_ADDRESS
+- name: MEMORYD_ADDR
   value: {{ include "memoryd.clientAddress" . | quote }}
 {{- if .values.auth.enabled }}
-- name: MEMORYD_AUTH_TOKEN_FILE
+- name: MEMORYD_TOKEN_FILE
   value: /var/run/secrets/memoryd-auth/token
 {{- end }}
 {{- if .values.tls.enabled }}
