@@ -11,10 +11,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from memoryd import __version__, logs, settings
+from memoryd import __version__, auth, logs, settings
 from memoryd.config.model import Project, default_project
 from memoryd.errors import ConfigError, MemorydError
 from memoryd.manager import MemoryManager
+from memoryd.metrics import Metrics
 from memoryd.server import Server, is_loopback
 from memoryd.store.base import MemoryStore
 
@@ -40,7 +41,11 @@ def open_store(s: settings.Settings) -> MemoryStore:
 
 
 def check_bind(s: settings.Settings) -> None:
-    secured = bool(s.auth_token_file or s.tls_cert)
+    """Refuse a non-loopback API address without a token or TLS (unless forced); also
+    read the token and certificates now, so a bad file fails before anything starts."""
+    token = auth.load_token(s)
+    auth.server_credentials(s)
+    secured = token is not None or bool(s.tls_cert)
     if not is_loopback(s.listen) and not secured and not s.allow_insecure_bind:
         raise ValueError(
             f"--listen {s.listen}: refusing a non-loopback address without --auth-token-file or TLS "
@@ -61,7 +66,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     logs.configure(s.log_level)
     try:
-        manager = MemoryManager(load_project(s.config), open_store(s), s)
+        project = load_project(s.config)
+        metrics = Metrics.from_settings(s, project.resources)
+        manager = MemoryManager(project, open_store(s), s, metrics)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

@@ -13,15 +13,24 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from memoryd import engine, tokens
 from memoryd.config.model import MemoryResource, Project
 from memoryd.config.resolve import ResolvedRef, resolve_agent, resolve_direct, resolve_reference
 from memoryd.engine import Budget, ContextView
-from memoryd.errors import ConfigError, InvalidArgument, NotFound, PermissionDenied
+from memoryd.errors import (
+    ConfigError,
+    FailedPrecondition,
+    FenceRejected,
+    InvalidArgument,
+    LockContention,
+    NotFound,
+    PermissionDenied,
+)
 from memoryd.keys import InstanceAddr
+from memoryd.metrics import Metrics, status_label
 from memoryd.models import (
     AppendOutcome,
     FlushOutcome,
@@ -31,12 +40,15 @@ from memoryd.models import (
     StoredMessage,
     Summary,
 )
+from memoryd.privacy import PrivacyFilter
 from memoryd.settings import Settings
 from memoryd.store.base import MemoryStore
 from memoryd.validation import IncomingMessage, RefSpec
 
 log = logging.getLogger("memoryd.manager")
 
+# A lock acquisition that waited this long found the lock held (the first retry backs off >= 5 ms).
+LOCK_CONTENDED_S = 0.005
 # Above this many messages, planning and view selection run in a worker thread.
 THREAD_THRESHOLD = 2000
 
@@ -49,6 +61,7 @@ class ResourceRuntime:
     budget: Budget
     counter: tokens.TokenCounter
     store: MemoryStore
+    privacy: PrivacyFilter
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +87,7 @@ class AppendResult:
     outcome: AppendOutcome
     messages: tuple[NewMessage | None, ...]  # None: not persisted
     flush_scheduled: bool
+    redactions: tuple[int, ...]  # per message, in request order
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,13 +123,16 @@ def _now_ms() -> int:
 
 
 class MemoryManager:
-    def __init__(self, project: Project, store: MemoryStore, settings: Settings) -> None:
+    def __init__(
+        self, project: Project, store: MemoryStore, settings: Settings, metrics: Metrics | None = None
+    ) -> None:
         """``store`` is the daemon's store; a resource with ``persistence.type: embedded``
         gets an in-process store even when the daemon runs on Redis, and one with
         ``persistence.type: redis`` is refused (ConfigError) when the daemon has no Redis."""
         self.project = project
         self.store = store
         self.settings = settings
+        self.metrics = metrics or Metrics(enabled=False, resources=project.resources)
         self.stores: list[MemoryStore] = [store]
         self.runtimes: dict[str, ResourceRuntime] = {}
         problems = []
@@ -133,7 +150,9 @@ class MemoryManager:
             except ConfigError as exc:
                 problems.extend(exc.problems)
                 continue
-            self.runtimes[res.id] = ResourceRuntime(res, budget, tokens.counter_for_model(res.model), res_store)
+            self.runtimes[res.id] = ResourceRuntime(
+                res, budget, tokens.counter_for_model(res.model), res_store, PrivacyFilter(res.privacy_policy)
+            )
         if problems:
             raise ConfigError(problems)
         self._flushes: dict[InstanceAddr, asyncio.Task[None]] = {}
@@ -170,6 +189,7 @@ class MemoryManager:
             if ref.memory_id not in self.project.resources:
                 raise NotFound(f"ref.memory_id: unknown memory '{ref.memory_id}'")
             resolved = resolve_reference(self.project, ref.agent_id, ref.memory_id, ref.context)
+        self.metrics.config_resolved(resolved.level or "direct")
         return self._target(resolved)
 
     def _target(self, resolved: ResolvedRef) -> Target:
@@ -192,23 +212,49 @@ class MemoryManager:
     async def append(
         self, target: Target, incoming: Sequence[IncomingMessage], idempotency_key: str | None
     ) -> AppendResult:
+        """Redact, drop what is not persistable, count, then store the batch atomically."""
         target.require_write("Append")
         rt = target.runtime
-        prepared = [await self._prepare(rt, m) if m.persist else None for m in incoming]
+        mid = rt.resource.id
+        prepared: list[NewMessage | None] = []
+        redactions: list[int] = []
+        for m in incoming:
+            if not rt.privacy.persistable(m.role, m.content_type, m.persist):
+                prepared.append(None)
+                redactions.append(0)
+                continue
+            content, n = rt.privacy.redact(m.content)
+            redactions.append(n)
+            prepared.append(await self._prepare(rt, replace(m, content=content) if n else m))
         to_store = [m for m in prepared if m is not None]
         ttl = rt.resource.persistence.ttl_s
         if to_store:
-            outcome = await target.runtime.store.append(
+            outcome = await rt.store.append(
                 target.addr, to_store, idempotency_key=idempotency_key,
                 ttl_ms=None if ttl is None else int(ttl * 1000),
                 pinned_cap=rt.budget.pinned_cap, workflow_id=target.workflow_id,
             )
         else:
-            outcome = AppendOutcome(refs=(), meta=await target.runtime.store.meta(target.addr))
+            outcome = AppendOutcome(refs=(), meta=await rt.store.meta(target.addr))
+        if outcome.replayed and len(outcome.refs) != len(to_store):
+            raise FailedPrecondition(
+                f"idempotency_key: already used for a batch of {len(outcome.refs)} stored messages, "
+                f"this one stores {len(to_store)}; use a new key for a new batch"
+            )
+        excluded = len(prepared) - len(to_store)
+        if not outcome.replayed:
+            self.metrics.messages_appended(mid, len(outcome.refs))
+            self.metrics.privacy(mid, excluded=excluded, redactions=sum(redactions))
+        self.metrics.instance_tokens(mid, target.addr.instance_hash, outcome.meta.token_count, ttl)
+        if excluded:
+            log.info("messages not persisted", extra={"event": "not_persisted", "memory_id": mid,
+                                                       "instance_hash": target.addr.instance_hash,
+                                                       "count": excluded})
         scheduled = False
         if not outcome.replayed and engine.needs_flush(outcome.meta, rt.resource, rt.budget):
             scheduled = self._schedule_flush(target)
-        return AppendResult(outcome=outcome, messages=tuple(prepared), flush_scheduled=scheduled)
+        return AppendResult(outcome=outcome, messages=tuple(prepared), flush_scheduled=scheduled,
+                            redactions=tuple(redactions))
 
     # -- flush --------------------------------------------------------------------
 
@@ -225,7 +271,8 @@ class MemoryManager:
 
     async def _background_flush(self, target: Target) -> None:
         try:
-            result = await self.flush(target)
+            with self.metrics.operation("background_flush", target.resource.id):
+                result = await self.flush(target)
             log.info("flush", extra={"event": "flush", "memory_id": target.resource.id,
                                      "instance": target.addr.instance_hash, "status": "ok",
                                      "removed": len(result.removed_seqs)})
@@ -252,16 +299,34 @@ class MemoryManager:
         if dry_run:
             plan = await self._plan(target)
             return FlushResult(plan, False, (), await target.runtime.store.meta(target.addr))
-        s = self.settings
-        async with target.runtime.store.lock(target.addr, ttl_ms=s.flush_lock_ttl_ms,
-                                   acquire_timeout_s=s.lock_acquire_timeout) as lease:
-            plan = await self._plan(target)
-            if not plan.remove_seqs and plan.summary is None:
-                return FlushResult(plan, False, (), await target.runtime.store.meta(target.addr))
-            ttl = target.resource.persistence.ttl_s
-            outcome: FlushOutcome = await target.runtime.store.apply_flush(
-                target.addr, plan, fence=lease.fence, ttl_ms=None if ttl is None else int(ttl * 1000)
-            )
+        s, rt = self.settings, target.runtime
+        mid, strategy = rt.resource.id, rt.resource.flushing_strategy.type
+        started = time.perf_counter()
+        try:
+            async with rt.store.lock(target.addr, ttl_ms=s.flush_lock_ttl_ms,
+                                     acquire_timeout_s=s.lock_acquire_timeout) as lease:
+                waited = time.perf_counter() - started
+                self.metrics.lock_acquire(mid, waited, acquired=True, contended=waited >= LOCK_CONTENDED_S)
+                plan = await self._plan(target)
+                if not plan.remove_seqs and plan.summary is None:
+                    self.metrics.flushed(mid, strategy, "noop")
+                    return FlushResult(plan, False, (), await rt.store.meta(target.addr))
+                ttl = rt.resource.persistence.ttl_s
+                outcome: FlushOutcome = await rt.store.apply_flush(
+                    target.addr, plan, fence=lease.fence, ttl_ms=None if ttl is None else int(ttl * 1000)
+                )
+        except LockContention as exc:
+            if not isinstance(exc, FenceRejected):
+                self.metrics.lock_acquire(mid, time.perf_counter() - started, acquired=False, contended=True)
+            self.metrics.flushed(mid, strategy, status_label(exc))
+            raise
+        except Exception as exc:
+            self.metrics.flushed(mid, strategy, status_label(exc))
+            raise
+        self.metrics.flushed(mid, strategy, "ok", tokens_saved=max(0, plan.tokens_before - plan.tokens_after))
+        self.metrics.messages_evicted(mid, strategy, len(outcome.removed_seqs))
+        self.metrics.instance_tokens(mid, target.addr.instance_hash, outcome.meta.token_count,
+                                     rt.resource.persistence.ttl_s)
         return FlushResult(plan, True, outcome.removed_seqs, outcome.meta)
 
     # -- reads --------------------------------------------------------------------
@@ -338,7 +403,9 @@ class MemoryManager:
 
     async def clear(self, target: Target) -> int:
         target.require_write("Clear")
-        return await target.runtime.store.clear(target.addr)
+        removed = await target.runtime.store.clear(target.addr)
+        self.metrics.instance_removed(target.resource.id, target.addr.instance_hash)
+        return removed
 
     async def end_workflow(self, workflow_id: str) -> int:
         if not workflow_id:

@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -22,10 +23,14 @@ from grpc_reflection.v1alpha import reflection
 from memoryd_client.v1 import memory_pb2 as pb
 from memoryd_client.v1 import memory_pb2_grpc as pb_grpc
 
+from memoryd import auth
 from memoryd.errors import MemorydError
+from memoryd.interceptors import server_interceptors
 from memoryd.manager import MemoryManager
+from memoryd.metrics import MetricsEndpoint
 from memoryd.service import MemoryService
 from memoryd.settings import Settings
+from memoryd.store.base import MemoryStore
 
 log = logging.getLogger("memoryd.server")
 
@@ -48,6 +53,10 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+def _breaker_state_of(store: MemoryStore) -> Callable[[], str]:
+    return lambda: store.breaker_state
+
+
 class Server:
     def __init__(self, settings: Settings, manager: MemoryManager) -> None:
         self.settings = settings
@@ -56,6 +65,7 @@ class Server:
         self.health = health.aio.HealthServicer()
         self._servers: list[grpc.aio.Server] = []
         self._readiness_task: asyncio.Task[None] | None = None
+        self._metrics_endpoint: MetricsEndpoint | None = None
         self.ports: dict[str, int] = {}
 
     def _options(self) -> list[tuple[str, Any]]:
@@ -66,15 +76,16 @@ class Server:
             ("grpc.max_send_message_length", size),
         ]
 
-    def _bind(self, server: grpc.aio.Server, address: str, name: str) -> None:
+    def _bind(
+        self, server: grpc.aio.Server, address: str, name: str, creds: grpc.ServerCredentials | None = None
+    ) -> None:
         if address.startswith("unix:"):
-            path = address[len("unix:"):]
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)  # a stale socket from a crashed run
-            server.add_insecure_port(address)
+                os.unlink(address[len("unix:"):])  # a stale socket from a crashed run
+        port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+        if address.startswith("unix:"):
             self.ports[name] = 0
             return
-        port = server.add_insecure_port(address)
         if port == 0:
             raise OSError(f"could not bind {name} listener on {address}")
         self.ports[name] = port
@@ -84,17 +95,21 @@ class Server:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.manager.start()
 
-        api = grpc.aio.server(options=self._options())
+        metrics = self.manager.metrics
+        api = grpc.aio.server(
+            options=self._options(),
+            interceptors=server_interceptors(metrics, auth.from_settings(self.settings)),
+        )
         pb_grpc.add_MemoryServiceServicer_to_server(MemoryService(self.manager, self.shutdown_event), api)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, api)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             api,
         )
-        self._bind(api, self.settings.listen, "api")
+        self._bind(api, self.settings.listen, "api", auth.server_credentials(self.settings))
         self._servers.append(api)
         if self.settings.health_listen:
-            probe = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            probe = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=server_interceptors(metrics))
             health_pb2_grpc.add_HealthServicer_to_server(self.health, probe)
             self._bind(probe, self.settings.health_listen, "health")
             self._servers.append(probe)
@@ -102,6 +117,11 @@ class Server:
             await s.start()
         if self.settings.listen.startswith("unix:"):
             os.chmod(self.settings.listen[len("unix:"):], 0o660)
+        for store in self.manager.stores:
+            metrics.track_breaker(store.backend, _breaker_state_of(store))
+        if self.settings.metrics_listen:
+            self._metrics_endpoint = metrics.start_http(self.settings.metrics_listen)
+            self.ports["metrics"] = self._metrics_endpoint.port
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self._update_readiness()
         self._readiness_task = asyncio.create_task(self._readiness_loop(), name="memoryd-readiness")
@@ -134,6 +154,8 @@ class Server:
                 await self._readiness_task
         await asyncio.gather(*(s.stop(self.settings.shutdown_grace) for s in self._servers))
         await self.manager.close()
+        if self._metrics_endpoint is not None:
+            await asyncio.to_thread(self._metrics_endpoint.stop)
         log.info("stopped", extra={"event": "stopped"})
 
     async def serve(self) -> None:

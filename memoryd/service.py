@@ -9,6 +9,7 @@ traceback on the wire; the traceback goes to the log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,7 +19,7 @@ import grpc
 from memoryd_client.v1 import memory_pb2 as pb
 from memoryd_client.v1 import memory_pb2_grpc as pb_grpc
 
-from memoryd import __version__, tokens, validation
+from memoryd import __version__, logs, tokens, validation
 from memoryd.config.resolve import effective_settings
 from memoryd.convert import MODES, STRATEGIES, dict_to_struct, message_to_pb, stats_to_pb, struct_to_dict
 from memoryd.engine import summary_message
@@ -43,13 +44,26 @@ async def _abort(context: Ctx, exc: BaseException, method: str) -> None:
     await context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error (see daemon log)")
 
 
+def _operation_name(method: str) -> str:
+    """``GetStats`` -> ``get_stats``: the operation label of the latency histogram."""
+    return "".join("_" + c.lower() if c.isupper() else c for c in method).lstrip("_")
+
+
+def _memory_id(request: Any) -> str:
+    ref = getattr(request, "ref", None)
+    return str(ref.memory_id) if ref is not None else ""
+
+
 def _unary(
     fn: Callable[[Any, Req, Ctx], Awaitable[Resp]],
 ) -> Callable[[Any, Req, Ctx], Awaitable[Resp]]:
+    op = _operation_name(fn.__name__)
+
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Req, context: Ctx) -> Resp:
         try:
-            return await fn(self, request, context)
+            with self.manager.metrics.operation(op, _memory_id(request)):
+                return await fn(self, request, context)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:
@@ -62,11 +76,16 @@ def _unary(
 def _stream(
     fn: Callable[[Any, Req, Ctx], AsyncIterator[Resp]],
 ) -> Callable[[Any, Req, Ctx], AsyncIterator[Resp]]:
+    op = _operation_name(fn.__name__)
+    timed = op != "watch"  # a watch lasts as long as its client wants: not an operation latency
+
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Req, context: Ctx) -> AsyncIterator[Resp]:
         try:
-            async for item in fn(self, request, context):
-                yield item
+            timer = self.manager.metrics.operation(op, _memory_id(request)) if timed else contextlib.nullcontext()
+            with timer:
+                async for item in fn(self, request, context):
+                    yield item
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:
@@ -82,7 +101,9 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
         self.shutdown = shutdown
 
     def _target(self, ref: pb.MemoryRef, present: bool) -> Target:
-        return self.manager.resolve(validation.ref(ref, self.settings, present=present))
+        target = self.manager.resolve(validation.ref(ref, self.settings, present=present))
+        logs.annotate(memory_id=target.resource.id, instance_hash=target.addr.instance_hash)
+        return target
 
     def _stats(self, target: Target, meta: InstanceMeta) -> pb.InstanceStats:
         rt = target.runtime
@@ -99,14 +120,14 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
         result = await self.manager.append(target, incoming, idem)
         refs = iter(result.outcome.refs)
         results = []
-        for prepared in result.messages:
+        for prepared, redactions in zip(result.messages, result.redactions, strict=True):
             if prepared is None:
                 results.append(pb.AppendResult(persisted=False))
                 continue
             r = next(refs)
             results.append(pb.AppendResult(
                 seq=r.seq, id=r.id, token_count=r.token_count, persisted=True,
-                effective_priority=r.effective_priority,
+                effective_priority=r.effective_priority, redactions=redactions,
             ))
         return pb.AppendResponse(
             results=results, stats=self._stats(target, result.outcome.meta),

@@ -20,6 +20,7 @@ from memoryd_client import AsyncMemoryClient
 
 from memoryd.config.model import DEFAULT_RESOURCE_ID, MemoryResource, Project, default_project
 from memoryd.manager import MemoryManager
+from memoryd.metrics import Metrics
 from memoryd.server import Server
 from memoryd.settings import Settings
 from memoryd.store.base import MemoryStore
@@ -56,7 +57,9 @@ async def running_server(
 ) -> AsyncIterator[RunningServer]:
     """A real grpc.aio server of memoryd on a free loopback port, in this event loop."""
     settings = replace(Settings(listen=f"127.0.0.1:{free_port()}", shutdown_grace=1.0), **overrides)
-    manager = MemoryManager(project or default_project(), store or EmbeddedStore(), settings)
+    project = project or default_project()
+    metrics = Metrics.from_settings(settings, project.resources)
+    manager = MemoryManager(project, store or EmbeddedStore(), settings, metrics)
     server = Server(settings, manager)
     await server.start()
     try:

@@ -167,12 +167,19 @@ def test_loopback_and_unix_binds_need_nothing(listen: str) -> None:
     check_bind(Settings(listen=listen))
 
 
-def test_non_loopback_bind_is_refused_without_token_or_tls() -> None:
+def test_non_loopback_bind_is_refused_without_token_or_tls(
+    tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MEMORYD_AUTH_TOKEN", raising=False)
     with pytest.raises(ValueError, match="--allow-insecure-bind"):
         check_bind(Settings(listen="0.0.0.0:50051"))
-    check_bind(Settings(listen="0.0.0.0:50051", auth_token_file="/run/secrets/token"))
-    check_bind(Settings(listen="0.0.0.0:50051", tls_cert="c.pem", tls_key="k.pem"))
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    check_bind(Settings(listen="0.0.0.0:50051", auth_token_file=str(token)))
+    check_bind(Settings(listen="0.0.0.0:50051", tls_cert=str(pki.server_cert), tls_key=str(pki.server_key)))
     check_bind(Settings(listen="0.0.0.0:50051", allow_insecure_bind=True))
+    with pytest.raises(ValueError, match="--auth-token-file"):  # a bad file fails before anything starts
+        check_bind(Settings(listen="127.0.0.1:1", auth_token_file=str(tmp_path / "missing")))
 
 
 # -- TLS and mTLS ----------------------------------------------------------------------------

@@ -17,22 +17,19 @@ from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from memoryd_client import AsyncMemoryClient, InvalidArgumentError, MemorydClientError, NotFoundError, pb
 from memoryd_client.v1 import memory_pb2_grpc as pb_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from memoryd.config.model import default_project
-from memoryd.interceptors import REQUEST_ID_HEADER, server_interceptors
+from memoryd.interceptors import REQUEST_ID_HEADER
 from memoryd.keys import InstanceAddr
 from memoryd.logs import JsonFormatter
-from memoryd.manager import MemoryManager
 from memoryd.metrics import Metrics
 from memoryd.models import InstanceMeta
-from memoryd.service import MemoryService
-from memoryd.settings import Settings
 from memoryd.store.base import MemoryStore
 from memoryd.store.embedded import EmbeddedStore
+from tests.support import running_server
 
 MEM = "default"
 SERVICE = pb.DESCRIPTOR.services_by_name["MemoryService"].full_name
@@ -42,22 +39,9 @@ CONTENT = "card 4111 1111 1111 1111 belongs to me"
 
 @contextlib.asynccontextmanager
 async def serve(store: MemoryStore | None = None) -> AsyncIterator[tuple[str, Metrics, int]]:
-    """MemoryService + health behind the daemon's interceptors; /metrics on its own port."""
-    manager = MemoryManager(default_project(), store or EmbeddedStore(), Settings())
-    await manager.start()
-    metrics = Metrics(resources=[MEM])
-    endpoint = metrics.start_http("127.0.0.1:0")
-    server = grpc.aio.server(interceptors=server_interceptors(metrics), options=[("grpc.so_reuseport", 0)])
-    pb_grpc.add_MemoryServiceServicer_to_server(MemoryService(manager, asyncio.Event()), server)
-    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield f"127.0.0.1:{port}", metrics, endpoint.port
-    finally:
-        await server.stop(0)
-        await manager.close()
-        await asyncio.to_thread(endpoint.stop)
+    """The daemon's real server (interceptors, health, /metrics on its own port)."""
+    async with running_server(store=store, metrics_listen="127.0.0.1:0") as srv:
+        yield srv.address, srv.server.manager.metrics, srv.server.ports["metrics"]
 
 
 def _get(url: str) -> str:

@@ -7,7 +7,6 @@ import argparse
 import pytest
 
 from memoryd import settings
-from memoryd.cli import check_bind
 from memoryd.server import is_loopback
 from tests.support import REPO
 
@@ -45,14 +44,6 @@ def test_bad_settings_name_the_setting(argv: list[str], env: dict[str, str], nam
 ])
 def test_loopback_detection(address: str, loopback: bool) -> None:
     assert is_loopback(address) is loopback
-
-
-def test_non_loopback_bind_needs_token_tls_or_force() -> None:
-    with pytest.raises(ValueError, match="allow-insecure-bind"):
-        check_bind(settings.Settings(listen="0.0.0.0:50051"))
-    check_bind(settings.Settings(listen="0.0.0.0:50051", auth_token_file="/t"))
-    check_bind(settings.Settings(listen="0.0.0.0:50051", tls_cert="/c", tls_key="/k"))
-    check_bind(settings.Settings(listen="0.0.0.0:50051", allow_insecure_bind=True))
 
 
 def test_settings_reference_is_generated_from_the_schema() -> None:

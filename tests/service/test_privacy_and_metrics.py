@@ -1,0 +1,96 @@
+"""Privacy and metrics through the real daemon: what the store holds, what is reported, what is counted."""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from memoryd.config.model import MemoryResource, PrivacyPolicy, Project
+from memoryd.keys import InstanceAddr
+from memoryd.store.embedded import EmbeddedStore
+from tests.support import running_server
+
+SSN = "123-45-6789"
+CARD = "4111 1111 1111 1111"
+POLICY = PrivacyPolicy(
+    redact_patterns=(r"\b\d{3}-\d{2}-\d{4}\b", r"\b(?:\d[ -]?){13,16}\b", r"(?i)password=\S+"),
+    non_persistable_message_types=("payment_card", "tool"),
+)
+
+
+def project() -> Project:
+    res = MemoryResource(id="support", max_tokens=100_000, privacy_policy=POLICY)
+    return Project(id="p", resources={res.id: res}, agents={})
+
+
+async def test_redaction_and_exclusion_happen_before_storage(caplog: pytest.LogCaptureFixture) -> None:
+    store = EmbeddedStore()
+    caplog.set_level(logging.INFO, logger="memoryd")
+    async with running_server(project(), store=store) as srv, srv.client() as c:
+        resp = await c.append("support", [
+            {"role": "user", "content": f"my ssn is {SSN} and card {CARD}, password=hunter2"},
+            {"role": "user", "content": f"card again {CARD}", "content_type": "payment_card"},
+            {"role": "tool", "content": "tool output with secrets"},
+            {"role": "assistant", "content": "noted", "persist": False},
+            {"role": "assistant", "content": "kept as is"},
+        ], key="k")
+        raw = await c.read_all("support", key="k", view="raw")
+    assert [r.persisted for r in resp.results] == [True, False, False, False, True]
+    assert resp.results[0].redactions == 3 and resp.results[0].seq == 1 and resp.results[4].seq == 2
+    assert [m.content for m in raw] == ["my ssn is [REDACTED] and card [REDACTED], [REDACTED]", "kept as is"]
+    held = await store.state(InstanceAddr("p", "support", "k"))
+    stored = " ".join(m.content for m in held.messages)
+    for secret in (SSN, CARD, "hunter2", "tool output", "noted"):
+        assert secret not in stored
+    assert held.meta.token_count == sum(m.token_count for m in raw)  # counted after redaction
+    lines = [r for r in caplog.records if getattr(r, "event", "") == "not_persisted"]
+    assert len(lines) == 1 and getattr(lines[0], "count") == 3
+    logged = "\n".join(json.dumps(vars(r), default=str) for r in caplog.records)
+    for secret in (SSN, CARD, "hunter2", "tool output", "noted", "kept as is"):
+        assert secret not in logged
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_metrics_move_with_real_traffic() -> None:
+    async with running_server(project(), metrics_listen="127.0.0.1:0") as srv, srv.client() as c:
+        port = srv.server.ports["metrics"]
+        before = scrape(port)
+        await c.append("support", [{"role": "user", "content": f"ssn {SSN}"},
+                                   {"role": "tool", "content": "dropped"}], key="m")
+        await c.append("support", [{"role": "user", "content": f"hello {i}"} for i in range(4)], key="m")
+        await c.read_all("support", key="m")
+        plan = await c.flush("support", key="m")
+        await c.clear("support", key="m")
+        after = scrape(port)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("memoryd_messages_appended_total", memory_id="support") == 5
+    assert moved("memoryd_privacy_redactions_total", memory_id="support") == 1
+    assert moved("memoryd_privacy_excluded_total", memory_id="support") == 1
+    assert moved("memoryd_config_resolutions_total", level="direct") == 5  # append x2, read, flush, clear
+    assert moved("memoryd_flushes_total", memory_id="support", strategy="hybrid_summary", status="ok") == 1
+    assert moved("memoryd_messages_evicted_total", memory_id="support", strategy="hybrid_summary") == \
+        len(plan.removed_seqs)
+    assert moved("memoryd_operation_duration_seconds_count", operation="append", memory_id="support",
+                 status="ok") == 2
+    assert moved("grpc_server_handled_total", grpc_service="memoryd.v1.MemoryService", grpc_method="Append",
+                 grpc_type="unary", grpc_code="OK") == 2
+    assert value(after, "memoryd_circuit_breaker_state", breaker="embedded") == 0
+    label_names = {name for (_, labels) in after for name, _ in labels}
+    assert not label_names & {"key", "instance", "instance_id", "instance_hash"}  # unbounded: never a label
