@@ -48,7 +48,7 @@ async def test_redaction_and_exclusion_happen_before_storage(caplog: pytest.LogC
         assert secret not in stored
     assert held.meta.token_count == sum(m.token_count for m in raw)  # counted after redaction
     lines = [r for r in caplog.records if getattr(r, "event", "") == "not_persisted"]
-    assert len(lines) == 1 and getattr(lines[0], "count") == 3
+    assert len(lines) == 1 and lines[0].count == 3
     logged = "\n".join(json.dumps(vars(r), default=str) for r in caplog.records)
     for secret in (SSN, CARD, "hunter2", "tool output", "noted", "kept as is"):
         assert secret not in logged
