@@ -1,7 +1,7 @@
 // Interop driver used by tests/interop (pytest): reads JSON commands, one per line, on stdin and
 // answers each with one JSON line on stdout; `watch` streams one line per event instead.
 // Usage: node dist/tools/interop.js ADDRESS   (build with `npm run build`)
-// The same protocol is implemented by the Go and Python drivers; see tests/interop/README.md.
+// The same protocol is implemented by the Go and Python drivers (tests/interop/driver_py.py, docs/clients.md).
 import { createInterface } from "node:readline";
 import { MemorydError, MemoryClient, type Message, type Target, type WatchResponse } from "../src";
 
