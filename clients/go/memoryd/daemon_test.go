@@ -69,6 +69,14 @@ func startDaemon(t testing.TB, args ...string) string {
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
+		if t.Failed() {
+			select {
+			case <-exited:
+				t.Logf("memoryd had exited early (%v); stderr:\n%s", cmd.ProcessState, stderr.String())
+			default:
+				t.Logf("memoryd stderr:\n%s", stderr.String())
+			}
+		}
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
