@@ -133,6 +133,9 @@ class Breaker:
         return True
 
     def _record(self, failure: BaseException | None) -> None:
+        if failure is None and self._cb.fail_counter == 0 and self._cb.current_state == CLOSED:
+            return  # the common case: a success changes nothing (saves ~5 µs of pybreaker per call)
+
         def outcome() -> None:
             if failure is not None:
                 raise failure

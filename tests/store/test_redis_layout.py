@@ -3,10 +3,13 @@ the workflow index, hiredis (on standalone, Cluster and Sentinel)."""
 
 from __future__ import annotations
 
+import pytest
+
 from memoryd.keys import InstanceAddr
 from memoryd.models import FlushPlan, NewMessage, Summary
 from memoryd.store.base import MemoryStore
 from memoryd.store.redis import RedisStore
+from memoryd.store.redis import store as store_module
 from memoryd.store.redis.layout import VERSION_PREFIX, InstanceKeys, workflow_index
 from tests.store.conftest import new_addr
 
@@ -123,3 +126,32 @@ async def test_wait_for_change_wakes_on_append(redis_store: MemoryStore, addr: I
     assert not waiter.done()
     await s.append(addr, [msg("b")])
     await asyncio.wait_for(waiter, 10)
+
+
+async def test_state_is_consistent_under_concurrent_writes(redis_store: MemoryStore, addr: InstanceAddr,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ways of reading a state (pipelined snapshot, and the script it falls back to when
+    the instance keeps changing) return counters that match the messages they return."""
+    import asyncio
+
+    s = redis(redis_store)
+    stop = asyncio.Event()
+
+    async def writer(w: int) -> None:
+        i = 0
+        while not stop.is_set():
+            await s.append(addr, [msg(f"w{w}-{i}"), msg(f"w{w}-{i}", pinned=i % 3 == 0)])
+            i += 1
+
+    writers = [asyncio.create_task(writer(w)) for w in range(4)]
+    try:
+        for attempts in (store_module.STATE_SNAPSHOT_ATTEMPTS, 0):  # 0: always the script
+            monkeypatch.setattr(store_module, "STATE_SNAPSHOT_ATTEMPTS", attempts)
+            for _ in range(15):
+                state = await s.state(addr)
+                assert state.meta.message_count == len(state.messages)
+                assert state.meta.pinned_tokens == sum(m.token_count for m in state.messages if m.pinned)
+                assert state.meta.last_seq == (state.messages[-1].seq if state.messages else 0)
+    finally:
+        stop.set()
+        await asyncio.gather(*writers)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster, Sentinel
+from redis.asyncio import ConnectionPool, Redis, RedisCluster, Sentinel
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import DefaultParser, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
@@ -159,5 +159,6 @@ def make_client(s: ConnectionSettings) -> RedisClient:
         kwargs.update(host=host, port=port, socket_keepalive=True)
         if s.tls:
             kwargs.update(connection_class=SSLConnection, **_tls(s))
-    pool = BlockingConnectionPool(max_connections=s.max_connections, timeout=None, **kwargs)
+    # A plain pool suffices: the store's semaphore never lets more calls in than it holds.
+    pool = ConnectionPool(max_connections=s.max_connections, **kwargs)
     return Redis.from_pool(pool)

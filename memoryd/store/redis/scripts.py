@@ -31,7 +31,8 @@ end
 """
 
 # ARGV: ttl_ms (<=0: no expiry), pinned_cap (<0: none), idempotency field, idempotency
-# window ms, record tail, n, then per message: token_count, effective_priority, blob.
+# window ms, record tail, n, then per message (8 each): token_count, effective_priority, id,
+# role, content, content_type, priority ('' = unset), metadata JSON ('' = empty).
 # Reply: {0, first_seq, now_ms, meta} | {1, record, meta} (replay) | {2, pinned_tokens, adding}.
 APPEND = _PRELUDE + """
 local ik = ARGV[3]
@@ -45,8 +46,8 @@ end
 local n = tonumber(ARGV[6])
 local add_pinned, add_recent = 0, 0
 for i = 0, n - 1 do
-  local tok = tonumber(ARGV[7 + 3 * i])
-  if ARGV[8 + 3 * i] == '0' then add_pinned = add_pinned + tok else add_recent = add_recent + tok end
+  local tok = tonumber(ARGV[7 + 8 * i])
+  if ARGV[8 + 8 * i] == '0' then add_pinned = add_pinned + tok else add_recent = add_recent + tok end
 end
 local cap = tonumber(ARGV[2])
 if cap >= 0 and add_pinned > 0 then
@@ -62,9 +63,11 @@ else
   local tail = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
   if tail[1] then last = tonumber(string.match(tail[1][1], '^(%d+)')) end
 end
+local created = string.format('%d', now_ms)
 for i = 0, n - 1 do
-  redis.call('XADD', KEYS[1], string.format('%d-0', last + 1 + i),
-    't', ARGV[7 + 3 * i], 'p', ARGV[8 + 3 * i], 'c', string.format('%d', now_ms), 'd', ARGV[9 + 3 * i])
+  local b = 7 + 8 * i
+  redis.call('XADD', KEYS[1], string.format('%d-0', last + 1 + i), 't', ARGV[b], 'p', ARGV[b + 1], 'c', created,
+    'i', ARGV[b + 2], 'r', ARGV[b + 3], 'x', ARGV[b + 4], 'y', ARGV[b + 5], 'q', ARGV[b + 6], 'm', ARGV[b + 7])
 end
 redis.call('HINCRBY', KEYS[2], 'message_count', string.format('%d', n))
 redis.call('HINCRBY', KEYS[2], 'pinned_tokens', string.format('%d', add_pinned))

@@ -41,7 +41,7 @@ from memoryd.models import (
 from memoryd.store.base import LockLease
 from memoryd.store.redis import codec, scripts
 from memoryd.store.redis.connection import ConnectionSettings, RedisClient, make_client, parser_name
-from memoryd.store.redis.layout import META_FIELDS, InstanceKeys, workflow_index
+from memoryd.store.redis.layout import META_FIELDS, SUMMARY_FIELDS, InstanceKeys, workflow_index
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,7 +50,8 @@ DEFAULT_IDEMPOTENCY_WINDOW_MS = 86_400_000  # caller keys, when the instance has
 RETRY_WINDOW_MS = 60_000  # the store's own key for appends without one (safe internal retries)
 END_WORKFLOW_PARALLELISM = 16
 WAIT_MARGIN_S = 1.0
-SOCKET_TIMEOUT_MARGIN_S = 0.5  # beyond the XREAD BLOCK time before a blocking read is abandoned
+SOCKET_TIMEOUT_MARGIN_S = 0.5
+STATE_SNAPSHOT_ATTEMPTS = 2  # beyond the XREAD BLOCK time before a blocking read is abandoned
 WAIT_ON_TROUBLE_S = 0.1
 
 
@@ -65,6 +66,13 @@ _id_counter = itertools.count(1)
 def new_id() -> str:
     """A unique message id, several times cheaper than uuid4 on the append path."""
     return f"{_ID_PREFIX}{next(_id_counter):012x}"
+
+
+def _counters_match(state: InstanceState) -> bool:
+    meta, messages = state.meta, state.messages
+    pinned = sum(m.token_count for m in messages if m.pinned)
+    recent = sum(m.token_count for m in messages) - pinned
+    return meta.message_count == len(messages) and meta.pinned_tokens == pinned and meta.recent_tokens == recent
 
 
 class RedisStore:
@@ -258,7 +266,35 @@ class RedisStore:
         return [codec.decode_entry(r) for r in rows or ()]
 
     async def state(self, addr: InstanceAddr) -> InstanceState:
+        """Meta, summary and messages of one moment.
+
+        Read as one pipeline (meta, summary, messages, meta again: one round trip) and
+        accepted when both meta reads agree and the counters match the messages; every
+        mutation moves last_seq or flush_count, so a mutation in between is detected.
+        A busy instance that keeps changing falls back to one read-only script, always
+        consistent but ~4x costlier for Redis (a Lua script copies the whole reply).
+        """
         keys = InstanceKeys.of(addr)
+        fields = list(META_FIELDS)
+
+        async def snapshot() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hmget(keys.meta, fields)
+            pipe.hmget(keys.summary, list(SUMMARY_FIELDS))
+            pipe.xrange(keys.msgs)
+            pipe.hmget(keys.meta, fields)
+            return list(await pipe.execute())
+
+        for _ in range(STATE_SNAPSHOT_ATTEMPTS):
+            before, summary, rows, after = await self._run(snapshot, retry=True)
+            if before == after:
+                state = InstanceState(
+                    meta=codec.decode_meta(after),
+                    summary=codec.decode_summary(summary),
+                    messages=tuple(codec.decode_entry(r) for r in rows),
+                )
+                if _counters_match(state):
+                    return state
         meta, summary, rows = await self._run(
             self._script("state", (keys.msgs, keys.meta, keys.summary), ()), retry=True
         )
