@@ -67,12 +67,14 @@ describe("MemoryClient on the default project", () => {
     assert.deepEqual(page.map((m) => m.seq), [6n, 7n, 8n]);
     const chunked = await c.readAll("default", { key: "node-paging", view: "raw", chunkSize: 4 });
     assert.deepEqual(chunked.map((m) => m.seq), batch.map((_, i) => BigInt(i + 1)));
-    // Breaking out early cancels the stream and leaves the client usable.
+    // Breaking out early cancels the stream mid-way; the client (and the daemon) stay usable.
+    await c.append("default", Array.from({ length: 500 }, (_, i) => ({ role: "user" as const, content: `x${i}` })),
+      { key: "node-paging" });
     for await (const m of c.read("default", { key: "node-paging", view: "raw", chunkSize: 1 })) {
       assert.equal(m.seq, 1n);
       break;
     }
-    assert.equal((await c.stats("default", { key: "node-paging" })).lastSeq, 25n);
+    assert.equal((await c.stats("default", { key: "node-paging" })).lastSeq, 525n);
   });
 
   it("reports stats and health", async () => {
