@@ -6,7 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
+
 from tests.support import REPO
+
+# The first test also installs the toolchains on a fresh machine (apt, npm ci, a cold Go build).
+pytestmark = pytest.mark.timeout(900)
 
 GO_ENV = f"source {REPO / 'scripts' / 'go_env.sh'} && cd \"$MEMORYD_GO_PKG\""
 

@@ -12,6 +12,9 @@ import pytest
 
 from tests.interop.conftest import LANGS, Driver, Json, Watch
 
+# The first test also installs the toolchains on a fresh machine (apt, npm ci, a cold Go build).
+pytestmark = pytest.mark.timeout(900)
+
 CONTENTS = [
     "plain ascii",
     "héllo wörld — ünïcödé",

@@ -12,6 +12,9 @@ import pytest
 
 from tests.support import REPO, daemon_process, free_port, wait_serving
 
+# The first test also installs the toolchains on a fresh machine (apt, npm ci, a cold Go build).
+pytestmark = pytest.mark.timeout(900)
+
 EXPECTED = "stored at seq 1\n1: Hello 👋\n"
 
 
