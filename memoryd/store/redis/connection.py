@@ -162,3 +162,11 @@ def make_client(s: ConnectionSettings) -> RedisClient:
     # A plain pool suffices: the store's semaphore never lets more calls in than it holds.
     pool = ConnectionPool(max_connections=s.max_connections, **kwargs)
     return Redis.from_pool(pool)
+
+
+async def close_client(client: RedisClient) -> None:
+    """Close the client's pools, and for Sentinel also the connections to the sentinels."""
+    await client.aclose()
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        await sentinel.aclose()

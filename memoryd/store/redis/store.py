@@ -40,7 +40,13 @@ from memoryd.models import (
 )
 from memoryd.store.base import LockLease
 from memoryd.store.redis import codec, scripts
-from memoryd.store.redis.connection import ConnectionSettings, RedisClient, make_client, parser_name
+from memoryd.store.redis.connection import (
+    ConnectionSettings,
+    RedisClient,
+    close_client,
+    make_client,
+    parser_name,
+)
 from memoryd.store.redis.layout import META_FIELDS, SUMMARY_FIELDS, InstanceKeys, workflow_index
 
 log = logging.getLogger(__name__)
@@ -165,7 +171,7 @@ class RedisStore:
         for client in (self._client, self._blocking):
             if client is not None:
                 with contextlib.suppress(rex.RedisError, OSError):
-                    await client.aclose()
+                    await close_client(client)
         self._client = self._blocking = None
 
     async def _ping_op(self) -> None:
