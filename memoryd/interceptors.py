@@ -71,18 +71,22 @@ def with_behavior(handler: Handler, wrap: Callable[[Callable[..., Any]], Callabl
     return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream), des, ser)
 
 
-def status_of(context: Context, exc: BaseException | None) -> grpc.StatusCode:
-    """The status the client will see, as far as the server can tell."""
+def status_of(context: Context, exc: BaseException | None, deadline: float | None) -> grpc.StatusCode:
+    """The status the client will see, as far as the server can tell.
+
+    A cancelled call (CancelledError, or GeneratorExit when a stream's consumer went
+    away) must not touch ``context`` again: grpcio 1.85 can crash the process on a
+    context method of a cancelled stream. Its deadline was read when the call began.
+    """
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        if deadline is not None and time.monotonic() >= deadline:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+        return grpc.StatusCode.CANCELLED
     if exc is None or isinstance(exc, grpc.aio.AbortError):
         code = context.code()
         if isinstance(code, grpc.StatusCode):
             return code
         return grpc.StatusCode.OK if exc is None else grpc.StatusCode.UNKNOWN
-    if isinstance(exc, asyncio.CancelledError):
-        remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
-            return grpc.StatusCode.DEADLINE_EXCEEDED
-        return grpc.StatusCode.CANCELLED
     return grpc.StatusCode.UNKNOWN
 
 
@@ -133,63 +137,74 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         return with_behavior(handler, lambda behavior: _observed(behavior, info, request_id))
 
 
-def _begin(info: _MethodInfo, request_id: str, context: Context) -> float:
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """What is read from the context when a call begins (never touched after a cancel)."""
+
+    start: float
+    peer: str
+    deadline: float | None
+
+
+def _begin(info: _MethodInfo, request_id: str, context: Context) -> _Call:
     logs.REQUEST_ID.set(request_id)
     logs.CALL_FIELDS.set({})
     context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
     if info.metrics is not None:
         info.metrics.started.inc()
-    return time.perf_counter()
+    remaining = context.time_remaining()
+    start = time.perf_counter()
+    return _Call(start, context.peer(), None if remaining is None else time.monotonic() + remaining)
 
 
-def _end(info: _MethodInfo, request_id: str, context: Context, start: float, exc: BaseException | None) -> None:
-    elapsed = time.perf_counter() - start
-    code = status_of(context, exc)
+def _end(info: _MethodInfo, request_id: str, context: Context, call: _Call, exc: BaseException | None) -> None:
+    elapsed = time.perf_counter() - call.start
+    code = status_of(context, exc, call.deadline)
     if info.metrics is not None:
         info.metrics.handled(code.name).inc()
         info.metrics.handling.observe(elapsed)
     if access_log.isEnabledFor(info.log_level):
         access_log.log(info.log_level, "%s %s", info.method, code.name, extra={
             "event": "rpc", "method": info.method, "grpc_type": info.rpc_type, "grpc_code": code.name,
-            "duration_ms": round(elapsed * 1000, 3), "peer": context.peer(), "request_id": request_id,
+            "duration_ms": round(elapsed * 1000, 3), "peer": call.peer, "request_id": request_id,
         })
 
 
 def _observed(behavior: Callable[..., Any], info: _MethodInfo, request_id: str) -> Callable[..., Any]:
     if info.rpc_type in ("unary", "client_stream"):
         async def unary_response(request: Any, context: Context) -> Any:
-            start = _begin(info, request_id, context)
+            call = _begin(info, request_id, context)
             try:
                 response = await behavior(request, context)
             except BaseException as exc:
-                _end(info, request_id, context, start, exc)
+                _end(info, request_id, context, call, exc)
                 raise
-            _end(info, request_id, context, start, None)
+            _end(info, request_id, context, call, None)
             return response
 
         return unary_response
 
     if inspect.isasyncgenfunction(behavior):
         async def streamed(request: Any, context: Context) -> AsyncIterator[Any]:
-            start = _begin(info, request_id, context)
+            call = _begin(info, request_id, context)
             try:
                 async for item in behavior(request, context):
                     yield item
             except BaseException as exc:
-                _end(info, request_id, context, start, exc)
+                _end(info, request_id, context, call, exc)
                 raise
-            _end(info, request_id, context, start, None)
+            _end(info, request_id, context, call, None)
 
         return streamed
 
     async def written(request: Any, context: Context) -> None:  # a coroutine using context.write
-        start = _begin(info, request_id, context)
+        call = _begin(info, request_id, context)
         try:
             await behavior(request, context)
         except BaseException as exc:
-            _end(info, request_id, context, start, exc)
+            _end(info, request_id, context, call, exc)
             raise
-        _end(info, request_id, context, start, None)
+        _end(info, request_id, context, call, None)
 
     return written
 

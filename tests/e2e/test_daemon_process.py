@@ -79,3 +79,20 @@ def test_env_settings_and_bad_flags() -> None:
     exposed = subprocess.run([sys.executable, "-m", "memoryd", "serve", "--listen", "0.0.0.0:0"],
                              capture_output=True, text=True, timeout=30)
     assert exposed.returncode == 2 and "--allow-insecure-bind" in exposed.stderr
+
+
+def test_cancelled_read_stream_does_not_hurt_the_daemon() -> None:
+    """Regression: a consumer that walks away mid-stream once crashed grpcio (context.peer())."""
+    api = f"127.0.0.1:{free_port()}"
+    with daemon_process("--listen", api, "--metrics-listen", f"127.0.0.1:{free_port()}") as proc:
+        wait_serving(api)
+        with MemoryClient(api) as c:
+            c.append("default", [{"role": "user", "content": f"m{i}"} for i in range(25)], key="cancel")
+            for _ in range(3):
+                stream = c.read("default", key="cancel", view="raw", chunk_size=1)
+                assert next(stream).content == "m0"
+                stream.close()  # cancels the call
+            assert len(c.read_all("default", key="cancel", view="raw")) == 25
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
