@@ -7,8 +7,8 @@ Choices (docs/redis.md, "Connections"):
   reply was lost would store the batch twice. The store retries by itself, and only
   what is safe to repeat (reads, and appends, which always carry an idempotency key).
 * socket timeouts are explicit and short (the defaults take seconds to fail); the
-  breaker's per-call timeout (0.5 s by default) is the real bound, the socket timeout a
-  backstop for connections used outside it.
+  breaker's per-call timeout (0.5 s by default) is the real bound, the socket timeout
+  (raised by the store above the per-call timeout) only a backstop behind it.
 * the pool size is ``max_connections``; the store never has more calls in flight than
   that (a semaphore), so the pool is never exhausted (redis-py's async pool raises
   instead of waiting when it is).
