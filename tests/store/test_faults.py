@@ -15,7 +15,7 @@ from memoryd.errors import StoreUnavailable
 from memoryd.models import AppendedRef, NewMessage
 from memoryd.store.redis import RedisStore
 from memoryd.store.url import open_store
-from tests.redis_servers import start_standalone, temporary
+from tests.redis_servers import RedisProcess, start_standalone, temporary
 from tests.store.conftest import new_addr
 
 BREAKER = BreakerSettings(timeout_s=0.5, max_failures=5, reset_timeout_s=0.3)
@@ -95,3 +95,66 @@ async def test_unreachable_at_start_raises_store_unavailable(tmp_path: Path) -> 
         with pytest.raises(StoreUnavailable):
             await store.start()
         await store.close()
+
+
+class ReplyDroppingProxy:
+    """A TCP proxy to Redis that can lose one reply: it forwards the command, then closes the
+    connection instead of forwarding what Redis answered (a network cut at the worst moment)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.drop_next_reply = False
+        self.dropped = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, replies: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if replies and self.drop_next_reply:
+                        self.drop_next_reply = False
+                        self.dropped += 1
+                        break  # Redis has executed the command; its answer never arrives
+                    dst.write(data)
+                    await dst.drain()
+            except ConnectionError:
+                pass
+            finally:
+                for w in (writer, up_writer):
+                    w.close()
+
+        await asyncio.gather(pump(reader, up_writer, False), pump(up_reader, writer, True))
+
+
+async def test_lost_reply_of_an_append_is_retried_without_duplicating(redis_standalone: RedisProcess) -> None:
+    """The store retries an append after a connection error; without a caller key it uses its
+    own, so the retry replays the executed script instead of storing the batch twice."""
+    proxy = ReplyDroppingProxy(redis_standalone.port)
+    port = await proxy.start()
+    store = open_store(f"redis://127.0.0.1:{port}/0", breaker=BreakerSettings(timeout_s=2.0))
+    await store.start()
+    try:
+        addr = new_addr()
+        await store.append(addr, [msg("first")])
+        for key in (None, "caller-key"):
+            proxy.drop_next_reply = True
+            out = await store.append(addr, [msg(f"cut reply, key {key}")], idempotency_key=key)
+            assert not out.replayed  # our own retry, not a client's replay
+        assert proxy.dropped == 2
+        assert [m.content for m in await store.read(addr)] == ["first", "cut reply, key None",
+                                                              "cut reply, key caller-key"]
+        assert (await store.meta(addr)).message_count == 3
+    finally:
+        await store.close()
+        await proxy.close()

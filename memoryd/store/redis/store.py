@@ -255,7 +255,10 @@ class RedisStore:
             raise PinnedTierFull(f"pinned tier full: {reply[1]} + {reply[2]} tokens > cap {pinned_cap}")
         meta = codec.decode_meta(reply[-1])
         if code == 1:
-            return AppendOutcome(refs=codec.parse_record(reply[1]), meta=meta, replayed=True)
+            refs = codec.parse_record(reply[1])
+            # Our own retry after a lost reply finds the record of this very call: not a replay.
+            own = [r.id for r in refs] == ids
+            return AppendOutcome(refs=refs, meta=meta, replayed=not own)
         first_seq, now_ms = int(reply[1]), int(reply[2])
         refs = tuple(
             AppendedRef(seq=first_seq + i, id=mid, token_count=m.token_count,
