@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from memoryd import __version__, auth, logs, settings
+from memoryd.breaker import BreakerSettings
 from memoryd.config.model import Project, default_project
 from memoryd.errors import ConfigError, MemorydError
 from memoryd.manager import MemoryManager
@@ -30,14 +31,24 @@ def load_project(path: str) -> Project:
     return load(path)
 
 
-def open_store(s: settings.Settings) -> MemoryStore:
-    if not s.redis_url:
-        from memoryd.store.embedded import EmbeddedStore
+def breaker_settings(project: Project) -> BreakerSettings:
+    """One breaker guards the daemon's Redis (it is the deployment that fails, not a
+    resource). Resources that state ``persistence.circuit_breaker`` differently are
+    combined strictly: the shortest timeout, the fewest failures, the longest reset."""
+    configs = [r.persistence.circuit_breaker for r in project.resources.values() if r.persistence.type != "embedded"]
+    if not configs:
+        return BreakerSettings()
+    return BreakerSettings(
+        timeout_s=min(c.timeout_s for c in configs),
+        max_failures=min(c.max_failures for c in configs),
+        reset_timeout_s=max(c.reset_timeout_s for c in configs),
+    )
 
-        return EmbeddedStore()
+
+def open_store(s: settings.Settings, project: Project) -> MemoryStore:
     from memoryd.store.url import open_store as open_url
 
-    return open_url(s.redis_url, password_file=s.redis_password_file or None)
+    return open_url(s.redis_url, password_file=s.redis_password_file or None, breaker=breaker_settings(project))
 
 
 def check_bind(s: settings.Settings) -> None:
@@ -68,7 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         project = load_project(s.config)
         metrics = Metrics.from_settings(s, project.resources)
-        manager = MemoryManager(project, open_store(s), s, metrics)
+        manager = MemoryManager(project, open_store(s, project), s, metrics)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
