@@ -1049,11 +1049,12 @@ type ReadInfo struct {
 	sizeCache     protoimpl.SizeCache
 	unknownFields protoimpl.UnknownFields
 
-	// The instance read (a stable, opaque id).
+	// The instance read: "<project>/<memory_id>/<sanitised key>".
 	InstanceId string `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
-	// Messages the read returns in total, across all stream items.
+	// CONTEXT: messages the read returns in total, across all stream items.
+	// RAW: 0 (pages are read from the store lazily; read to the end of the stream).
 	MessageCount uint32 `protobuf:"varint,2,opt,name=message_count,json=messageCount,proto3" json:"message_count,omitempty"`
-	// Tokens of the returned messages in total.
+	// CONTEXT: tokens of the returned messages in total. RAW: 0.
 	TokenCount uint32 `protobuf:"varint,3,opt,name=token_count,json=tokenCount,proto3" json:"token_count,omitempty"`
 	// The budget applied (CONTEXT), 0 for RAW.
 	BudgetTokens uint32 `protobuf:"varint,4,opt,name=budget_tokens,json=budgetTokens,proto3" json:"budget_tokens,omitempty"`
@@ -1182,7 +1183,8 @@ type InstanceStats struct {
 	sizeCache     protoimpl.SizeCache
 	unknownFields protoimpl.UnknownFields
 
-	// Opaque, stable instance id (safe to log: a hash, not the key).
+	// Stable instance id: "<project>/<memory_id>/<sanitised key>". It contains the key:
+	// daemons log only a hash of it.
 	InstanceId string `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
 	// Stored messages (excluding the summary).
 	MessageCount uint64 `protobuf:"varint,2,opt,name=message_count,json=messageCount,proto3" json:"message_count,omitempty"`
@@ -1936,7 +1938,7 @@ type ResolvedReference struct {
 	KeyTemplate string `protobuf:"bytes,3,opt,name=key_template,json=keyTemplate,proto3" json:"key_template,omitempty"`
 	// The key after rendering and sanitising.
 	Key string `protobuf:"bytes,4,opt,name=key,proto3" json:"key,omitempty"`
-	// Opaque stable instance id.
+	// Stable instance id: "<project>/<memory_id>/<sanitised key>".
 	InstanceId string `protobuf:"bytes,5,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
 }
 

@@ -534,11 +534,13 @@ class ReadInfo(_message.Message):
     BUDGET_TOKENS_FIELD_NUMBER: _builtins.int
     LAST_SEQ_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
-    """The instance read (a stable, opaque id)."""
+    """The instance read: "<project>/<memory_id>/<sanitised key>"."""
     message_count: _builtins.int
-    """Messages the read returns in total, across all stream items."""
+    """CONTEXT: messages the read returns in total, across all stream items.
+    RAW: 0 (pages are read from the store lazily; read to the end of the stream).
+    """
     token_count: _builtins.int
-    """Tokens of the returned messages in total."""
+    """CONTEXT: tokens of the returned messages in total. RAW: 0."""
     budget_tokens: _builtins.int
     """The budget applied (CONTEXT), 0 for RAW."""
     last_seq: _builtins.int
@@ -601,7 +603,9 @@ class InstanceStats(_message.Message):
     STRATEGY_FIELD_NUMBER: _builtins.int
     ENCODING_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
-    """Opaque, stable instance id (safe to log: a hash, not the key)."""
+    """Stable instance id: "<project>/<memory_id>/<sanitised key>". It contains the key:
+    daemons log only a hash of it.
+    """
     message_count: _builtins.int
     """Stored messages (excluding the summary)."""
     token_count: _builtins.int
@@ -942,7 +946,7 @@ class ResolvedReference(_message.Message):
     key: _builtins.str
     """The key after rendering and sanitising."""
     instance_id: _builtins.str
-    """Opaque stable instance id."""
+    """Stable instance id: "<project>/<memory_id>/<sanitised key>"."""
     def __init__(
         self,
         *,

@@ -452,11 +452,14 @@ export interface ReadResponse {
 
 /** ReadInfo describes the whole read; it arrives with the first stream item. */
 export interface ReadInfo {
-  /** The instance read (a stable, opaque id). */
+  /** The instance read: "<project>/<memory_id>/<sanitised key>". */
   instanceId: string;
-  /** Messages the read returns in total, across all stream items. */
+  /**
+   * CONTEXT: messages the read returns in total, across all stream items.
+   * RAW: 0 (pages are read from the store lazily; read to the end of the stream).
+   */
   messageCount: number;
-  /** Tokens of the returned messages in total. */
+  /** CONTEXT: tokens of the returned messages in total. RAW: 0. */
   tokenCount: number;
   /** The budget applied (CONTEXT), 0 for RAW. */
   budgetTokens: number;
@@ -471,7 +474,10 @@ export interface GetStatsRequest {
 
 /** InstanceStats are one instance's counters; the tiers follow the budget rules. */
 export interface InstanceStats {
-  /** Opaque, stable instance id (safe to log: a hash, not the key). */
+  /**
+   * Stable instance id: "<project>/<memory_id>/<sanitised key>". It contains the key:
+   * daemons log only a hash of it.
+   */
   instanceId: string;
   /** Stored messages (excluding the summary). */
   messageCount: bigint;
@@ -595,7 +601,7 @@ export interface ResolvedReference {
   keyTemplate: string;
   /** The key after rendering and sanitising. */
   key: string;
-  /** Opaque stable instance id. */
+  /** Stable instance id: "<project>/<memory_id>/<sanitised key>". */
   instanceId: string;
 }
 
