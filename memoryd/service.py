@@ -21,7 +21,15 @@ from memoryd_client.v1 import memory_pb2_grpc as pb_grpc
 
 from memoryd import __version__, logs, tokens, validation
 from memoryd.config.resolve import effective_settings
-from memoryd.convert import MODES, STRATEGIES, dict_to_struct, message_to_pb, stats_to_pb, struct_to_dict
+from memoryd.convert import (
+    MODES,
+    STRATEGIES,
+    add_messages,
+    dict_to_struct,
+    message_to_pb,
+    stats_to_pb,
+    struct_to_dict,
+)
 from memoryd.engine import summary_message
 from memoryd.errors import InvalidArgument, MemorydError
 from memoryd.manager import Appended, Flushed, MemoryManager, Target
@@ -158,7 +166,8 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
         async for page in pages:
             if self.shutdown.is_set():
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "daemon is shutting down; retry")
-            resp = pb.ReadResponse(messages=[message_to_pb(m) for m in page])
+            resp = pb.ReadResponse()
+            add_messages(resp.messages, page)
             if first:
                 resp.info.CopyFrom(info)
                 first = False
@@ -263,7 +272,9 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
                                     chunk=self.settings.read_chunk_messages, stop=self.shutdown)
         async for event in events:
             if isinstance(event, Appended):
-                yield pb.WatchResponse(appended=pb.Appended(messages=[message_to_pb(m) for m in event.messages]))
+                resp = pb.WatchResponse()
+                add_messages(resp.appended.messages, event.messages)
+                yield resp
             elif isinstance(event, Flushed):
                 flushed = pb.Flushed(removed_seqs=event.removed_seqs)
                 if event.summary is not None:

@@ -85,5 +85,15 @@ func fromRPC(err error) error {
 	if !ok {
 		return &Error{Code: codes.Unknown, Details: err.Error()}
 	}
+	// grpc-go 1.33 (Debian's) reports a deadline that expires while the connection is
+	// still being set up as UNKNOWN "context deadline exceeded": map it to what it is.
+	if st.Code() == codes.Unknown {
+		switch st.Message() {
+		case context.DeadlineExceeded.Error():
+			return &Error{Code: codes.DeadlineExceeded, Details: st.Message()}
+		case context.Canceled.Error():
+			return &Error{Code: codes.Canceled, Details: st.Message()}
+		}
+	}
 	return &Error{Code: st.Code(), Details: st.Message(), status: st}
 }
