@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
 from tests.support import free_port
@@ -328,26 +327,6 @@ def start_sentinel(workdir: Path, sentinels: int = 1, down_after_ms: int = 400) 
             p.stop()
         raise
     return group
-
-
-# -- one server set per test session, shared by every directory that asks for it ----------
-
-_SHARED: dict[str, Any] = {}
-
-
-def shared(kind: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-           factory: Callable[[Path], Any]) -> Any:
-    """Start ``kind`` once per session (across conftests), stop it at session end."""
-    if kind not in _SHARED:
-        procs = factory(tmp_path_factory.mktemp(f"redis-{kind}"))
-        _SHARED[kind] = procs
-
-        def stop() -> None:
-            _SHARED.pop(kind, None)
-            procs.stop()
-
-        request.addfinalizer(stop)  # ``request`` belongs to a session-scoped fixture
-    return _SHARED[kind]
 
 
 @contextlib.contextmanager

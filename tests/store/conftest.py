@@ -12,38 +12,11 @@ from memoryd.breaker import BreakerSettings
 from memoryd.keys import InstanceAddr
 from memoryd.store.base import MemoryStore
 from memoryd.store.url import open_store
-from tests.redis_servers import (
-    RedisClusterProcs,
-    RedisProcess,
-    SentinelProcs,
-    shared,
-    start_cluster,
-    start_sentinel,
-    start_standalone,
-)
 
 REDIS_BACKENDS = ("standalone", "cluster", "sentinel")
 ALL_BACKENDS = ("embedded", *REDIS_BACKENDS)
 # Generous per-call timeout: the 2-core test machine also runs servers and sentinels.
 TEST_BREAKER = BreakerSettings(timeout_s=2.0, max_failures=5, reset_timeout_s=0.5)
-
-
-@pytest.fixture(scope="session")
-def redis_standalone(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> RedisProcess:
-    procs: RedisProcess = shared("standalone", request, tmp_path_factory, start_standalone)
-    return procs
-
-
-@pytest.fixture(scope="session")
-def redis_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> RedisClusterProcs:
-    procs: RedisClusterProcs = shared("cluster", request, tmp_path_factory, start_cluster)
-    return procs
-
-
-@pytest.fixture(scope="session")
-def redis_sentinel(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> SentinelProcs:
-    procs: SentinelProcs = shared("sentinel", request, tmp_path_factory, start_sentinel)
-    return procs
 
 
 def backend_url(request: pytest.FixtureRequest, backend: str) -> str:
