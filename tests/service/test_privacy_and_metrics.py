@@ -7,15 +7,19 @@ import logging
 import urllib.request
 
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from memoryd.config.model import MemoryResource, PrivacyPolicy, Project
 from memoryd.keys import InstanceAddr
 from memoryd.store.embedded import EmbeddedStore
+from memoryd.store.url import open_store
+from tests.redis_servers import RedisProcess
 from tests.support import running_server
 
 SSN = "123-45-6789"
 CARD = "4111 1111 1111 1111"
+TENANT_KEY = "tenant-7f3a-conversation-991"
 POLICY = PrivacyPolicy(
     redact_patterns=(r"\b\d{3}-\d{2}-\d{4}\b", r"\b(?:\d[ -]?){13,16}\b", r"(?i)password=\S+"),
     non_persistable_message_types=("payment_card", "tool"),
@@ -37,12 +41,12 @@ async def test_redaction_and_exclusion_happen_before_storage(caplog: pytest.LogC
             {"role": "tool", "content": "tool output with secrets"},
             {"role": "assistant", "content": "noted", "persist": False},
             {"role": "assistant", "content": "kept as is"},
-        ], key="k")
-        raw = await c.read_all("support", key="k", view="raw")
+        ], key=TENANT_KEY)
+        raw = await c.read_all("support", key=TENANT_KEY, view="raw")
     assert [r.persisted for r in resp.results] == [True, False, False, False, True]
     assert resp.results[0].redactions == 3 and resp.results[0].seq == 1 and resp.results[4].seq == 2
     assert [m.content for m in raw] == ["my ssn is [REDACTED] and card [REDACTED], [REDACTED]", "kept as is"]
-    held = await store.state(InstanceAddr("p", "support", "k"))
+    held = await store.state(InstanceAddr("p", "support", TENANT_KEY))
     stored = " ".join(m.content for m in held.messages)
     for secret in (SSN, CARD, "hunter2", "tool output", "noted"):
         assert secret not in stored
@@ -50,7 +54,7 @@ async def test_redaction_and_exclusion_happen_before_storage(caplog: pytest.LogC
     lines = [r for r in caplog.records if getattr(r, "event", "") == "not_persisted"]
     assert len(lines) == 1 and lines[0].count == 3
     logged = "\n".join(json.dumps(vars(r), default=str) for r in caplog.records)
-    for secret in (SSN, CARD, "hunter2", "tool output", "noted", "kept as is"):
+    for secret in (SSN, CARD, "hunter2", "tool output", "noted", "kept as is", TENANT_KEY):
         assert secret not in logged
 
 
@@ -94,3 +98,43 @@ async def test_metrics_move_with_real_traffic() -> None:
     assert value(after, "memoryd_circuit_breaker_state", breaker="embedded") == 0
     label_names = {name for (_, labels) in after for name, _ in labels}
     assert not label_names & {"key", "instance", "instance_id", "instance_hash"}  # unbounded: never a label
+
+
+def redis_dump(url: str) -> str:
+    """Everything memoryd keeps in Redis, as one text: every key, field and value."""
+    client = redis.Redis.from_url(url)
+    parts: list[bytes] = []
+    for key in client.scan_iter("memoryd:*"):
+        parts.append(key)
+        kind = client.type(key)
+        if kind == b"stream":
+            for _, fields in client.xrange(key):
+                parts.extend(b for kv in fields.items() for b in kv)
+        elif kind == b"hash":
+            parts.extend(b for kv in client.hgetall(key).items() for b in kv)
+        elif kind == b"string":
+            parts.append(client.get(key) or b"")
+        elif kind == b"zset":
+            parts.extend(client.zrange(key, 0, -1))
+        elif kind == b"set":
+            parts.extend(client.smembers(key))
+    client.close()
+    return b"\n".join(parts).decode("utf-8", "replace")
+
+
+async def test_redis_never_holds_redacted_or_unpersisted_content(redis_standalone: RedisProcess) -> None:
+    store = open_store(redis_standalone.url)
+    async with running_server(project(), store=store) as srv, srv.client() as c:
+        resp = await c.append("support", [
+            {"role": "user", "content": f"ssn {SSN}, card {CARD}, password=hunter2"},
+            {"role": "user", "content": f"pay with {CARD}", "content_type": "payment_card"},
+            {"role": "tool", "content": "raw tool output"},
+            {"role": "assistant", "content": "ephemeral note", "persist": False},
+        ], key="redis-privacy")
+        raw = await c.read_all("support", key="redis-privacy", view="raw")
+    assert [r.persisted for r in resp.results] == [True, False, False, False]
+    assert [m.content for m in raw] == ["ssn [REDACTED], card [REDACTED], [REDACTED]"]
+    held = redis_dump(redis_standalone.url)
+    assert "[REDACTED]" in held  # we are looking at the right data
+    for secret in (SSN, CARD, "hunter2", "pay with", "raw tool output", "ephemeral note"):
+        assert secret not in held
