@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from memoryd.store.url import open_store
 from tests.redis_servers import (
     RedisClusterProcs,
     RedisProcess,
@@ -17,10 +19,14 @@ from tests.redis_servers import (
 from tests.support import RunningServer, running_server, storage_project
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[RunningServer]:
-    """A memoryd server on the embedded store whose 'default' memory never flushes."""
-    async with running_server(storage_project()) as srv:
+@pytest.fixture(params=["embedded", "redis"])
+async def server(request: pytest.FixtureRequest) -> AsyncIterator[RunningServer]:
+    """A memoryd server whose 'default' memory never flushes, on the embedded store and on
+    a real Redis (the session's standalone server; a fresh project id isolates each test)."""
+    store = None
+    if request.param == "redis":
+        store = open_store(request.getfixturevalue("redis_standalone").url)
+    async with running_server(storage_project(project_id=f"t{uuid.uuid4().hex[:12]}"), store=store) as srv:
         yield srv
 
 

@@ -29,11 +29,11 @@ from memoryd.store.embedded import EmbeddedStore
 REPO = Path(__file__).resolve().parent.parent
 
 
-def storage_project(max_tokens: int = 100_000_000) -> Project:
+def storage_project(max_tokens: int = 100_000_000, project_id: str = "default") -> Project:
     """The default project with a budget so large that no flush ever runs: tests of
     storage semantics (order, atomicity, idempotency) see exactly what they appended."""
     res = MemoryResource(id=DEFAULT_RESOURCE_ID, max_tokens=max_tokens)
-    return Project(id="default", resources={res.id: res}, agents={})
+    return Project(id=project_id, resources={res.id: res}, agents={})
 
 
 def free_port() -> int:
