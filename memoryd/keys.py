@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from memoryd.errors import InvalidArgument
 
@@ -57,16 +57,17 @@ class InstanceAddr:
     project: str
     resource: str
     key: str
+    # Short stable hash of instance_id, safe to log; computed once (it is on every call's path).
+    instance_hash: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        digest = hashlib.sha256(self.instance_id.encode()).hexdigest()[:16]
+        object.__setattr__(self, "instance_hash", digest)
 
     @property
     def instance_id(self) -> str:
         """Unique by construction (ids contain no '/'); shown to clients, never logged."""
         return f"{self.project}/{self.resource}/{self.key}"
-
-    @property
-    def instance_hash(self) -> str:
-        """Short stable hash, safe to log and to use as a metric-free identifier."""
-        return hashlib.sha256(self.instance_id.encode()).hexdigest()[:16]
 
     @property
     def hash_tag(self) -> str:

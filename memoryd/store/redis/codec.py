@@ -36,8 +36,13 @@ def message_args(msg: NewMessage, message_id: str) -> tuple[int, int, str, str, 
 
 
 def record_tail(ids: Sequence[str], messages: Sequence[NewMessage]) -> bytes:
-    """What an idempotency record keeps besides first seq and time: [[id, tokens, priority], ...]."""
-    return _dumps([[i, m.token_count, m.effective_priority] for i, m in zip(ids, messages, strict=True)]).encode()
+    """What an idempotency record keeps besides first seq and time: [[id, tokens, priority], ...].
+
+    Formatted directly (ids are hex, the rest integers): half the cost of json.dumps on
+    the append path; ``parse_record`` reads it back with json.loads.
+    """
+    items = ",".join(f'["{i}",{m.token_count},{m.effective_priority}]' for i, m in zip(ids, messages, strict=True))
+    return f"[{items}]".encode()
 
 
 def parse_record(record: bytes) -> tuple[AppendedRef, ...]:

@@ -40,6 +40,8 @@ from memoryd.models import (
 )
 from memoryd.store.base import LockLease
 from memoryd.store.redis import codec, scripts
+from memoryd.store.redis.cache import DEFAULT_MAX_MESSAGES as DEFAULT_CACHE_MESSAGES
+from memoryd.store.redis.cache import CachedInstance, ReadCache
 from memoryd.store.redis.connection import (
     ConnectionSettings,
     RedisClient,
@@ -91,6 +93,7 @@ class RedisStore:
         breaker: BreakerSettings | None = None,
         idempotency_window_ms: int = DEFAULT_IDEMPOTENCY_WINDOW_MS,
         read_attempts: int = 2,
+        read_cache_messages: int = DEFAULT_CACHE_MESSAGES,
     ) -> None:
         self._breaker = Breaker(breaker, name=f"redis:{settings.redacted()}")
         floor = self._breaker.settings.timeout_s + SOCKET_TIMEOUT_MARGIN_S
@@ -105,6 +108,7 @@ class RedisStore:
         self._blocking: RedisClient | None = None  # XREAD BLOCK for wait_for_change, its own pool
         self._scripts: dict[str, AsyncScript] = {}
         self._probe: asyncio.Task[None] | None = None
+        self._cache = ReadCache(read_cache_messages)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -268,6 +272,11 @@ class RedisStore:
         return AppendOutcome(refs=refs, meta=meta)
 
     async def read(self, addr: InstanceAddr, *, after_seq: int = 0, limit: int = 0) -> list[StoredMessage]:
+        if self._cache.get(addr) is not None:  # state() re-validates it against Redis first
+            await self.state(addr)
+            cached = self._cache.get(addr)
+            if cached is not None:
+                return cached.after(after_seq, limit)
         key = InstanceKeys.of(addr).msgs
         start = f"{max(after_seq, 0) + 1}-0"
         rows = await self._run(lambda: self.client.xrange(key, min=start, max="+", count=limit or None),
@@ -285,6 +294,12 @@ class RedisStore:
         """
         keys = InstanceKeys.of(addr)
         fields = list(META_FIELDS)
+        cached = self._cache.get(addr)
+        if cached is not None:
+            state = await self._revalidate(addr, keys, cached)
+            if state is not None:
+                return state
+            self._cache.drop(addr)
 
         async def snapshot() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
@@ -303,15 +318,54 @@ class RedisStore:
                     messages=tuple(codec.decode_entry(r) for r in rows),
                 )
                 if _counters_match(state):
+                    self._remember(addr, state)
                     return state
         meta, summary, rows = await self._run(
             self._script("state", (keys.msgs, keys.meta, keys.summary), ()), retry=True
         )
-        return InstanceState(
+        state = InstanceState(
             meta=codec.decode_meta(meta),
             summary=codec.decode_summary(summary),
             messages=tuple(codec.decode_entry(r) for r in rows),
         )
+        self._remember(addr, state)
+        return state
+
+    def _remember(self, addr: InstanceAddr, state: InstanceState) -> None:
+        self._cache.put(addr, CachedInstance(list(state.messages), state.meta.flush_count, state.meta.last_seq))
+
+    async def _revalidate(self, addr: InstanceAddr, keys: InstanceKeys, cached: CachedInstance) -> InstanceState | None:
+        """The state from the cache plus what was appended since, or None when anything else
+        changed (a flush, a clear, a re-created instance, or a mutation during the read)."""
+        fields = list(META_FIELDS)
+        anchor = cached.anchor
+
+        async def snapshot() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hmget(keys.meta, fields)
+            pipe.hmget(keys.summary, list(SUMMARY_FIELDS))
+            pipe.xrange(keys.msgs, min=f"{cached.covered_seq + 1}-0")
+            if anchor is not None:
+                pipe.xrange(keys.msgs, min=f"{anchor.seq}-0", max=f"{anchor.seq}-0")
+            pipe.hmget(keys.meta, fields)
+            return list(await pipe.execute())
+
+        replies = await self._run(snapshot, retry=True)
+        before, summary, new_rows, after = replies[0], replies[1], replies[2], replies[-1]
+        if before != after:
+            return None
+        if anchor is not None and not (replies[3] and codec.decode_entry(replies[3][0]).id == anchor.id):
+            return None
+        meta = codec.decode_meta(after)
+        new = [codec.decode_entry(r) for r in new_rows]
+        if meta.flush_count != cached.flush_count or meta.message_count != len(cached.messages) + len(new):
+            return None
+        state = InstanceState(meta=meta, summary=codec.decode_summary(summary), messages=(*cached.messages, *new))
+        if not _counters_match(state):
+            return None
+        cached.extend(new, meta.last_seq)
+        self._cache.grew(len(new))
+        return state
 
     async def meta(self, addr: InstanceAddr) -> InstanceMeta:
         key = InstanceKeys.of(addr).meta

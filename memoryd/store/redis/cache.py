@@ -1,0 +1,87 @@
+"""A validated read cache of decoded messages, per instance.
+
+A stored message never changes while its instance lives: seq -> message is immutable,
+and messages leave only by a flush (which increments ``flush_count``) or when the whole
+instance goes (Clear, TTL expiry; a re-created instance has new message ids). So a
+daemon may keep what it decoded, provided every read re-checks the instance in one
+round trip: the counters, the newest cached entry's id, and the entries appended since.
+The check fails closed (any doubt: read everything again), so the cache never serves
+what another daemon changed; it only saves decoding what did not change.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from memoryd.keys import InstanceAddr
+from memoryd.models import StoredMessage
+
+DEFAULT_MAX_MESSAGES = 50_000  # ~25-50 MB of typical chat messages per daemon
+
+
+@dataclass
+class CachedInstance:
+    messages: list[StoredMessage]  # by seq
+    flush_count: int
+    covered_seq: int  # every stored message with seq <= covered_seq is in ``messages``
+    seqs: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.seqs = [m.seq for m in self.messages]
+
+    @property
+    def anchor(self) -> StoredMessage | None:
+        """The newest cached message: if it is gone or has another id, the instance was re-created."""
+        return self.messages[-1] if self.messages else None
+
+    def extend(self, new: list[StoredMessage], covered_seq: int) -> None:
+        self.messages.extend(new)
+        self.seqs.extend(m.seq for m in new)
+        self.covered_seq = covered_seq
+
+    def after(self, after_seq: int, limit: int) -> list[StoredMessage]:
+        start = bisect.bisect_right(self.seqs, after_seq)
+        return self.messages[start : start + limit] if limit else self.messages[start:]
+
+
+class ReadCache:
+    """Least-recently-used instances, bounded by their total number of messages."""
+
+    def __init__(self, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
+        self.max_messages = max_messages
+        self._entries: OrderedDict[InstanceAddr, CachedInstance] = OrderedDict()
+        self._size = 0
+
+    def get(self, addr: InstanceAddr) -> CachedInstance | None:
+        entry = self._entries.get(addr)
+        if entry is not None:
+            self._entries.move_to_end(addr)
+        return entry
+
+    def put(self, addr: InstanceAddr, entry: CachedInstance) -> None:
+        self.drop(addr)
+        if len(entry.messages) > self.max_messages:
+            return
+        self._entries[addr] = entry
+        self._size += len(entry.messages)
+        self._shrink()
+
+    def grew(self, by: int) -> None:
+        """Account for messages added to a cached entry in place."""
+        self._size += by
+        self._shrink()
+
+    def drop(self, addr: InstanceAddr) -> None:
+        entry = self._entries.pop(addr, None)
+        if entry is not None:
+            self._size -= len(entry.messages)
+
+    def _shrink(self) -> None:
+        while self._size > self.max_messages and self._entries:
+            _, oldest = self._entries.popitem(last=False)
+            self._size -= len(oldest.messages)
+
+    def __len__(self) -> int:
+        return len(self._entries)

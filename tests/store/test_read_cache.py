@@ -1,0 +1,98 @@
+"""The Redis store's read cache never serves what another daemon changed.
+
+Two RedisStore objects on one Redis stand for two daemons: one reads (and caches), the
+other mutates; every read of the first must equal what Redis holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from memoryd.keys import InstanceAddr
+from memoryd.models import StoredMessage, Summary
+from memoryd.store.base import MemoryStore
+from memoryd.store.redis.cache import CachedInstance, ReadCache
+from memoryd.store.url import open_store
+from tests.store.conftest import REDIS_BACKENDS, TEST_BREAKER, backend_url, new_addr
+from tests.store.test_conformance import msg, plan
+
+
+@pytest.fixture(params=REDIS_BACKENDS)
+async def pair(request: pytest.FixtureRequest) -> AsyncIterator[tuple[MemoryStore, MemoryStore]]:
+    url = backend_url(request, request.param)
+    reader, writer = open_store(url, breaker=TEST_BREAKER), open_store(url, breaker=TEST_BREAKER)
+    await reader.start()
+    await writer.start()
+    try:
+        yield reader, writer
+    finally:
+        await reader.close()
+        await writer.close()
+
+
+async def seen(store: MemoryStore, addr: InstanceAddr) -> list[tuple[int, str, str]]:
+    return [(m.seq, m.id, m.content) for m in (await store.state(addr)).messages]
+
+
+async def test_appends_by_another_daemon_are_seen(pair: tuple[MemoryStore, MemoryStore]) -> None:
+    reader, writer = pair
+    addr = new_addr()
+    await writer.append(addr, [msg("a"), msg("b")])
+    assert [c for _, _, c in await seen(reader, addr)] == ["a", "b"]
+    await writer.append(addr, [msg("c")])
+    assert [c for _, _, c in await seen(reader, addr)] == ["a", "b", "c"]
+    assert [m.content for m in await reader.read(addr, after_seq=1, limit=1)] == ["b"]
+    assert await seen(reader, addr) == await seen(writer, addr)
+
+
+async def test_flush_by_another_daemon_invalidates(pair: tuple[MemoryStore, MemoryStore]) -> None:
+    reader, writer = pair
+    addr = new_addr()
+    await writer.append(addr, [msg(f"m{i}") for i in range(5)])
+    assert len(await seen(reader, addr)) == 5
+    async with writer.lock(addr, ttl_ms=5000, acquire_timeout_s=2) as lease:
+        await writer.apply_flush(addr, plan([1, 2], Summary("s", 3, 2, 0)), fence=lease.fence)
+    state = await reader.state(addr)
+    assert [m.seq for m in state.messages] == [3, 4, 5]
+    assert state.summary is not None and state.summary.content == "s"
+    assert [m.seq for m in await reader.read(addr)] == [3, 4, 5]
+
+
+async def test_clear_and_recreation_to_the_same_shape_is_detected(pair: tuple[MemoryStore, MemoryStore]) -> None:
+    reader, writer = pair
+    addr = new_addr()
+    await writer.append(addr, [msg("old-1"), msg("old-2")])
+    assert [c for _, _, c in await seen(reader, addr)] == ["old-1", "old-2"]
+    await writer.clear(addr)
+    await writer.append(addr, [msg("new-1"), msg("new-2")])  # same seqs, same counters, new ids
+    assert [c for _, _, c in await seen(reader, addr)] == ["new-1", "new-2"]
+    assert [m.content for m in await reader.read(addr)] == ["new-1", "new-2"]
+
+
+async def test_clear_then_fewer_messages_is_detected(pair: tuple[MemoryStore, MemoryStore]) -> None:
+    reader, writer = pair
+    addr = new_addr()
+    await writer.append(addr, [msg("x1"), msg("x2"), msg("x3")])
+    await seen(reader, addr)
+    await writer.clear(addr)
+    assert await seen(reader, addr) == []
+    await writer.append(addr, [msg("y1")])
+    assert [c for _, _, c in await seen(reader, addr)] == ["y1"]
+
+
+async def test_cache_is_bounded() -> None:
+    cache = ReadCache(max_messages=10)
+    a, b, c = (InstanceAddr("p", "r", k) for k in "abc")
+    cache.put(a, CachedInstance([], 0, 0))
+    for addr, n in ((a, 0), (b, 6), (c, 6)):
+        cache.put(addr, CachedInstance([_stored(i) for i in range(n)], 0, n))
+    assert cache.get(b) is None and cache.get(c) is not None  # b was least recently used
+    cache.put(a, CachedInstance([_stored(i) for i in range(11)], 0, 11))
+    assert cache.get(a) is None  # larger than the whole cache: not kept
+
+
+def _stored(seq: int) -> StoredMessage:
+    return StoredMessage(seq=seq, id=str(seq), role="user", content="", content_type="text", priority=None,
+                         effective_priority=5, token_count=1, created_at_ms=0)
