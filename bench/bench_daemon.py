@@ -26,7 +26,8 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from memoryd_client import AsyncMemoryClient  # noqa: E402
+from memoryd_client import AsyncMemoryClient, pb  # noqa: E402
+from memoryd_client.v1 import memory_pb2_grpc as pb_grpc  # noqa: E402
 
 from tests.redis_servers import start_standalone  # noqa: E402
 from tests.support import free_port, wait_serving  # noqa: E402
@@ -100,10 +101,15 @@ async def bench(store: str, n: int) -> list[tuple[str, str, str, str]]:
                 return lambda: floor_calls[i](payload)
 
             clients = [AsyncMemoryClient(api) for _ in range(16)]
+            # Appends go through the generated stub with a prebuilt request, as the floor sends
+            # prebuilt bytes: the client's own Python work stays out of what is compared.
+            api_channels = [grpc.aio.insecure_channel(api) for _ in range(16)]
+            stubs = [pb_grpc.MemoryServiceStub(ch) for ch in api_channels]
 
             def append_call(i: int, key: str = "bench") -> Callable[[], Awaitable[object]]:
-                msg = [{"role": "user", "content": CONTENT}]
-                return lambda: clients[i].append("archive", msg, key=f"{key}-{i}")
+                req = pb.AppendRequest(ref=pb.MemoryRef(memory_id="archive", key=f"{key}-{i}"),
+                                       messages=[pb.Message(role=pb.ROLE_USER, content=CONTENT)])
+                return lambda: stubs[i].Append(req)
 
             # warm up both paths
             await timed(floor_call(0), 200)
@@ -133,10 +139,12 @@ async def bench(store: str, n: int) -> list[tuple[str, str, str, str]]:
 
             for _batch in range(10):
                 await c.append("archive", [{"role": "user", "content": CONTENT} for _ in range(1000)], key="raw")
-            raw_lat = await timed(lambda: c.read_all("archive", key="raw", view="raw", chunk_size=1000), 10)
+            raw_lat = await timed(lambda: c.read_all("archive", key="raw", view="raw", chunk_size=1000), 11)
             mb = 10_000 * len(payload) / 1e6
-            rows.append(("RAW read, 10,000 x 430 B", f"{mb / statistics.median(raw_lat):.0f} MB/s", "",
-                         f"{statistics.median(raw_lat) * 1e3:.0f} ms each"))
+            cold, warm = raw_lat[0], statistics.median(raw_lat[1:])
+            rows.append(("RAW read, 10,000 x 430 B, first read", f"{mb / cold:.0f} MB/s", "", f"{cold * 1e3:.0f} ms"))
+            rows.append(("RAW read, 10,000 x 430 B, again (median of 10)", f"{mb / warm:.0f} MB/s", "",
+                         f"{warm * 1e3:.0f} ms each"))
 
             # append p99 under the same background load, once with flushes running, once without
             stop = asyncio.Event()
@@ -163,7 +171,7 @@ async def bench(store: str, n: int) -> list[tuple[str, str, str, str]]:
                          f"{q99 * 1e3:.2f} ms (same load, no flush)", f"{b99 / q99:.2f}x"))
             for cl in clients:
                 await cl.close()
-            for ch in channels:
+            for ch in (*channels, *api_channels):
                 await ch.close()
         finally:
             for proc in (daemon, floor):

@@ -272,7 +272,9 @@ class RedisStore:
         return AppendOutcome(refs=refs, meta=meta)
 
     async def read(self, addr: InstanceAddr, *, after_seq: int = 0, limit: int = 0) -> list[StoredMessage]:
-        if self._cache.get(addr) is not None:  # state() re-validates it against Redis first
+        # A read from the start, or of a cached instance, goes through state(): it
+        # re-validates the cache (or fills it), and later pages come from memory.
+        if after_seq == 0 or self._cache.get(addr) is not None:
             await self.state(addr)
             cached = self._cache.get(addr)
             if cached is not None:
