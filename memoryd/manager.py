@@ -270,22 +270,21 @@ class MemoryManager:
         return True
 
     async def _background_flush(self, target: Target) -> None:
+        fields = {"event": "flush", "memory_id": target.resource.id, "instance_hash": target.addr.instance_hash}
         try:
             with self.metrics.operation("background_flush", target.resource.id):
                 result = await self.flush(target)
-            log.info("flush", extra={"event": "flush", "memory_id": target.resource.id,
-                                     "instance": target.addr.instance_hash, "status": "ok",
-                                     "removed": len(result.removed_seqs)})
+            log.info("flush", extra={**fields, "status": "ok", "removed": len(result.removed_seqs)})
+        except LockContention:  # another daemon is flushing this instance: nothing to do
+            log.info("flush skipped: instance lock held elsewhere", extra={**fields, "status": "contended"})
         except Exception as exc:  # a background task has no caller to report to
-            log.warning("background flush failed: %s", type(exc).__name__,
-                        extra={"event": "flush", "memory_id": target.resource.id,
-                               "instance": target.addr.instance_hash, "status": "error"})
+            log.warning("background flush failed: %s", type(exc).__name__, extra={**fields, "status": "error"})
         finally:
             self._flushes.pop(target.addr, None)
 
     async def _plan(self, target: Target) -> FlushPlan:
         rt = target.runtime
-        state = await target.runtime.store.state(target.addr)
+        state = await rt.store.state(target.addr)
         count = functools.partial(rt.counter.count_message, "system")
         args = (state, rt.resource, rt.budget, count, _now_ms())
         if len(state.messages) > THREAD_THRESHOLD:
@@ -351,7 +350,7 @@ class MemoryManager:
 
     async def read_context(self, target: Target, *, max_tokens: int) -> tuple[ContextView, InstanceMeta]:
         rt = target.runtime
-        state = await target.runtime.store.state(target.addr)
+        state = await rt.store.state(target.addr)
         if len(state.messages) > THREAD_THRESHOLD:
             view = await asyncio.to_thread(engine.context_view, state, rt.budget, max_tokens or None)
         else:
@@ -366,9 +365,12 @@ class MemoryManager:
     ) -> AsyncIterator[WatchEvent]:
         """Changes of one instance, read from the store at the consumer's pace.
 
-        Nothing is buffered per watcher beyond one page: a slow consumer only lags
+        No message is buffered per watcher beyond one page: a slow consumer only lags
         behind the store (gRPC flow control pauses this generator), it never makes the
-        daemon hold more. Resuming with ``after_seq`` replays what was missed.
+        daemon hold content for it. The watcher remembers the seqs it delivered that are
+        still stored (a set of ints, as large as the instance), so that a Flushed event
+        names exactly which of them a flush removed. Resuming with ``after_seq`` replays
+        what was missed.
         """
         store, addr = target.runtime.store, target.addr
         cursor = after_seq
