@@ -100,3 +100,22 @@ async def test_append_totals_match_content() -> None:
         raw = await c.read_all("chat", key="t", view="raw")
     assert resp.stats.token_count == sum(m.token_count for m in raw) == sum(r.token_count for r in resp.results)
     assert all(m.token_count > 0 for m in raw)
+
+
+async def test_unknown_model_falls_back_and_health_says_so() -> None:
+    async with running_server(project(model="acme-llm-9000")) as srv, srv.client() as c:
+        await c.append("chat", [{"role": "user", "content": "hello"}], key="fb")
+        health = await c.health("chat", key="fb")
+        daemon = await c.health()
+        stats = await c.stats("chat", key="fb")
+    assert health.encoding == "o200k_base" and health.encoding_fallback
+    assert daemon.encoding_fallback and any("acme-llm-9000" in n for n in daemon.notes)
+    assert stats.encoding == "o200k_base" and stats.token_count > 0
+    assert health.instance.stats.message_count == 1 and 0 < health.instance.token_usage_ratio < 1
+
+
+async def test_gpt4_counts_with_cl100k() -> None:
+    async with running_server(project(model="gpt-4-0613")) as srv, srv.client() as c:
+        resp = await c.append("chat", [{"role": "user", "content": "héllo wörld"}], key="enc")
+        health = await c.health("chat", key="enc")
+    assert resp.stats.encoding == "cl100k_base" and not health.encoding_fallback
