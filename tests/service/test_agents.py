@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -167,3 +168,25 @@ async def test_end_workflow_removes_only_workflow_scoped_instances() -> None:
         assert await texts(c, SUPPORT, wf1) == ["support wf-1", "support wf-2"]  # keyed by conversation: kept
         with pytest.raises(InvalidArgumentError, match="workflow_id"):
             await c.end_workflow("")
+
+
+async def test_one_agent_watches_what_another_appends(example: RunningServer) -> None:
+    intake, resolution = Agent("intake-agent", ctx("watched")), Agent("resolution-agent", ctx("watched"))
+    async with example.client() as writer, example.client() as watcher:
+        seen: list[str] = []
+
+        async def watch(after_seq: int, want: int) -> int:
+            async for event in watcher.watch(SUPPORT, agent=resolution, after_seq=after_seq):
+                seen.extend(m.content for m in event.appended.messages)
+                if len(seen) >= want:
+                    return event.appended.messages[-1].seq
+            raise AssertionError("watch ended early")
+
+        first = asyncio.create_task(watch(0, 20))
+        for i in range(20):
+            await writer.append(SUPPORT, [{"role": "user", "content": f"turn {i} ✓"}], agent=intake)
+        last = await first
+        for i in range(20, 30):  # while nobody watches
+            await writer.append(SUPPORT, [{"role": "user", "content": f"turn {i} ✓"}], agent=intake)
+        await watch(last, 30)
+    assert seen == [f"turn {i} ✓" for i in range(30)]
