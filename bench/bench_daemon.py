@@ -84,8 +84,7 @@ async def bench(store: str, n: int) -> list[tuple[str, str, str, str]]:
         config.write_text(PROJECT)
         api = f"127.0.0.1:{free_port()}"
         floor_addr = f"127.0.0.1:{free_port()}"
-        args = [sys.executable, "-m", "memoryd", "serve", "--listen", api, "--config", str(config),
-                "--log-level", "warning"]
+        args = [sys.executable, "-m", "memoryd", "serve", "--listen", api, "--config", str(config)]
         if store == "redis":
             args += ["--redis-url", redis_proc.url]
         daemon = spawn(args)

@@ -157,14 +157,29 @@ def _begin(info: _MethodInfo, request_id: str, context: Context) -> _Call:
     return _Call(start, context.peer(), None if remaining is None else time.monotonic() + remaining)
 
 
+# Server-side faults an operator must see even at level warning.
+_FAULTS = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNAVAILABLE,
+                     grpc.StatusCode.DATA_LOSS, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def _access_level(info: _MethodInfo, code: grpc.StatusCode) -> int:
+    """Successful calls log at debug: one JSON line per call at info cost ~12 % of the
+    daemon's CPU under load (py-spy, 16 concurrent appenders). Refused calls log at
+    info, server-side faults at warning; health and reflection stay at debug."""
+    if info.log_level == logging.DEBUG or code == grpc.StatusCode.OK:
+        return logging.DEBUG
+    return logging.WARNING if code in _FAULTS else logging.INFO
+
+
 def _end(info: _MethodInfo, request_id: str, context: Context, call: _Call, exc: BaseException | None) -> None:
     elapsed = time.perf_counter() - call.start
     code = status_of(context, exc, call.deadline)
     if info.metrics is not None:
         info.metrics.handled(code.name).inc()
         info.metrics.handling.observe(elapsed)
-    if access_log.isEnabledFor(info.log_level):
-        access_log.log(info.log_level, "%s %s", info.method, code.name, extra={
+    level = _access_level(info, code)
+    if access_log.isEnabledFor(level):
+        access_log.log(level, "%s %s", info.method, code.name, extra={
             "event": "rpc", "method": info.method, "grpc_type": info.rpc_type, "grpc_code": code.name,
             "duration_ms": round(elapsed * 1000, 3), "peer": call.peer, "request_id": request_id,
         })

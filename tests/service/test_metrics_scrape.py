@@ -143,13 +143,13 @@ class _Lines(logging.Handler):
 
 
 @contextlib.contextmanager
-def captured(*names: str) -> Iterator[_Lines]:
+def captured(*names: str, level: int = logging.INFO) -> Iterator[_Lines]:
     handler = _Lines()
     loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.addHandler(handler)
-        lg.setLevel(logging.INFO)
+        lg.setLevel(level)
     try:
         yield handler
     finally:
@@ -158,23 +158,37 @@ def captured(*names: str) -> Iterator[_Lines]:
             lg.setLevel(level)
 
 
+async def _two_appends_and_a_probe(addr: str) -> None:
+    async with grpc.aio.insecure_channel(addr) as ch:
+        stub = pb_grpc.MemoryServiceStub(ch)
+        ref = pb.MemoryRef(memory_id=MEM, key=KEY)
+        await stub.Append(pb.AppendRequest(ref=ref, messages=[pb.Message(role=pb.ROLE_USER, content=CONTENT)]),
+                          metadata=((REQUEST_ID_HEADER, "append-1"),))
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.Append(pb.AppendRequest(ref=ref), metadata=((REQUEST_ID_HEADER, "append-2"),))
+        await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
+
+
 async def test_access_log_has_one_json_line_per_call_without_content_or_keys() -> None:
-    with captured("memoryd.access") as logs:
-        async with serve() as (addr, _, _port), grpc.aio.insecure_channel(addr) as ch:
-            stub = pb_grpc.MemoryServiceStub(ch)
-            ref = pb.MemoryRef(memory_id=MEM, key=KEY)
-            await stub.Append(pb.AppendRequest(ref=ref, messages=[pb.Message(role=pb.ROLE_USER, content=CONTENT)]),
-                              metadata=((REQUEST_ID_HEADER, "append-1"),))
-            with pytest.raises(grpc.aio.AioRpcError):
-                await stub.Append(pb.AppendRequest(ref=ref), metadata=((REQUEST_ID_HEADER, "append-2"),))
-            await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())  # debug level: not shown
+    with captured("memoryd.access", level=logging.DEBUG) as logs:
+        async with serve() as (addr, _, _port):
+            await _two_appends_and_a_probe(addr)
     lines = [json.loads(line) for line in logs.lines]
-    assert [(e["request_id"], e["grpc_code"]) for e in lines] == [("append-1", "OK"), ("append-2", "INVALID_ARGUMENT")]
-    for e in lines:
-        assert e["event"] == "rpc" and e["level"] == "info" and e["logger"] == "memoryd.access"
-        assert e["method"] == f"/{SERVICE}/Append" and e["grpc_type"] == "unary"
+    calls = [e for e in lines if e["method"] == f"/{SERVICE}/Append"]
+    assert [(e["request_id"], e["grpc_code"], e["level"]) for e in calls] == [
+        ("append-1", "OK", "debug"), ("append-2", "INVALID_ARGUMENT", "info")]
+    assert [e["level"] for e in lines if "Health" in e["method"]] == ["debug"]
+    for e in calls:
+        assert e["event"] == "rpc" and e["logger"] == "memoryd.access" and e["grpc_type"] == "unary"
         assert isinstance(e["duration_ms"], float) and e["duration_ms"] >= 0
     assert not any(KEY in line or "4111" in line for line in logs.lines)
+
+
+async def test_at_info_only_refused_and_failed_calls_are_logged() -> None:
+    with captured("memoryd.access") as logs:
+        async with serve() as (addr, _, _port):
+            await _two_appends_and_a_probe(addr)
+    assert [json.loads(line)["request_id"] for line in logs.lines] == ["append-2"]
 
 
 class BrokenStore(EmbeddedStore):
