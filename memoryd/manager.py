@@ -49,6 +49,8 @@ log = logging.getLogger("memoryd.manager")
 
 # A lock acquisition that waited this long found the lock held (the first retry backs off >= 5 ms).
 LOCK_CONTENDED_S = 0.005
+# Direct-key resolutions remembered (oldest dropped first).
+DIRECT_CACHE_SIZE = 4096
 # Above this many messages, planning and view selection run in a worker thread.
 THREAD_THRESHOLD = 2000
 
@@ -156,6 +158,7 @@ class MemoryManager:
         if problems:
             raise ConfigError(problems)
         self._flushes: dict[InstanceAddr, asyncio.Task[None]] = {}
+        self._direct: dict[tuple[str, str], ResolvedRef] = {}
 
     def _embedded(self) -> MemoryStore:
         from memoryd.store.embedded import EmbeddedStore
@@ -183,7 +186,7 @@ class MemoryManager:
 
     def resolve(self, ref: RefSpec) -> Target:
         if ref.key is not None:
-            resolved = resolve_direct(self.project, ref.memory_id, ref.key)
+            resolved = self._resolve_direct(ref.memory_id, ref.key)
         else:
             assert ref.agent_id is not None
             if ref.memory_id not in self.project.resources:
@@ -191,6 +194,18 @@ class MemoryManager:
             resolved = resolve_reference(self.project, ref.agent_id, ref.memory_id, ref.context)
         self.metrics.config_resolved(resolved.level or "direct")
         return self._target(resolved)
+
+    def _resolve_direct(self, memory_id: str, key: str) -> ResolvedRef:
+        """Direct-key resolution depends only on the (immutable) configuration and the key,
+        and it is on every call's path (sanitising, hashing): remember recent answers."""
+        cache_key = (memory_id, key)
+        resolved = self._direct.get(cache_key)
+        if resolved is None:
+            resolved = resolve_direct(self.project, memory_id, key)  # errors are not cached
+            if len(self._direct) >= DIRECT_CACHE_SIZE:
+                self._direct.pop(next(iter(self._direct)))
+            self._direct[cache_key] = resolved
+        return resolved
 
     def _target(self, resolved: ResolvedRef) -> Target:
         return Target(self.runtimes[resolved.memory_id], resolved.addr, resolved.mode, resolved.workflow_id)
