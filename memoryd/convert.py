@@ -24,20 +24,8 @@ MODES = {"read-write": pb.ACCESS_MODE_READ_WRITE, "read-only": pb.ACCESS_MODE_RE
 
 
 def message_to_pb(msg: StoredMessage) -> pb.Message:
-    out = pb.Message(
-        role=ROLE_VALUES.get(msg.role, pb.ROLE_UNSPECIFIED),
-        content=msg.content,
-        content_type=msg.content_type,
-        metadata=msg.metadata,
-        seq=msg.seq,
-        id=msg.id,
-        token_count=msg.token_count,
-        kind=pb.MESSAGE_KIND_SUMMARY if msg.kind is Kind.SUMMARY else pb.MESSAGE_KIND_MESSAGE,
-        effective_priority=msg.effective_priority,
-    )
-    if msg.priority is not None:
-        out.priority = msg.priority
-    out.created_at.FromMilliseconds(msg.created_at_ms)
+    out = pb.Message()
+    _fill(out, msg)
     return out
 
 
@@ -49,17 +37,26 @@ def add_messages(out: RepeatedMessages, messages: Iterable[StoredMessage]) -> No
     """
     add = out.add
     for msg in messages:
-        item = add(
-            role=ROLE_VALUES.get(msg.role, pb.ROLE_UNSPECIFIED), content=msg.content, content_type=msg.content_type,
-            priority=msg.priority, seq=msg.seq, id=msg.id, token_count=msg.token_count,
-            kind=pb.MESSAGE_KIND_SUMMARY if msg.kind is Kind.SUMMARY else pb.MESSAGE_KIND_MESSAGE,
-            effective_priority=msg.effective_priority,
-        )
-        ms = msg.created_at_ms
-        item.created_at.seconds = ms // 1000
-        item.created_at.nanos = (ms % 1000) * 1_000_000
-        if msg.metadata:
-            item.metadata.update(msg.metadata)
+        _fill(add(), msg)
+
+
+def _fill(item: pb.Message, msg: StoredMessage) -> None:
+    """The one mapping of a stored message onto the wire message."""
+    item.role = ROLE_VALUES.get(msg.role, pb.ROLE_UNSPECIFIED)
+    item.content = msg.content
+    item.content_type = msg.content_type
+    if msg.priority is not None:
+        item.priority = msg.priority
+    item.seq = msg.seq
+    item.id = msg.id
+    item.token_count = msg.token_count
+    item.kind = pb.MESSAGE_KIND_SUMMARY if msg.kind is Kind.SUMMARY else pb.MESSAGE_KIND_MESSAGE
+    item.effective_priority = msg.effective_priority
+    ms = msg.created_at_ms
+    item.created_at.seconds = ms // 1000
+    item.created_at.nanos = (ms % 1000) * 1_000_000
+    if msg.metadata:
+        item.metadata.update(msg.metadata)
 
 
 def stats_to_pb(

@@ -35,13 +35,13 @@ def sanitize_key(raw: str) -> str:
 _HASHED_FORM = re.compile(r"\.h[0-9a-f]{16}$")
 
 
-def validate_direct_key(key: str, field: str = "ref.key") -> str:
+def validate_direct_key(key: str, field: str = "ref.key", max_bytes: int = MAX_DIRECT_KEY_BYTES) -> str:
     """Check a client-supplied direct key and return its sanitised form."""
     if not key:
-        raise InvalidArgument(field, "the key must not be empty")
+        raise InvalidArgument(field, "must not be empty")
     size = len(key.encode("utf-8", "surrogatepass"))
-    if size > MAX_DIRECT_KEY_BYTES:
-        raise InvalidArgument(field, f"the key is {size} bytes; at most {MAX_DIRECT_KEY_BYTES} are allowed")
+    if size > max_bytes:
+        raise InvalidArgument(field, f"the key is {size} bytes; at most {max_bytes} are allowed")
     return sanitize_key(key)
 
 

@@ -201,7 +201,9 @@ class MemoryManager:
         cache_key = (memory_id, key)
         resolved = self._direct.get(cache_key)
         if resolved is None:
-            resolved = resolve_direct(self.project, memory_id, key)  # errors are not cached
+            resolved = resolve_direct(  # errors are not cached
+                self.project, memory_id, key, max_key_bytes=self.settings.max_key_bytes
+            )
             if len(self._direct) >= DIRECT_CACHE_SIZE:
                 self._direct.pop(next(iter(self._direct)))
             self._direct[cache_key] = resolved

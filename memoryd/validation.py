@@ -42,11 +42,7 @@ def ref(r: pb.MemoryRef, settings: Settings, field: str = "ref", *, present: boo
     if not r.memory_id:
         raise InvalidArgument(f"{field}.memory_id", "required")
     target = r.WhichOneof("target")
-    if target == "key":
-        if not r.key:
-            raise InvalidArgument(f"{field}.key", "must not be empty")
-        if len(r.key.encode("utf-8")) > settings.max_key_bytes:
-            raise InvalidArgument(f"{field}.key", f"longer than {settings.max_key_bytes} bytes")
+    if target == "key":  # emptiness and size: keys.validate_direct_key, at resolution
         return RefSpec(r.memory_id, r.key, None, {})
     if target == "agent":
         if not r.agent.agent_id:

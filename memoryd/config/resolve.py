@@ -19,7 +19,7 @@ from typing import Any
 from memoryd.config.model import AccessMode, Agent, MemoryReference, MemoryResource, Project
 from memoryd.config.templates import DEFAULT_FIELD_PREFIX, compile_template, lookup_text
 from memoryd.errors import NotFound, PermissionDenied
-from memoryd.keys import InstanceAddr, sanitize_key, validate_direct_key
+from memoryd.keys import MAX_DIRECT_KEY_BYTES, InstanceAddr, sanitize_key, validate_direct_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +98,9 @@ def resolve_agent(
     return agent, [_render(project, agent, ref, full, field_prefix) for ref in agent.references]
 
 
-def resolve_direct(project: Project, memory_id: str, key: str) -> ResolvedRef:
+def resolve_direct(
+    project: Project, memory_id: str, key: str, *, max_key_bytes: int = MAX_DIRECT_KEY_BYTES
+) -> ResolvedRef:
     """A direct-key address, governed by the resource's ``access.direct``."""
     resource = project.resources.get(memory_id)
     if resource is None:
@@ -106,7 +108,7 @@ def resolve_direct(project: Project, memory_id: str, key: str) -> ResolvedRef:
     if resource.direct_access == "deny":
         raise PermissionDenied(f"memory '{memory_id}' does not allow direct keys (access.direct: deny); "
                                "address it through an agent reference")
-    clean = validate_direct_key(key, "ref.key")
+    clean = validate_direct_key(key, "ref.key", max_key_bytes)
     mode: AccessMode = "read-only" if resource.direct_access == "read-only" else "read-write"
     return ResolvedRef(
         memory_id=memory_id, mode=mode, key_template="", key=clean,

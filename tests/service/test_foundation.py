@@ -191,3 +191,11 @@ async def test_errors_are_typed_and_carry_the_status(server: RunningServer) -> N
             await c.append(MEM, [{"role": "user", "content": "x" * 2_000_000}], key="k")
     assert isinstance(err.value, ResourceExhaustedError)
     assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_max_key_bytes_setting_governs_direct_keys() -> None:
+    async with running_server(storage_project(), max_key_bytes=2048) as srv, srv.client() as c:
+        await c.append(MEM, [{"role": "user", "content": "long key"}], key="k" * 1500)
+        assert (await c.stats(MEM, key="k" * 1500)).message_count == 1
+        with pytest.raises(InvalidArgumentError, match="ref.key"):
+            await c.append(MEM, [{"role": "user", "content": "too long"}], key="k" * 2049)
