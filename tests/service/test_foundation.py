@@ -197,5 +197,5 @@ async def test_max_key_bytes_setting_governs_direct_keys() -> None:
     async with running_server(storage_project(), max_key_bytes=2048) as srv, srv.client() as c:
         await c.append(MEM, [{"role": "user", "content": "long key"}], key="k" * 1500)
         assert (await c.stats(MEM, key="k" * 1500)).message_count == 1
-        with pytest.raises(InvalidArgumentError, match="ref.key"):
+        with pytest.raises(InvalidArgumentError, match=r"ref\.key"):
             await c.append(MEM, [{"role": "user", "content": "too long"}], key="k" * 2049)
