@@ -13,7 +13,9 @@ Choices (docs/redis.md, "Connections"):
   that (a semaphore), so the pool is never exhausted (redis-py's async pool raises
   instead of waiting when it is).
 * hiredis parses replies when installed (a dependency of memoryd); ``parser_name``
-  tells which parser is active.
+  tells which parser is active. Standalone and Sentinel connections also pack commands
+  with hiredis and write without a Task per command (``wire.py``); the Cluster client
+  creates its node connections itself and keeps redis-py's.
 """
 
 from __future__ import annotations
@@ -25,10 +27,18 @@ from typing import Any, Literal
 
 from redis.asyncio import ConnectionPool, Redis, RedisCluster, Sentinel
 from redis.asyncio.cluster import ClusterNode
-from redis.asyncio.connection import DefaultParser, SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.connection import DefaultParser
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.credentials import CredentialProvider
+
+from memoryd.store.redis.wire import (
+    LeanConnection,
+    LeanSentinelConnection,
+    LeanSentinelSSLConnection,
+    LeanSSLConnection,
+    LeanUnixConnection,
+)
 
 Mode = Literal["standalone", "sentinel", "cluster"]
 RedisClient = Redis | RedisCluster
@@ -148,17 +158,18 @@ def make_client(s: ConnectionSettings) -> RedisClient:
             raise ValueError("sentinel mode needs a master name")
         extra = {"ssl": True, **_tls(s)} if s.tls else {}
         client: Redis = sentinel.master_for(
-            s.master_name, db=s.db, max_connections=s.max_connections, socket_keepalive=True, **extra, **_common(s)
+            s.master_name, db=s.db, max_connections=s.max_connections, socket_keepalive=True,
+            connection_class=LeanSentinelSSLConnection if s.tls else LeanSentinelConnection, **extra, **_common(s),
         )
         return client
-    kwargs: dict[str, Any] = {"db": s.db, **_common(s)}
+    kwargs: dict[str, Any] = {"db": s.db, "connection_class": LeanConnection, **_common(s)}
     if s.unix_socket_path:
-        kwargs.update(connection_class=UnixDomainSocketConnection, path=s.unix_socket_path)
+        kwargs.update(connection_class=LeanUnixConnection, path=s.unix_socket_path)
     else:
         host, port = s.hosts[0]
         kwargs.update(host=host, port=port, socket_keepalive=True)
         if s.tls:
-            kwargs.update(connection_class=SSLConnection, **_tls(s))
+            kwargs.update(connection_class=LeanSSLConnection, **_tls(s))
     # A plain pool suffices: the store's semaphore never lets more calls in than it holds.
     pool = ConnectionPool(max_connections=s.max_connections, **kwargs)
     return Redis.from_pool(pool)

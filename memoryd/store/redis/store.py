@@ -22,7 +22,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 import redis.exceptions as rex
-from redis.commands.core import AsyncScript
+from redis.asyncio import Redis
 
 from memoryd.breaker import Breaker, BreakerSettings
 from memoryd.errors import FenceRejected, MemorydError, PinnedTierFull, StoreUnavailable
@@ -50,6 +50,7 @@ from memoryd.store.redis.connection import (
     parser_name,
 )
 from memoryd.store.redis.layout import META_FIELDS, SUMMARY_FIELDS, InstanceKeys, workflow_index
+from memoryd.store.redis.wire import ScriptCaller
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,6 +70,18 @@ def _raw(response: Any, **_: Any) -> Any:
 
 _ID_PREFIX = secrets.token_hex(8)  # per process: ids stay unique across daemons
 _id_counter = itertools.count(1)
+
+
+ScriptCall = Callable[[Sequence[Any], Sequence[Any]], Awaitable[Any]]
+
+
+def _script_caller(client: RedisClient, source: str) -> ScriptCall:
+    """EVALSHA through the pool on standalone/Sentinel (``wire.ScriptCaller``); a Cluster
+    routes by key, through redis-py's ``Script``."""
+    if isinstance(client, Redis):
+        return ScriptCaller(client, source)
+    script = client.register_script(source)
+    return lambda keys, args: script(keys=keys, args=args)
 
 
 def new_id() -> str:
@@ -106,7 +119,7 @@ class RedisStore:
         self._sem = asyncio.Semaphore(settings.max_connections)
         self._client: RedisClient | None = None
         self._blocking: RedisClient | None = None  # XREAD BLOCK for wait_for_change, its own pool
-        self._scripts: dict[str, AsyncScript] = {}
+        self._scripts: dict[str, ScriptCall] = {}
         self._probe: asyncio.Task[None] | None = None
         self._cache = ReadCache(read_cache_messages)
 
@@ -150,7 +163,7 @@ class RedisStore:
         # watchers can never starve the calls of the memory API. No socket timeout: the
         # asyncio timeout around each XREAD bounds it (cancellation drops the connection).
         self._blocking = make_client(replace(self.settings, socket_timeout_s=None))
-        self._scripts = {name: client.register_script(src) for name, src in scripts.ALL.items()}
+        self._scripts = {name: _script_caller(client, src) for name, src in scripts.ALL.items()}
         if "Hiredis" not in self.parser:
             log.warning("hiredis is not active: replies parse several times slower", extra={"event": "no_hiredis"})
         try:
@@ -163,8 +176,8 @@ class RedisStore:
 
     async def _load_scripts(self) -> None:
         # SCRIPT LOAD goes to every primary on a Cluster; later NOSCRIPTs re-load by themselves.
-        for script in self._scripts.values():
-            await self.client.script_load(script.script)
+        for source in scripts.ALL.values():
+            await self.client.script_load(source)
 
     async def close(self) -> None:
         if self._probe is not None:
@@ -220,7 +233,7 @@ class RedisStore:
 
     def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Callable[[], Awaitable[Any]]:
         script = self._scripts[name]
-        return lambda: script(keys=keys, args=args)
+        return lambda: script(keys, args)
 
     # -- the protocol ---------------------------------------------------------------------
 

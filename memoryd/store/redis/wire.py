@@ -1,0 +1,141 @@
+"""redis-py asyncio connections with two per-command costs taken out of the append path.
+
+redis-py 8's asyncio ``Connection`` differs from its sync one in two ways that cost the
+daemon on every command (measured with ``bench/bench_redis_store.py``, "wire"):
+
+* it encodes commands in Python, one ``Encoder.encode`` per argument: ~21 µs for an
+  append's 22 arguments. The sync client packs with ``hiredis.pack_command`` (C) when
+  hiredis is installed; ``pack_command`` here does the same, with redis-py's own
+  serializer class (``redis.connection.HiredisRespSerializer``);
+* with a ``socket_timeout`` it writes through ``asyncio.wait_for``, which on Python 3.11
+  wraps the write in a new Task: one more event-loop iteration before the bytes leave,
+  on every command. ``send_packed_command`` here writes directly and bounds only a write
+  that has to wait for the socket (``asyncio.timeout``, what ``wait_for`` became in
+  Python 3.12), with redis-py's error handling unchanged: any failure or cancellation
+  drops the connection, so no reply can be left unread on a pooled connection.
+
+Reading is untouched (hiredis parser, ``async_timeout`` per read).
+
+``ScriptCaller`` runs the store's Lua scripts (EVALSHA) on a standalone or Sentinel
+client through the client's own pool and connections, without the generic
+``execute_command`` layers (retry wrapper, per-command observability hooks, response
+callbacks), which are most of redis-py's per-command cost and which a script call does
+not use: redis-py's retries are off for memoryd anyway, and an EVALSHA reply has no
+callback. A Cluster client routes by key, so its scripts keep redis-py's ``Script``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio import Redis
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
+from redis.connection import HiredisRespSerializer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.utils import HIREDIS_AVAILABLE
+
+_SERIALIZER = HiredisRespSerializer() if HIREDIS_AVAILABLE else None
+
+
+class LeanCommands:
+    """Mixin for redis-py asyncio connection classes; see the module docstring."""
+
+    if TYPE_CHECKING:  # what is used of redis.asyncio.connection.AbstractConnection
+        socket_timeout: float | None
+        is_connected: bool
+        _writer: asyncio.StreamWriter | None
+
+        async def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None: ...
+        async def check_health(self) -> None: ...
+        async def disconnect(
+            self, nowait: bool = False, error: Exception | None = None, failure_count: int | None = None,
+            health_check_failed: bool = False,
+        ) -> None: ...
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if _SERIALIZER is None:
+            return super().pack_command(*args)  # type: ignore[misc,no-any-return]
+        return _SERIALIZER.pack(*args)  # type: ignore[no-any-return]
+
+    async def send_packed_command(self, command: bytes | str | Iterable[bytes], check_health: bool = True) -> None:
+        if not self.is_connected:
+            await self.connect_check_health(check_health=False)
+        if check_health:
+            await self.check_health()
+        if isinstance(command, str):
+            command = command.encode()
+        chunks = [command] if isinstance(command, bytes) else command
+        writer = self._writer
+        assert writer is not None
+        try:
+            writer.writelines(chunks)
+            if writer.transport.get_write_buffer_size():  # the socket did not take it all
+                async with asyncio.timeout(self.socket_timeout or None):
+                    await writer.drain()
+            else:
+                await writer.drain()  # returns at once; raises if the connection was lost
+        except TimeoutError as exc:  # asyncio.timeout raises the builtin TimeoutError
+            await self.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout writing to socket") from exc
+        except OSError as exc:
+            await self.disconnect(nowait=True)
+            errno, message = ("UNKNOWN", exc.args[0]) if len(exc.args) == 1 else exc.args[:2]
+            raise RedisConnectionError(f"Error {errno} while writing to socket. {message}.") from exc
+        except BaseException:
+            await self.disconnect(nowait=True)  # cancelled mid-write: never reuse this connection
+            raise
+
+
+class LeanConnection(LeanCommands, Connection):
+    pass
+
+
+class LeanSSLConnection(LeanCommands, SSLConnection):
+    pass
+
+
+class LeanUnixConnection(LeanCommands, UnixDomainSocketConnection):
+    pass
+
+
+class LeanSentinelConnection(LeanCommands, SentinelManagedConnection):
+    pass
+
+
+class LeanSentinelSSLConnection(LeanCommands, SentinelManagedSSLConnection):
+    pass
+
+
+class ScriptCaller:
+    """One Lua script, called by SHA through a standalone/Sentinel client's pool.
+
+    A NOSCRIPT reply (after a ``SCRIPT FLUSH``, a restart or a failover to a replica
+    that never saw ``SCRIPT LOAD``) loads the script on that connection's server and
+    calls it again, as redis-py's ``Script`` does.
+    """
+
+    def __init__(self, client: Redis, source: str) -> None:
+        self._pool = client.connection_pool
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        pool = self._pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            try:
+                await conn.send_packed_command(conn.pack_command("EVALSHA", self.sha, len(keys), *keys, *args))
+                return await conn.read_response()
+            except NoScriptError:
+                await conn.send_packed_command(conn.pack_command("SCRIPT", "LOAD", self.source))
+                await conn.read_response()
+                await conn.send_packed_command(conn.pack_command("EVALSHA", self.sha, len(keys), *keys, *args))
+                return await conn.read_response()
+        finally:
+            await pool.release(conn)
