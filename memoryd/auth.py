@@ -13,12 +13,9 @@ import hashlib
 import hmac
 import os
 from collections.abc import Mapping
-from typing import Any
 
 import grpc
-import grpc.aio
 
-from memoryd.interceptors import Context, Continuation, metadata_value, with_behavior
 from memoryd.settings import Settings
 
 TOKEN_ENV = "MEMORYD_AUTH_TOKEN"
@@ -60,45 +57,30 @@ def load_token(settings: Settings, env: Mapping[str, str] | None = None) -> str 
     return None
 
 
-def _deny(code: grpc.StatusCode, details: str) -> Any:
-    async def deny(request: Any, context: Context) -> None:
-        await context.abort(code, details)
+class TokenCheck:
+    """The bearer-token rule, applied by ``memoryd.handlers`` to every non-exempt RPC."""
 
-    return lambda _behavior: deny
-
-
-class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses every RPC without the right ``authorization: Bearer <token>`` (health exempt)."""
-
-    def __init__(self, token: str, exempt_prefixes: tuple[str, ...] = EXEMPT_PREFIXES) -> None:
+    def __init__(self, token: str) -> None:
         # Compare digests: equal length, so not even the token's length leaks through timing.
         self._expected = hashlib.sha256(token.encode("ascii")).digest()
-        self._exempt = exempt_prefixes
 
-    async def intercept_service(self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(self._exempt):
-            return handler
-        header = metadata_value(handler_call_details.invocation_metadata, "authorization")
+    def refusal(self, header: str | None) -> tuple[grpc.StatusCode, str] | None:
+        """None when ``header`` (the ``authorization`` metadata) carries the token, else the status."""
         if header is None:
-            return with_behavior(handler, _deny(
-                grpc.StatusCode.UNAUTHENTICATED, "missing credentials: send metadata 'authorization: Bearer <token>'"
-            ))
+            return grpc.StatusCode.UNAUTHENTICATED, "missing credentials: send metadata 'authorization: Bearer <token>'"
         scheme, _, presented = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
-            return with_behavior(handler, _deny(
-                grpc.StatusCode.UNAUTHENTICATED, "malformed credentials: expected 'authorization: Bearer <token>'"
-            ))
+            return grpc.StatusCode.UNAUTHENTICATED, "malformed credentials: expected 'authorization: Bearer <token>'"
         digest = hashlib.sha256(presented.strip().encode("utf-8", "replace")).digest()
         if not hmac.compare_digest(digest, self._expected):
-            return with_behavior(handler, _deny(grpc.StatusCode.PERMISSION_DENIED, "invalid bearer token"))
-        return handler
+            return grpc.StatusCode.PERMISSION_DENIED, "invalid bearer token"
+        return None
 
 
-def from_settings(settings: Settings, env: Mapping[str, str] | None = None) -> BearerTokenInterceptor | None:
-    """The token interceptor when a token is configured, else None."""
+def from_settings(settings: Settings, env: Mapping[str, str] | None = None) -> TokenCheck | None:
+    """The token check when a token is configured, else None (auth off)."""
     token = load_token(settings, env)
-    return None if token is None else BearerTokenInterceptor(token)
+    return None if token is None else TokenCheck(token)
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:

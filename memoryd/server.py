@@ -19,13 +19,13 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from memoryd_client.v1 import memory_pb2 as pb
 from memoryd_client.v1 import memory_pb2_grpc as pb_grpc
 
 from memoryd import auth
 from memoryd.errors import MemorydError
-from memoryd.interceptors import server_interceptors
+from memoryd.handlers import Listener
 from memoryd.manager import MemoryManager
 from memoryd.metrics import MetricsEndpoint
 from memoryd.service import MemoryService
@@ -55,6 +55,21 @@ def is_loopback(address: str) -> bool:
 
 def _breaker_state_of(store: MemoryStore) -> Callable[[], str]:
     return lambda: store.breaker_state
+
+
+def register_api(listener: Listener, service: MemoryService, health_servicer: health.aio.HealthServicer) -> None:
+    """The API listener's services: memoryd.v1, grpc.health.v1 and server reflection."""
+    target: Any = listener  # the generated functions are typed for a server; they call only what Listener has
+    pb_grpc.add_MemoryServiceServicer_to_server(service, target)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, target)
+    # enable_server_reflection picks its servicer by isinstance(server, grpc.aio.Server):
+    # register the asyncio one explicitly.
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # type: ignore[no-untyped-call]
+        reflection.aio.ReflectionServicer(  # public: "Exposes AsyncReflectionServicer as public API"
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+        ),
+        target,
+    )
 
 
 class Server:
@@ -96,21 +111,17 @@ class Server:
         await self.manager.start()
 
         metrics = self.manager.metrics
-        api = grpc.aio.server(
-            options=self._options(),
-            interceptors=server_interceptors(metrics, auth.from_settings(self.settings)),
-        )
-        pb_grpc.add_MemoryServiceServicer_to_server(MemoryService(self.manager, self.shutdown_event), api)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, api)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-            api,
+        api = grpc.aio.server(options=self._options())
+        register_api(
+            Listener(api, metrics, auth.from_settings(self.settings), auth.EXEMPT_PREFIXES),
+            MemoryService(self.manager, self.shutdown_event), self.health,
         )
         self._bind(api, self.settings.listen, "api", auth.server_credentials(self.settings))
         self._servers.append(api)
         if self.settings.health_listen:
-            probe = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=server_interceptors(metrics))
-            health_pb2_grpc.add_HealthServicer_to_server(self.health, probe)
+            probe = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            probe_listener: Any = Listener(probe, metrics)
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, probe_listener)
             self._bind(probe, self.settings.health_listen, "health")
             self._servers.append(probe)
         for s in self._servers:

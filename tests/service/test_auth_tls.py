@@ -1,7 +1,7 @@
 """Access control over a real grpc.aio server: bearer token, TLS, mTLS, bind refusal.
 
-The server is memoryd's MemoryService with the interceptor chain and credentials
-the daemon uses (memoryd.interceptors / memoryd.auth); clients are memoryd_client's.
+The server is memoryd's API listener with the handler wrapping and credentials the
+daemon uses (memoryd.handlers / memoryd.auth); clients are memoryd_client's.
 Certificates are generated per test session with the openssl CLI.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from memoryd_client import (
     AsyncMemoryClient,
     PermissionDeniedError,
@@ -31,9 +31,10 @@ from memoryd_client.v1 import memory_pb2_grpc as pb_grpc
 from memoryd import auth
 from memoryd.cli import check_bind
 from memoryd.config.model import default_project
-from memoryd.interceptors import server_interceptors
+from memoryd.handlers import Listener
 from memoryd.manager import MemoryManager
 from memoryd.metrics import Metrics
+from memoryd.server import register_api
 from memoryd.service import MemoryService
 from memoryd.settings import Settings
 from memoryd.store.embedded import EmbeddedStore
@@ -48,16 +49,15 @@ NO_RETRY = RetryPolicy(attempts=1)
 async def serve(
     *, token: str | None = None, credentials: grpc.ServerCredentials | None = None
 ) -> AsyncIterator[tuple[str, Metrics]]:
-    """memoryd's API listener: MemoryService + health + reflection behind the daemon's interceptors."""
+    """memoryd's API listener: MemoryService + health + reflection, registered as the daemon does."""
     settings = Settings()
     manager = MemoryManager(default_project(), EmbeddedStore(), settings)
     await manager.start()
     metrics = Metrics(resources=[MEM])
-    guard = auth.BearerTokenInterceptor(token) if token else None
-    server = grpc.aio.server(interceptors=server_interceptors(metrics, guard), options=[("grpc.so_reuseport", 0)])
-    pb_grpc.add_MemoryServiceServicer_to_server(MemoryService(manager, asyncio.Event()), server)
-    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
-    reflection.enable_server_reflection((SERVICE, reflection.SERVICE_NAME), server)
+    guard = auth.TokenCheck(token) if token else None
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    register_api(Listener(server, metrics, guard, auth.EXEMPT_PREFIXES), MemoryService(manager, asyncio.Event()),
+                 health.aio.HealthServicer())
     if credentials is None:
         port = server.add_insecure_port("127.0.0.1:0")
     else:
@@ -146,7 +146,7 @@ def test_load_token_from_file_or_env(tmp_path: Path) -> None:
     assert auth.load_token(Settings(), env={auth.TOKEN_ENV: " envtoken \n"}) == "envtoken"
     assert auth.load_token(Settings(), env={}) is None
     assert auth.from_settings(Settings(), env={}) is None
-    assert isinstance(auth.from_settings(from_file, env={}), auth.BearerTokenInterceptor)
+    assert isinstance(auth.from_settings(from_file, env={}), auth.TokenCheck)
 
 
 @pytest.mark.parametrize(("content", "problem"), [("\n", "empty"), ("two words", "without spaces")])

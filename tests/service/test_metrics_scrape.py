@@ -1,7 +1,7 @@
 """/metrics scraped over HTTP after real gRPC traffic; request ids and the access log.
 
-A real grpc.aio server runs memoryd's MemoryService behind the daemon's interceptor
-chain; traffic comes from memoryd_client (and the raw stub where metadata matters);
+A real grpc.aio server runs memoryd's MemoryService with the daemon's wrapped handlers;
+traffic comes from memoryd_client (and the raw stub where metadata matters);
 the scrape is a real HTTP GET of the Metrics endpoint.
 """
 
@@ -22,7 +22,7 @@ from memoryd_client import AsyncMemoryClient, InvalidArgumentError, MemorydClien
 from memoryd_client.v1 import memory_pb2_grpc as pb_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from memoryd.interceptors import REQUEST_ID_HEADER
+from memoryd.handlers import REQUEST_ID_HEADER
 from memoryd.keys import InstanceAddr
 from memoryd.logs import JsonFormatter
 from memoryd.metrics import Metrics
@@ -39,7 +39,7 @@ CONTENT = "card 4111 1111 1111 1111 belongs to me"
 
 @contextlib.asynccontextmanager
 async def serve(store: MemoryStore | None = None) -> AsyncIterator[tuple[str, Metrics, int]]:
-    """The daemon's real server (interceptors, health, /metrics on its own port)."""
+    """The daemon's real server (wrapped handlers, health, /metrics on its own port)."""
     async with running_server(store=store, metrics_listen="127.0.0.1:0") as srv:
         yield srv.address, srv.server.manager.metrics, srv.server.ports["metrics"]
 
