@@ -59,25 +59,24 @@ def _fill(item: pb.Message, msg: StoredMessage) -> None:
         item.metadata.update(msg.metadata)
 
 
-def stats_to_pb(
-    meta: InstanceMeta, *, instance_id: str, budget: int, strategy: str, encoding: str
-) -> pb.InstanceStats:
-    out = pb.InstanceStats(
-        instance_id=instance_id,
-        message_count=meta.message_count,
-        token_count=meta.token_count,
-        pinned_tokens=meta.pinned_tokens,
-        summary_tokens=meta.summary_tokens,
-        recent_tokens=meta.recent_tokens,
-        budget_tokens=budget,
-        last_seq=meta.last_seq,
-        flush_count=meta.flush_count,
-        strategy=STRATEGIES.get(strategy, pb.FLUSH_STRATEGY_UNSPECIFIED),
-        encoding=encoding,
-    )
+def fill_stats(
+    out: pb.InstanceStats, meta: InstanceMeta, *, instance_id: str, budget: int, strategy: str, encoding: str
+) -> None:
+    """Set ``out`` in place (a response's own field: building a message and passing it to
+    the response's constructor would copy it)."""
+    out.instance_id = instance_id
+    out.message_count = meta.message_count
+    out.token_count = meta.token_count
+    out.pinned_tokens = meta.pinned_tokens
+    out.summary_tokens = meta.summary_tokens
+    out.recent_tokens = meta.recent_tokens
+    out.budget_tokens = budget
+    out.last_seq = meta.last_seq
+    out.flush_count = meta.flush_count
+    out.strategy = STRATEGIES.get(strategy, pb.FLUSH_STRATEGY_UNSPECIFIED)
+    out.encoding = encoding
     if meta.last_flush_at_ms is not None:
         out.last_flush_at.FromMilliseconds(meta.last_flush_at_ms)
-    return out
 
 
 def struct_to_dict(value: struct_pb2.Struct) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from memoryd import engine, tokens
@@ -218,12 +218,12 @@ class MemoryManager:
 
     # -- append -------------------------------------------------------------------
 
-    async def _prepare(self, rt: ResourceRuntime, msg: IncomingMessage) -> NewMessage:
-        priority = engine.effective_priority(rt.resource, msg.role, msg.content_type, msg.priority)
-        count = await tokens.count_message_async(rt.counter, msg.role, msg.content)
+    @staticmethod
+    def _prepared(rt: ResourceRuntime, msg: IncomingMessage, content: str, count: int) -> NewMessage:
         return NewMessage(
-            role=msg.role, content=msg.content, content_type=msg.content_type, priority=msg.priority,
-            effective_priority=priority, token_count=count, metadata=msg.metadata,
+            role=msg.role, content=content, content_type=msg.content_type, priority=msg.priority,
+            effective_priority=engine.effective_priority(rt.resource, msg.role, msg.content_type, msg.priority),
+            token_count=count, metadata=msg.metadata,
         )
 
     async def append(
@@ -242,7 +242,11 @@ class MemoryManager:
                 continue
             content, n = rt.privacy.redact(m.content)
             redactions.append(n)
-            prepared.append(await self._prepare(rt, replace(m, content=content) if n else m))
+            if len(content) <= tokens.ASYNC_INLINE_MAX_CHARS:  # a coroutine per message costs more
+                count = rt.counter.count_message(m.role, content)
+            else:
+                count = await tokens.count_message_async(rt.counter, m.role, content)
+            prepared.append(self._prepared(rt, m, content, count))
         to_store = [m for m in prepared if m is not None]
         ttl = rt.resource.persistence.ttl_s
         if to_store:

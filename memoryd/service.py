@@ -26,8 +26,8 @@ from memoryd.convert import (
     STRATEGIES,
     add_messages,
     dict_to_struct,
+    fill_stats,
     message_to_pb,
-    stats_to_pb,
     struct_to_dict,
 )
 from memoryd.engine import summary_message
@@ -114,33 +114,36 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
         return target
 
     def _stats(self, target: Target, meta: InstanceMeta) -> pb.InstanceStats:
+        out = pb.InstanceStats()
+        self._fill_stats(out, target, meta)
+        return out
+
+    @staticmethod
+    def _fill_stats(out: pb.InstanceStats, target: Target, meta: InstanceMeta) -> None:
         rt = target.runtime
-        return stats_to_pb(
-            meta, instance_id=target.addr.instance_id, budget=rt.budget.total,
+        fill_stats(
+            out, meta, instance_id=target.addr.instance_id, budget=rt.budget.total,
             strategy=rt.resource.flushing_strategy.type, encoding=rt.counter.encoding_name,
         )
 
     @_unary
     async def Append(self, request: pb.AppendRequest, context: Ctx) -> pb.AppendResponse:
         target = self._target(request.ref, request.HasField("ref"))
-        incoming = validation.messages(list(request.messages), self.settings)
+        incoming = validation.messages(request.messages, self.settings)
         idem = validation.idempotency_key(request.idempotency_key)
         result = await self.manager.append(target, incoming, idem)
+        resp = pb.AppendResponse(replayed=result.outcome.replayed, flush_scheduled=result.flush_scheduled)
+        add = resp.results.add
         refs = iter(result.outcome.refs)
-        results = []
         for prepared, redactions in zip(result.messages, result.redactions, strict=True):
             if prepared is None:
-                results.append(pb.AppendResult(persisted=False))
+                add(persisted=False)
                 continue
             r = next(refs)
-            results.append(pb.AppendResult(
-                seq=r.seq, id=r.id, token_count=r.token_count, persisted=True,
-                effective_priority=r.effective_priority, redactions=redactions,
-            ))
-        return pb.AppendResponse(
-            results=results, stats=self._stats(target, result.outcome.meta),
-            replayed=result.outcome.replayed, flush_scheduled=result.flush_scheduled,
-        )
+            add(seq=r.seq, id=r.id, token_count=r.token_count, persisted=True,
+                effective_priority=r.effective_priority, redactions=redactions)
+        self._fill_stats(resp.stats, target, result.outcome.meta)
+        return resp
 
     @_stream
     async def Read(self, request: pb.ReadRequest, context: Ctx) -> AsyncIterator[pb.ReadResponse]:

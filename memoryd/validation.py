@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from memoryd_client.v1 import memory_pb2 as pb
@@ -51,7 +52,7 @@ def ref(r: pb.MemoryRef, settings: Settings, field: str = "ref", *, present: boo
     raise InvalidArgument(f"{field}.target", "set either key or agent")
 
 
-def messages(msgs: list[pb.Message], settings: Settings) -> list[IncomingMessage]:
+def messages(msgs: Sequence[pb.Message], settings: Settings) -> list[IncomingMessage]:
     if not msgs:
         raise InvalidArgument("messages", "at least one message is required")
     if len(msgs) > settings.max_batch_messages:

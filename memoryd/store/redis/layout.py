@@ -19,9 +19,10 @@ for how it is kept without a cross-slot script.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from memoryd.keys import InstanceAddr
 
@@ -58,13 +59,31 @@ def _readable(part: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class InstanceKeys:
-    """The key names of one instance, all in the slot of ``prefix``'s hash tag."""
+    """The key names of one instance, all in the slot of ``prefix``'s hash tag.
+
+    Built once per instance (``of`` is cached): the names are on every call's path.
+    """
 
     prefix: str
+    msgs: str = field(init=False)
+    meta: str = field(init=False)
+    summary: str = field(init=False)
+    idem: str = field(init=False)
+    idem_expiry: str = field(init=False)
+    lock: str = field(init=False)
+    # The keys every mutation script receives (KEYS[1..5]); the lock is not data.
+    data: tuple[str, str, str, str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        names = {"msgs": MSGS, "meta": META, "summary": SUMMARY, "idem": IDEM, "idem_expiry": IDEM_EXPIRY,
+                 "lock": LOCK}
+        for attr, suffix in names.items():
+            object.__setattr__(self, attr, f"{self.prefix}:{suffix}")
+        object.__setattr__(self, "data", (self.msgs, self.meta, self.summary, self.idem, self.idem_expiry))
 
     @classmethod
     def of(cls, addr: InstanceAddr) -> InstanceKeys:
-        return cls(f"{VERSION_PREFIX}{addr.hash_tag}:{_readable(addr.project)}:{_readable(addr.resource)}")
+        return _keys_of(addr)
 
     @classmethod
     def from_prefix(cls, prefix: str) -> InstanceKeys:
@@ -73,34 +92,10 @@ class InstanceKeys:
             raise ValueError(f"not a memoryd instance prefix: {prefix!r}")
         return cls(prefix)
 
-    @property
-    def msgs(self) -> str:
-        return f"{self.prefix}:{MSGS}"
 
-    @property
-    def meta(self) -> str:
-        return f"{self.prefix}:{META}"
-
-    @property
-    def summary(self) -> str:
-        return f"{self.prefix}:{SUMMARY}"
-
-    @property
-    def idem(self) -> str:
-        return f"{self.prefix}:{IDEM}"
-
-    @property
-    def idem_expiry(self) -> str:
-        return f"{self.prefix}:{IDEM_EXPIRY}"
-
-    @property
-    def lock(self) -> str:
-        return f"{self.prefix}:{LOCK}"
-
-    @property
-    def data(self) -> tuple[str, str, str, str, str]:
-        """The keys every mutation script receives (KEYS[1..5]); the lock is not data."""
-        return (self.msgs, self.meta, self.summary, self.idem, self.idem_expiry)
+@functools.lru_cache(maxsize=4096)
+def _keys_of(addr: InstanceAddr) -> InstanceKeys:
+    return InstanceKeys(f"{VERSION_PREFIX}{addr.hash_tag}:{_readable(addr.project)}:{_readable(addr.resource)}")
 
 
 _PREFIX_RE = re.compile(re.escape(VERSION_PREFIX) + r"\{[0-9a-f]{16}\}:[A-Za-z0-9\-_.]*:[A-Za-z0-9\-_.]*")

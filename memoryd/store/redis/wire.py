@@ -5,8 +5,9 @@ daemon on every command (measured with ``bench/bench_redis_store.py``, "wire"):
 
 * it encodes commands in Python, one ``Encoder.encode`` per argument: ~21 µs for an
   append's 22 arguments. The sync client packs with ``hiredis.pack_command`` (C) when
-  hiredis is installed; ``pack_command`` here does the same, with redis-py's own
-  serializer class (``redis.connection.HiredisRespSerializer``);
+  hiredis is installed; ``pack_command`` here does the same (2 µs), and leaves what
+  hiredis does not take (multi-word command names, memoryviews, booleans, which
+  redis-py refuses with DataError) to redis-py's packer;
 * with a ``socket_timeout`` it writes through ``asyncio.wait_for``, which on Python 3.11
   wraps the write in a new Task: one more event-loop iteration before the bytes leave,
   on every command. ``send_packed_command`` here writes directly and bounds only a write
@@ -28,19 +29,23 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
-from redis.connection import HiredisRespSerializer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import HIREDIS_AVAILABLE
 
-_SERIALIZER = HiredisRespSerializer() if HIREDIS_AVAILABLE else None
+_pack_command: Callable[[tuple[Any, ...]], bytes] | None = None
+if HIREDIS_AVAILABLE:  # a dependency of memoryd; without it redis-py's packer is used
+    import hiredis
+
+    _pack_command = hiredis.pack_command
 
 
 class LeanCommands:
@@ -59,9 +64,12 @@ class LeanCommands:
         ) -> None: ...
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        if _SERIALIZER is None:
-            return super().pack_command(*args)  # type: ignore[misc,no-any-return]
-        return _SERIALIZER.pack(*args)  # type: ignore[no-any-return]
+        if _pack_command is not None and isinstance(args[0], str) and " " not in args[0]:
+            try:
+                return [_pack_command(args)]
+            except TypeError:
+                pass  # redis-py's packer converts or refuses it (DataError)
+        return super().pack_command(*args)  # type: ignore[misc,no-any-return]
 
     async def send_packed_command(self, command: bytes | str | Iterable[bytes], check_health: bool = True) -> None:
         if not self.is_connected:
@@ -118,6 +126,10 @@ class ScriptCaller:
     A NOSCRIPT reply (after a ``SCRIPT FLUSH``, a restart or a failover to a replica
     that never saw ``SCRIPT LOAD``) loads the script on that connection's server and
     calls it again, as redis-py's ``Script`` does.
+
+    Only for calls under the store's per-call timeout (``breaker.Breaker.call``): the
+    replies are read without a second, socket-level timer (``timeout=math.inf``; a
+    cancellation by the per-call timeout drops the connection, as any other would).
     """
 
     def __init__(self, client: Redis, source: str) -> None:
@@ -129,13 +141,14 @@ class ScriptCaller:
         pool = self._pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
+            command = conn.pack_command("EVALSHA", self.sha, len(keys), *keys, *args)
             try:
-                await conn.send_packed_command(conn.pack_command("EVALSHA", self.sha, len(keys), *keys, *args))
-                return await conn.read_response()
+                await conn.send_packed_command(command)
+                return await conn.read_response(timeout=math.inf)
             except NoScriptError:
                 await conn.send_packed_command(conn.pack_command("SCRIPT", "LOAD", self.source))
-                await conn.read_response()
-                await conn.send_packed_command(conn.pack_command("EVALSHA", self.sha, len(keys), *keys, *args))
-                return await conn.read_response()
+                await conn.read_response(timeout=math.inf)
+                await conn.send_packed_command(command)
+                return await conn.read_response(timeout=math.inf)
         finally:
             await pool.release(conn)
