@@ -80,7 +80,7 @@ def spawn(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen
                             stderr=subprocess.DEVNULL)
 
 
-async def bench(store: str, n: int) -> list[tuple[str, str, str, str]]:
+async def bench(store: str, n: int, simple_floor: bool = False) -> list[tuple[str, str, str, str]]:
     rows: list[tuple[str, str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         redis_proc = start_standalone(Path(tmp) / "redis")
@@ -92,7 +92,8 @@ async def bench(store: str, n: int) -> list[tuple[str, str, str, str]]:
         if store == "redis":
             args += ["--redis-url", redis_proc.url]
         daemon = spawn(args)
-        floor = spawn([sys.executable, str(ROOT / "bench" / "floor_server.py"), floor_addr, redis_proc.url])
+        floor = spawn([sys.executable, str(ROOT / "bench" / "floor_server.py"), floor_addr, redis_proc.url,
+                       *(["--simple"] if simple_floor else [])])
         try:
             assert floor.stdout is not None and floor.stdout.readline().strip() == b"ready"
             wait_serving(api, "memoryd.v1.MemoryService")
@@ -198,9 +199,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--store", choices=["redis", "embedded"], default="redis")
     parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--simple-floor", action="store_true",
+                        help="the floor runs the older stand-in script instead of memoryd's append script")
     args = parser.parse_args()
-    rows = asyncio.run(bench(args.store, args.n))
-    print(f"\nstore: {args.store}, n={args.n}, {os.cpu_count()} cores, client+daemon+floor+redis on one machine\n")
+    rows = asyncio.run(bench(args.store, args.n, args.simple_floor))
+    floor = "stand-in script" if args.simple_floor else "memoryd's append script"
+    print(f"\nstore: {args.store}, n={args.n}, floor: {floor}, {os.cpu_count()} cores, "
+          "client+daemon+floor+redis on one machine\n")
     print("| measure | memoryd | floor | ratio / note |")
     print("|---|---|---|---|")
     for r in rows:

@@ -158,7 +158,7 @@ class MemoryManager:
         if problems:
             raise ConfigError(problems)
         self._flushes: dict[InstanceAddr, asyncio.Task[None]] = {}
-        self._direct: dict[tuple[str, str], ResolvedRef] = {}
+        self._direct: dict[tuple[str, str], Target] = {}
 
     def _embedded(self) -> MemoryStore:
         from memoryd.store.embedded import EmbeddedStore
@@ -186,28 +186,28 @@ class MemoryManager:
 
     def resolve(self, ref: RefSpec) -> Target:
         if ref.key is not None:
-            resolved = self._resolve_direct(ref.memory_id, ref.key)
-        else:
-            assert ref.agent_id is not None
-            if ref.memory_id not in self.project.resources:
-                raise NotFound(f"ref.memory_id: unknown memory '{ref.memory_id}'")
-            resolved = resolve_reference(self.project, ref.agent_id, ref.memory_id, ref.context)
+            self.metrics.config_resolved("direct")
+            return self._resolve_direct(ref.memory_id, ref.key)
+        assert ref.agent_id is not None
+        if ref.memory_id not in self.project.resources:
+            raise NotFound(f"ref.memory_id: unknown memory '{ref.memory_id}'")
+        resolved = resolve_reference(self.project, ref.agent_id, ref.memory_id, ref.context)
         self.metrics.config_resolved(resolved.level or "direct")
         return self._target(resolved)
 
-    def _resolve_direct(self, memory_id: str, key: str) -> ResolvedRef:
+    def _resolve_direct(self, memory_id: str, key: str) -> Target:
         """Direct-key resolution depends only on the (immutable) configuration and the key,
         and it is on every call's path (sanitising, hashing): remember recent answers."""
         cache_key = (memory_id, key)
-        resolved = self._direct.get(cache_key)
-        if resolved is None:
-            resolved = resolve_direct(  # errors are not cached
+        target = self._direct.get(cache_key)
+        if target is None:
+            target = self._target(resolve_direct(  # errors are not cached
                 self.project, memory_id, key, max_key_bytes=self.settings.max_key_bytes
-            )
+            ))
             if len(self._direct) >= DIRECT_CACHE_SIZE:
                 self._direct.pop(next(iter(self._direct)))
-            self._direct[cache_key] = resolved
-        return resolved
+            self._direct[cache_key] = target
+        return target
 
     def _target(self, resolved: ResolvedRef) -> Target:
         return Target(self.runtimes[resolved.memory_id], resolved.addr, resolved.mode, resolved.workflow_id)

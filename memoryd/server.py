@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import logging
 import os
@@ -176,6 +177,10 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
+        # Everything loaded at start-up (encodings, configuration, grpc and protobuf
+        # modules) lives as long as the process: keep it out of the cyclic collector's
+        # scans. Collections during load cost ~2.5 % of an append's instructions.
+        gc.freeze()
         try:
             await stop.wait()
             log.info("stopping", extra={"event": "stopping", "grace_s": self.settings.shutdown_grace})

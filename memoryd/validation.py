@@ -60,27 +60,27 @@ def messages(msgs: Sequence[pb.Message], settings: Settings) -> list[IncomingMes
             f"messages: {len(msgs)} messages exceed the limit of {settings.max_batch_messages} per call"
         )
     out = []
-    for i, m in enumerate(msgs):
-        field = f"messages[{i}]"
+    for i, m in enumerate(msgs):  # field names are formatted only for an error
         role = ROLE_NAMES.get(m.role)
         if role is None:
-            raise InvalidArgument(f"{field}.role", "must be SYSTEM, USER, ASSISTANT or TOOL")
-        size = len(m.content.encode("utf-8"))
+            raise InvalidArgument(f"messages[{i}].role", "must be SYSTEM, USER, ASSISTANT or TOOL")
+        content = m.content
+        size = len(content.encode("utf-8"))
         if size > settings.max_message_bytes:
             raise ResourceExhausted(
-                f"{field}.content: {size} bytes exceed the limit of {settings.max_message_bytes}"
+                f"messages[{i}].content: {size} bytes exceed the limit of {settings.max_message_bytes}"
             )
         if len(m.content_type) > MAX_CONTENT_TYPE:
-            raise InvalidArgument(f"{field}.content_type", f"longer than {MAX_CONTENT_TYPE} characters")
+            raise InvalidArgument(f"messages[{i}].content_type", f"longer than {MAX_CONTENT_TYPE} characters")
         priority = m.priority if m.HasField("priority") else None
         if priority is not None and priority < 0:
-            raise InvalidArgument(f"{field}.priority", "must be >= 0")
-        meta_size = sum(len(k.encode()) + len(v.encode()) for k, v in m.metadata.items())
-        if meta_size > MAX_METADATA_BYTES:
-            raise InvalidArgument(f"{field}.metadata", f"larger than {MAX_METADATA_BYTES} bytes")
+            raise InvalidArgument(f"messages[{i}].priority", "must be >= 0")
+        metadata = dict(m.metadata)
+        if metadata and sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items()) > MAX_METADATA_BYTES:
+            raise InvalidArgument(f"messages[{i}].metadata", f"larger than {MAX_METADATA_BYTES} bytes")
         out.append(IncomingMessage(
-            role=role, content=m.content, content_type=m.content_type or "text", priority=priority,
-            metadata=dict(m.metadata), persist=m.persist if m.HasField("persist") else True,
+            role=role, content=content, content_type=m.content_type or "text", priority=priority,
+            metadata=metadata, persist=m.persist if m.HasField("persist") else True,
         ))
     return out
 

@@ -81,14 +81,14 @@ def decode_meta(values: Sequence[Any]) -> InstanceMeta:
     """The HMGET reply of ``layout.META_FIELDS`` (missing fields are None)."""
     count, pinned, recent, summary, last_seq, flushes, last_flush, fence = values
     return InstanceMeta(
-        message_count=_int(count),
-        pinned_tokens=_int(pinned),
-        recent_tokens=_int(recent),
-        summary_tokens=_int(summary),
-        last_seq=_int(last_seq),
-        flush_count=_int(flushes),
+        message_count=0 if count is None else int(count),
+        pinned_tokens=0 if pinned is None else int(pinned),
+        recent_tokens=0 if recent is None else int(recent),
+        summary_tokens=0 if summary is None else int(summary),
+        last_seq=0 if last_seq is None else int(last_seq),
+        flush_count=0 if flushes is None else int(flushes),
         last_flush_at_ms=None if last_flush is None else int(last_flush),
-        fence=_int(fence),
+        fence=0 if fence is None else int(fence),
     )
 
 
