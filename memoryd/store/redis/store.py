@@ -373,11 +373,9 @@ class RedisStore:
             return None
         meta = codec.decode_meta(after)
         new = [codec.decode_entry(r) for r in new_rows]
-        if meta.flush_count != cached.flush_count or meta.message_count != len(cached.messages) + len(new):
+        if meta.flush_count != cached.flush_count or not cached.counters_match(meta, new):
             return None
         state = InstanceState(meta=meta, summary=codec.decode_summary(summary), messages=(*cached.messages, *new))
-        if not _counters_match(state):
-            return None
         cached.extend(new, meta.last_seq)
         self._cache.grew(len(new))
         return state
