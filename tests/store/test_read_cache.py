@@ -16,7 +16,7 @@ from memoryd.store.base import MemoryStore
 from memoryd.store.redis.cache import CachedInstance, ReadCache
 from memoryd.store.url import open_store
 from tests.store.conftest import REDIS_BACKENDS, TEST_BREAKER, backend_url, new_addr
-from tests.store.test_conformance import msg, plan
+from tests.store.test_conformance import msg, pinned, plan
 
 
 @pytest.fixture(params=REDIS_BACKENDS)
@@ -80,6 +80,32 @@ async def test_clear_then_fewer_messages_is_detected(pair: tuple[MemoryStore, Me
     assert await seen(reader, addr) == []
     await writer.append(addr, [msg("y1")])
     assert [c for _, _, c in await seen(reader, addr)] == ["y1"]
+
+
+async def test_own_appends_are_cached_exactly_as_stored(pair: tuple[MemoryStore, MemoryStore]) -> None:
+    """A daemon keeps what it appended (no full read needed afterwards), field for field
+    what another daemon decodes from Redis."""
+    writer, other = pair
+    addr = new_addr()
+    await writer.append(addr, [msg("a", metadata={"k": "v", "é": "ü"}), pinned("rules", tokens=7)])
+    await writer.append(addr, [msg("b", priority=3, effective=3, role="assistant", content_type="json")],
+                        idempotency_key="k1")
+    await writer.append(addr, [msg("b", priority=3, effective=3, role="assistant", content_type="json")],
+                        idempotency_key="k1")  # a replay stores nothing and caches nothing
+    cached = writer._cache.get(addr)  # type: ignore[attr-defined]
+    assert cached is not None and cached.covered_seq == 3
+    assert (await writer.state(addr)).messages == (await other.state(addr)).messages
+    assert [m.content for m in await writer.read(addr, after_seq=1)] == ["rules", "b"]
+
+
+async def test_appends_interleaved_between_daemons_stay_exact(pair: tuple[MemoryStore, MemoryStore]) -> None:
+    a, b = pair
+    addr = new_addr()
+    await a.append(addr, [msg("a1")])
+    await b.append(addr, [msg("b1")])  # a's cached copy no longer continues at a's next append
+    await a.append(addr, [msg("a2")])
+    assert [m.content for m in (await a.state(addr)).messages] == ["a1", "b1", "a2"]
+    assert (await a.state(addr)).messages == (await b.state(addr)).messages
 
 
 async def test_cache_is_bounded() -> None:
