@@ -266,6 +266,9 @@ class Listener:
         self.server.add_generic_rpc_handlers(tuple(_WrappedGeneric(h, self.wrap) for h in generic_rpc_handlers))
 
     def add_registered_method_handlers(self, service_name: str, method_handlers: dict[str, Handler]) -> None:
-        self.server.add_registered_method_handlers(
-            service_name, {name: self.wrap(f"/{service_name}/{name}", h) for name, h in method_handlers.items()}
-        )
+        """Not registered: the generated code registers the same handlers as a generic
+        handler too, and grpcio 1.85 serves a call through a registered method handler with
+        ~60k more instructions than through the generic one (a protobuf servicer returning
+        a constant: 503k against 441k per call, callgrind). Calls from stubs that use
+        registered methods fall back to the generic handler."""
+        del service_name, method_handlers
