@@ -216,6 +216,9 @@ async def test_cancelled_calls_do_not_trip_the_breaker(redis_standalone: RedisPr
             raw.execute_command("CLIENT UNPAUSE")
     try:
         assert store.breaker_state == "closed" and store.breaker.failures == 0
-        await store.append(addr, [_msg()])  # cancelled connections were dropped, the pool is clean
+        # Cancelled connections were dropped: no connection hands this call an old reply.
+        out = await store.append(addr, [_msg()])
+        stored = await store.read(addr)
+        assert out.refs[0].seq == stored[-1].seq and out.refs[0].id == stored[-1].id
     finally:
         await store.close()
