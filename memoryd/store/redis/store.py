@@ -287,8 +287,9 @@ class RedisStore:
 
     async def read(self, addr: InstanceAddr, *, after_seq: int = 0, limit: int = 0) -> list[StoredMessage]:
         # A read from the start, or of a cached instance, goes through state(): it
-        # re-validates the cache (or fills it), and later pages come from memory.
-        if after_seq == 0 or self._cache.get(addr) is not None:
+        # re-validates the cache (or fills it), and later pages come from memory. Without
+        # a cache, a page is one XRANGE.
+        if self._cache.max_messages and (after_seq == 0 or self._cache.get(addr) is not None):
             await self.state(addr)
             cached = self._cache.get(addr)
             if cached is not None:
