@@ -14,6 +14,7 @@ from memoryd.keys import InstanceAddr
 from memoryd.models import StoredMessage, Summary
 from memoryd.store.base import MemoryStore
 from memoryd.store.redis.cache import CachedInstance, ReadCache
+from memoryd.store.redis.store import RedisStore
 from memoryd.store.url import open_store
 from tests.store.conftest import REDIS_BACKENDS, TEST_BREAKER, backend_url, new_addr
 from tests.store.test_conformance import msg, pinned, plan
@@ -106,6 +107,24 @@ async def test_appends_interleaved_between_daemons_stay_exact(pair: tuple[Memory
     await a.append(addr, [msg("a2")])
     assert [m.content for m in (await a.state(addr)).messages] == ["a1", "b1", "a2"]
     assert (await a.state(addr)).messages == (await b.state(addr)).messages
+
+
+async def test_reads_without_a_cache_page_through_redis(pair: tuple[MemoryStore, MemoryStore]) -> None:
+    """``read_cache_messages=0``: every page is read from Redis, the same pages as cached."""
+    cached, _ = pair
+    assert isinstance(cached, RedisStore)
+    uncached = RedisStore(cached.settings, breaker=TEST_BREAKER, read_cache_messages=0)
+    await uncached.start()
+    try:
+        addr = new_addr()
+        await cached.append(addr, [msg(c) for c in "abcde"])
+        for after, limit in ((0, 2), (2, 2), (4, 0), (5, 3)):
+            got = await uncached.read(addr, after_seq=after, limit=limit)
+            assert got == await cached.read(addr, after_seq=after, limit=limit)
+        assert [m.content for m in await uncached.read(addr, limit=2)] == ["a", "b"]
+        assert len(uncached._cache) == 0
+    finally:
+        await uncached.close()
 
 
 async def test_cache_is_bounded() -> None:
