@@ -3,7 +3,7 @@
 Fields: time, level, logger, event, message, plus whatever a call passes in
 ``extra`` (memory_id, instance_hash, duration_ms, status...). Inside an RPC every
 line also carries ``request_id`` and the fields bound with ``annotate()`` (the
-interceptor opens a fresh scope per call). Lines are formatted on the caller's
+handler wrapper opens a fresh scope per call). Lines are formatted on the caller's
 thread (so context variables are seen) and written to stderr by a background
 thread, so a slow log reader never blocks the event loop.
 """

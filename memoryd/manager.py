@@ -186,8 +186,9 @@ class MemoryManager:
 
     def resolve(self, ref: RefSpec) -> Target:
         if ref.key is not None:
+            target = self._resolve_direct(ref.memory_id, ref.key)
             self.metrics.config_resolved("direct")
-            return self._resolve_direct(ref.memory_id, ref.key)
+            return target
         assert ref.agent_id is not None
         if ref.memory_id not in self.project.resources:
             raise NotFound(f"ref.memory_id: unknown memory '{ref.memory_id}'")
@@ -242,7 +243,7 @@ class MemoryManager:
                 continue
             content, n = rt.privacy.redact(m.content)
             redactions.append(n)
-            if len(content) <= tokens.ASYNC_INLINE_MAX_CHARS:  # a coroutine per message costs more
+            if tokens.counts_inline(content):  # not count_message_async: a coroutine per message costs more
                 count = rt.counter.count_message(m.role, content)
             else:
                 count = await tokens.count_message_async(rt.counter, m.role, content)

@@ -320,7 +320,7 @@ class Metrics:
             self._child(self.lock_contention, mid).inc()
 
     def grpc_method(self, service: str, method: str, rpc_type: str) -> GrpcMethod:
-        """Children for one method (the interceptor caches the result per method)."""
+        """Children for one method (``handlers.Listener`` asks once per method)."""
         labels = (service, method, rpc_type)
         return GrpcMethod(
             started=self._child(self.grpc_started, *labels),

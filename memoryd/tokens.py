@@ -277,8 +277,13 @@ def counter_for_model(model: str | None) -> TokenCounter:
     return counter
 
 
+def counts_inline(content: str) -> bool:
+    """Whether counting ``content`` on the event loop is cheaper than a thread hand-off."""
+    return len(content) <= ASYNC_INLINE_MAX_CHARS
+
+
 async def count_message_async(counter: TokenCounter, role: str, content: str) -> int:
     """``count_message`` that never blocks the event loop on large content."""
-    if len(content) <= ASYNC_INLINE_MAX_CHARS:
+    if counts_inline(content):
         return counter.count_message(role, content)
     return await asyncio.to_thread(counter.count_message, role, content)

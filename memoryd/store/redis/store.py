@@ -41,7 +41,7 @@ from memoryd.models import (
 from memoryd.store.base import LockLease
 from memoryd.store.redis import codec, scripts
 from memoryd.store.redis.cache import DEFAULT_MAX_MESSAGES as DEFAULT_CACHE_MESSAGES
-from memoryd.store.redis.cache import CachedInstance, ReadCache
+from memoryd.store.redis.cache import CachedInstance, ReadCache, token_sums
 from memoryd.store.redis.connection import (
     ConnectionSettings,
     RedisClient,
@@ -91,9 +91,9 @@ def new_id() -> str:
 
 def _counters_match(state: InstanceState) -> bool:
     meta, messages = state.meta, state.messages
-    pinned = sum(m.token_count for m in messages if m.pinned)
-    recent = sum(m.token_count for m in messages) - pinned
-    return meta.message_count == len(messages) and meta.pinned_tokens == pinned and meta.recent_tokens == recent
+    pinned, tokens = token_sums(messages)
+    return (meta.message_count == len(messages) and meta.pinned_tokens == pinned
+            and meta.recent_tokens == tokens - pinned)
 
 
 class RedisStore:

@@ -1,7 +1,7 @@
 """redis-py asyncio connections with two per-command costs taken out of the append path.
 
 redis-py 8's asyncio ``Connection`` differs from its sync one in two ways that cost the
-daemon on every command (measured with ``bench/bench_redis_store.py``, "wire"):
+daemon on every command (measured with timeit and callgrind; docs/decisions.md):
 
 * it encodes commands in Python, one ``Encoder.encode`` per argument: ~21 µs for an
   append's 22 arguments. The sync client packs with ``hiredis.pack_command`` (C) when
