@@ -52,9 +52,9 @@ def _fill(item: pb.Message, msg: StoredMessage) -> None:
     item.token_count = msg.token_count
     item.kind = pb.MESSAGE_KIND_SUMMARY if msg.kind is Kind.SUMMARY else pb.MESSAGE_KIND_MESSAGE
     item.effective_priority = msg.effective_priority
-    ms = msg.created_at_ms
-    item.created_at.seconds = ms // 1000
-    item.created_at.nanos = (ms % 1000) * 1_000_000
+    ms, created = msg.created_at_ms, item.created_at  # one wrapper for the sub-message, not two
+    created.seconds = ms // 1000
+    created.nanos = (ms % 1000) * 1_000_000
     if msg.metadata:
         item.metadata.update(msg.metadata)
 

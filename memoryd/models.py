@@ -9,9 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
+from typing import NamedTuple
 
 ROLES = ("system", "user", "assistant", "tool")
 PINNED_PRIORITY = 0
+NO_METADATA: Mapping[str, str] = MappingProxyType({})  # a shared, read-only empty default
 
 
 class Kind(StrEnum):
@@ -36,9 +39,14 @@ class NewMessage:
         return self.effective_priority == PINNED_PRIORITY
 
 
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """A message as stored: seq and id are assigned by the store and never change."""
+class StoredMessage(NamedTuple):
+    """A message as stored: seq and id are assigned by the store and never change.
+
+    A named tuple rather than a frozen dataclass: a read by a daemon with nothing cached
+    decodes every stored entry, and building a tuple costs a quarter of a frozen
+    dataclass's ``__init__`` (which sets each of its 11 fields through
+    ``object.__setattr__``); see docs/decisions.md, "Reading a large instance".
+    """
 
     seq: int
     id: str
@@ -49,7 +57,7 @@ class StoredMessage:
     effective_priority: int
     token_count: int
     created_at_ms: int
-    metadata: Mapping[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, str] = NO_METADATA
     kind: Kind = Kind.MESSAGE
 
     @property
