@@ -127,6 +127,31 @@ async def test_reads_without_a_cache_page_through_redis(pair: tuple[MemoryStore,
         await uncached.close()
 
 
+async def test_pages_of_an_uncached_instance_come_straight_from_redis(
+        pair: tuple[MemoryStore, MemoryStore]) -> None:
+    """A paged read by a daemon with nothing cached reads its page only (it once loaded the
+    whole instance first), and its pages stay exact across another daemon's appends,
+    flushes and a clear; once a CONTEXT-style state() read has cached the instance, pages
+    come from the re-validated cache and are the same."""
+    reader, writer = pair
+    addr = new_addr()
+    await writer.append(addr, [msg(f"m{i}") for i in range(1, 11)])
+    assert [m.content for m in await reader.read(addr, limit=3)] == ["m1", "m2", "m3"]
+    assert reader._cache.get(addr) is None  # type: ignore[attr-defined]
+    assert await reader.read(addr, after_seq=3, limit=4) == await writer.read(addr, after_seq=3, limit=4)
+    await writer.append(addr, [msg("m11")])
+    async with writer.lock(addr, ttl_ms=5000, acquire_timeout_s=2) as lease:
+        await writer.apply_flush(addr, plan([1, 2, 3, 4], Summary("s", 3, 4, 0)), fence=lease.fence)
+    assert [m.seq for m in await reader.read(addr, after_seq=3, limit=3)] == [5, 6, 7]
+    assert [m.content for m in await reader.read(addr, after_seq=7)] == ["m8", "m9", "m10", "m11"]
+    await reader.state(addr)
+    assert reader._cache.get(addr) is not None  # type: ignore[attr-defined]
+    assert await reader.read(addr, after_seq=4, limit=2) == await writer.read(addr, after_seq=4, limit=2)
+    await writer.clear(addr)
+    await writer.append(addr, [msg("new")])
+    assert [m.content for m in await reader.read(addr, limit=5)] == ["new"]
+
+
 async def test_cache_is_bounded() -> None:
     cache = ReadCache(max_messages=10)
     a, b, c = (InstanceAddr("p", "r", k) for k in "abc")

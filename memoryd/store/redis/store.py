@@ -286,14 +286,16 @@ class RedisStore:
         return AppendOutcome(refs=refs, meta=meta)
 
     async def read(self, addr: InstanceAddr, *, after_seq: int = 0, limit: int = 0) -> list[StoredMessage]:
-        # A read from the start, or of a cached instance, goes through state(): it
-        # re-validates the cache (or fills it), and later pages come from memory. Without
-        # a cache, a page is one XRANGE.
-        if self._cache.max_messages and (after_seq == 0 or self._cache.get(addr) is not None):
-            await self.state(addr)
-            cached = self._cache.get(addr)
-            if cached is not None:
+        # A cached instance is re-validated (one round trip) and served from memory. Any
+        # other page is one XRANGE: a paged read never loads the whole instance first (that
+        # cost a 10,000-message read most of its time before the first page left, and was
+        # thrown away for instances larger than the cache), and manager.read_raw fetches
+        # the next page while this one is sent. The cache is filled by state() and appends.
+        cached = self._cache.get(addr)
+        if cached is not None:
+            if await self._revalidate(addr, InstanceKeys.of(addr), cached) is not None:
                 return cached.after(after_seq, limit)
+            self._cache.drop(addr)
         key = InstanceKeys.of(addr).msgs
         start = f"{max(after_seq, 0) + 1}-0"
         rows = await self._run(lambda: self.client.xrange(key, min=start, max="+", count=limit or None),
