@@ -124,6 +124,14 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _discard(task: asyncio.Future[Any]) -> None:
+    """Stop a prefetch nobody will await, without an unretrieved-exception warning."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
+
+
 class MemoryManager:
     def __init__(
         self, project: Project, store: MemoryStore, settings: Settings, metrics: Metrics | None = None
@@ -355,20 +363,31 @@ class MemoryManager:
     async def read_raw(
         self, target: Target, *, after_seq: int, limit: int, chunk: int
     ) -> AsyncIterator[list[StoredMessage]]:
-        """Page through the stored messages oldest first, ``chunk`` at a time."""
-        remaining = limit or -1
-        cursor = after_seq
-        while remaining != 0:
-            page_size = chunk if remaining < 0 else min(chunk, remaining)
-            page = await target.runtime.store.read(target.addr, after_seq=cursor, limit=page_size)
-            if not page:
-                return
-            yield page
-            cursor = page[-1].seq
-            if remaining > 0:
-                remaining -= len(page)
-            if len(page) < page_size:
-                return
+        """Page through the stored messages oldest first, ``chunk`` at a time.
+
+        The next page is fetched while the caller encodes and sends this one, so that on
+        a long read the store's round trip and decoding overlap the sending (with Redis,
+        the server's work runs on another core)."""
+        store, addr = target.runtime.store, target.addr
+        remaining = limit or -1  # -1: no limit
+        size = chunk if remaining < 0 else min(chunk, remaining)
+        page = await store.read(addr, after_seq=after_seq, limit=size)
+        pending: asyncio.Future[list[StoredMessage]] | None = None
+        try:
+            while page:
+                if remaining > 0:
+                    remaining -= len(page)
+                full = len(page) == size
+                if full and remaining != 0:
+                    size = chunk if remaining < 0 else min(chunk, remaining)
+                    pending = asyncio.ensure_future(store.read(addr, after_seq=page[-1].seq, limit=size))
+                yield page
+                if pending is None:
+                    return
+                page, pending = await pending, None
+        finally:
+            if pending is not None:  # the caller stopped early (cancelled, or the client went away)
+                _discard(pending)
 
     async def read_context(self, target: Target, *, max_tokens: int) -> tuple[ContextView, InstanceMeta]:
         rt = target.runtime

@@ -155,6 +155,10 @@ async def test_after_seq_and_limit(server: RunningServer) -> None:
         assert [m.seq for m in await raw(c, "page", after_seq=15)] == [16, 17, 18, 19, 20]
         assert [m.seq for m in await raw(c, "page", limit=3)] == [1, 2, 3]
         assert [m.seq for m in await raw(c, "page", after_seq=5, limit=4, chunk_size=3)] == [6, 7, 8, 9]
+        # page boundaries: the next page is fetched while one is sent, and never past the limit
+        for after, limit, chunk in ((0, 6, 3), (0, 7, 3), (18, 0, 2), (0, 0, 5), (0, 0, 7), (3, 17, 4)):
+            expected = list(range(after + 1, (after + limit if limit else 20) + 1))
+            assert [m.seq for m in await raw(c, "page", after_seq=after, limit=limit, chunk_size=chunk)] == expected
         assert await raw(c, "page", after_seq=20) == []
 
 
