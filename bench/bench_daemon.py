@@ -47,6 +47,7 @@ CONTENT = "The customer reports that the parcel with order number 12345 has not 
 
 
 ROUNDS = 5  # floor and daemon measured alternately, this many times
+COLD_INSTANCES = 5  # 10,000-message instances read cold by a second daemon
 
 
 def pct(samples: list[float], p: float) -> float:
@@ -61,6 +62,10 @@ async def timed(fn: Callable[[], Awaitable[object]], n: int) -> list[float]:
         await fn()
         out.append(time.perf_counter() - t0)
     return out
+
+
+async def timed_once(fn: Callable[[], Awaitable[object]]) -> float:
+    return (await timed(fn, 1))[0]
 
 
 async def throughput(make: Callable[[int], Callable[[], Awaitable[object]]], clients: int, per: int) -> float:
@@ -160,20 +165,34 @@ async def bench(store: str, n: int, simple_floor: bool = False) -> list[tuple[st
                          f"{mb / cold:.0f} MB/s", "", f"{cold * 1e3:.0f} ms"))
             rows.append(("RAW read, 10,000 x 430 B, again (median of 10)", f"{mb / warm:.0f} MB/s", "",
                          f"{warm * 1e3:.0f} ms each"))
-            if store == "redis":  # a second daemon on the same Redis has nothing cached: a cold read
+            if store == "redis":
+                # A second daemon on the same Redis has nothing cached: its first read of an
+                # instance is cold. Five instances, so that the cold read has a median too; the
+                # second daemon's channel is warmed on another instance first.
+                for k in range(COLD_INSTANCES):
+                    for _batch in range(10):
+                        await c.append("archive", [{"role": "user", "content": CONTENT} for _ in range(1000)],
+                                       key=f"cold-{k}")
                 other_api = f"127.0.0.1:{free_port()}"
                 other = spawn([*args[:5], other_api, *args[6:]])
                 try:
                     wait_serving(other_api, "memoryd.v1.MemoryService")
                     async with AsyncMemoryClient(other_api) as oc:
-                        t0 = time.perf_counter()
-                        await oc.read_all("archive", key="raw", view="raw", chunk_size=1000)
-                        other_cold = time.perf_counter() - t0
+                        await oc.read_all("archive", key="ctx", view="raw", chunk_size=1000)
+                        rounds = []
+                        for _again in range(2):
+                            rounds.append([await timed_once(lambda k=k: oc.read_all(
+                                "archive", key=f"cold-{k}", view="raw", chunk_size=1000))
+                                for k in range(COLD_INSTANCES)])
                 finally:
                     other.send_signal(signal.SIGTERM)
                     other.wait(timeout=20)
-                rows.append(("RAW read, 10,000 x 430 B, first read by another daemon (cold)",
-                             f"{mb / other_cold:.0f} MB/s", "", f"{other_cold * 1e3:.0f} ms"))
+                first, again = statistics.median(rounds[0]), statistics.median(rounds[1])
+                rows.append((f"RAW read, 10,000 x 430 B, first read by another daemon (cold), median of "
+                             f"{COLD_INSTANCES} instances", f"{mb / first:.0f} MB/s", "",
+                             f"{first * 1e3:.0f} ms ({min(rounds[0]) * 1e3:.0f}-{max(rounds[0]) * 1e3:.0f})"))
+                rows.append(("RAW read, 10,000 x 430 B, again by that daemon (RAW reads do not fill its cache)",
+                             f"{mb / again:.0f} MB/s", "", f"{again * 1e3:.0f} ms"))
 
             # append p99 under the same background load, once with flushes running, once without
             stop = asyncio.Event()
