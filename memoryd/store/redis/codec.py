@@ -20,6 +20,7 @@ from memoryd.models import NO_METADATA, AppendedRef, InstanceMeta, Kind, NewMess
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _loads = json.loads
 _new_message = tuple.__new__
+_MESSAGE = Kind.MESSAGE  # an enum member read from its class costs ~0.2 µs in 3.11
 
 
 def message_args(msg: NewMessage, message_id: str) -> tuple[int, int, str, str, str, str, str, str]:
@@ -74,7 +75,7 @@ def decode_entry(entry: Sequence[Any]) -> StoredMessage:
         int(f[1]),  # token_count
         int(f[5]),  # created_at_ms
         _loads(metadata) if metadata else NO_METADATA,  # metadata
-        Kind.MESSAGE,  # kind
+        _MESSAGE,  # kind
     ))
 
 

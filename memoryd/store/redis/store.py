@@ -300,7 +300,7 @@ class RedisStore:
         start = f"{max(after_seq, 0) + 1}-0"
         rows = await self._run(lambda: self.client.xrange(key, min=start, max="+", count=limit or None),
                                retry=True)
-        return [codec.decode_entry(r) for r in rows or ()]
+        return list(map(codec.decode_entry, rows or ()))
 
     async def state(self, addr: InstanceAddr) -> InstanceState:
         """Meta, summary and messages of one moment.
