@@ -3,6 +3,8 @@ the workflow index, hiredis (on standalone, Cluster and Sentinel)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from memoryd.keys import InstanceAddr
@@ -11,7 +13,8 @@ from memoryd.store.base import MemoryStore
 from memoryd.store.redis import RedisStore
 from memoryd.store.redis import store as store_module
 from memoryd.store.redis.layout import VERSION_PREFIX, InstanceKeys, workflow_index
-from tests.store.conftest import new_addr
+from memoryd.store.url import open_store
+from tests.store.conftest import TEST_BREAKER, backend_url, new_addr
 
 
 def msg(content: str = "m", pinned: bool = False) -> NewMessage:
@@ -155,3 +158,26 @@ async def test_state_is_consistent_under_concurrent_writes(redis_store: MemorySt
     finally:
         stop.set()
         await asyncio.gather(*writers)
+
+
+
+
+@pytest.mark.parametrize("backend", ["standalone", "sentinel"])
+async def test_appends_survive_connections_closed_by_the_server(backend: str, request: pytest.FixtureRequest) -> None:
+    """memoryd's lean pool checkout (``wire.LeanCheckout``) with connections the server
+    has closed while idle: appends reconnect and retry (each is idempotency-keyed), and
+    every message is stored exactly once, without a failure counted by the breaker."""
+    store = open_store(backend_url(request, backend), breaker=TEST_BREAKER)
+    await store.start()
+    try:
+        assert isinstance(store, RedisStore)
+        addr = new_addr()
+        for batch in range(3):
+            await asyncio.gather(*(store.append(addr, [NewMessage("user", f"{batch}:{i}", "text", None, 5, 1)])
+                                   for i in range(8)))
+            await store.client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        contents = [m.content for m in (await store.state(addr)).messages]
+        assert sorted(contents) == sorted(f"{b}:{i}" for b in range(3) for i in range(8))
+        assert store.breaker.failures == 0
+    finally:
+        await store.close()

@@ -14,7 +14,8 @@ Choices (docs/redis.md, "Connections"):
   instead of waiting when it is).
 * hiredis parses replies when installed (a dependency of memoryd); ``parser_name``
   tells which parser is active. Standalone and Sentinel connections also pack commands
-  with hiredis and write without a Task per command (``wire.py``); the Cluster client
+  with hiredis and write without a Task per command, and their pools check connections
+  out and in without redis-py 8.1's per-call extras (``wire.py``); the Cluster client
   creates its node connections itself and keeps redis-py's.
 """
 
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from redis.asyncio import ConnectionPool, Redis, RedisCluster, Sentinel
+from redis.asyncio import Redis, RedisCluster, Sentinel
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import DefaultParser
 from redis.asyncio.retry import Retry
@@ -34,7 +35,9 @@ from redis.credentials import CredentialProvider
 
 from memoryd.store.redis.wire import (
     LeanConnection,
+    LeanConnectionPool,
     LeanSentinelConnection,
+    LeanSentinelConnectionPool,
     LeanSentinelSSLConnection,
     LeanSSLConnection,
     LeanUnixConnection,
@@ -159,6 +162,7 @@ def make_client(s: ConnectionSettings) -> RedisClient:
         extra = {"ssl": True, **_tls(s)} if s.tls else {}
         client: Redis = sentinel.master_for(
             s.master_name, db=s.db, max_connections=s.max_connections, socket_keepalive=True,
+            connection_pool_class=LeanSentinelConnectionPool,
             connection_class=LeanSentinelSSLConnection if s.tls else LeanSentinelConnection, **extra, **_common(s),
         )
         return client
@@ -171,7 +175,7 @@ def make_client(s: ConnectionSettings) -> RedisClient:
         if s.tls:
             kwargs.update(connection_class=LeanSSLConnection, **_tls(s))
     # A plain pool suffices: the store's semaphore never lets more calls in than it holds.
-    pool = ConnectionPool(max_connections=s.max_connections, **kwargs)
+    pool = LeanConnectionPool(max_connections=s.max_connections, **kwargs)
     return Redis.from_pool(pool)
 
 

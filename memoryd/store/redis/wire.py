@@ -34,8 +34,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
-from redis.asyncio.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
+from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedConnection, SentinelManagedSSLConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -117,6 +117,51 @@ class LeanSentinelConnection(LeanCommands, SentinelManagedConnection):
 
 
 class LeanSentinelSSLConnection(LeanCommands, SentinelManagedSSLConnection):
+    pass
+
+
+class LeanCheckout:
+    """A pool checkout without redis-py 8.1's per-call extras: ~2.6 µs instead of ~9.8.
+
+    redis-py's ``get_connection``/``release`` take the pool's ``asyncio.Lock`` twice, run
+    four observability recorders (no-ops unless OpenTelemetry is configured, still four
+    coroutines) and dispatch an after-release event whose one listener re-authenticates
+    with *streaming* credential providers, which memoryd does not use. Kept: taking an
+    idle connection or making one (the first case falls back to redis-py),
+    ``ensure_connection`` (connects, or reconnects a connection that was dropped), and
+    ``should_reconnect`` on return. The lock is not needed for this: nothing between
+    taking a connection from the idle list and marking it in use awaits. For the
+    standalone and Sentinel pools; the Cluster keeps redis-py's node pools.
+    """
+
+    _available_connections: list[Any]
+    _in_use_connections: set[Any]
+
+    async def get_connection(self, *args: Any, **options: Any) -> Any:
+        try:
+            connection = self._available_connections.pop()
+        except IndexError:
+            return await super().get_connection(*args, **options)  # type: ignore[misc]
+        self._in_use_connections.add(connection)
+        try:
+            await self.ensure_connection(connection)  # type: ignore[attr-defined]
+        except BaseException:
+            await self.release(connection)
+            raise
+        return connection
+
+    async def release(self, connection: Any) -> None:
+        self._in_use_connections.remove(connection)
+        if connection.should_reconnect():
+            await connection.disconnect()
+        self._available_connections.append(connection)
+
+
+class LeanConnectionPool(LeanCheckout, ConnectionPool):
+    pass
+
+
+class LeanSentinelConnectionPool(LeanCheckout, SentinelConnectionPool):
     pass
 
 
