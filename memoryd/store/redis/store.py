@@ -37,6 +37,7 @@ from memoryd.models import (
     InstanceState,
     NewMessage,
     StoredMessage,
+    Summary,
 )
 from memoryd.store.base import LockLease
 from memoryd.store.redis import codec, scripts
@@ -293,7 +294,7 @@ class RedisStore:
         # the next page while this one is sent. The cache is filled by state() and appends.
         cached = self._cache.get(addr)
         if cached is not None:
-            if await self._revalidate(addr, InstanceKeys.of(addr), cached) is not None:
+            if await self._revalidate(InstanceKeys.of(addr), cached) is not None:
                 return cached.after(after_seq, limit)
             self._cache.drop(addr)
         key = InstanceKeys.of(addr).msgs
@@ -315,9 +316,9 @@ class RedisStore:
         fields = list(META_FIELDS)
         cached = self._cache.get(addr)
         if cached is not None:
-            state = await self._revalidate(addr, keys, cached)
-            if state is not None:
-                return state
+            fresh = await self._revalidate(keys, cached)
+            if fresh is not None:
+                return InstanceState(meta=fresh[0], summary=fresh[1], messages=tuple(cached.messages))
             self._cache.drop(addr)
 
         async def snapshot() -> list[Any]:
@@ -379,9 +380,13 @@ class RedisStore:
     def _remember(self, addr: InstanceAddr, state: InstanceState) -> None:
         self._cache.put(addr, CachedInstance(list(state.messages), state.meta.flush_count, state.meta.last_seq))
 
-    async def _revalidate(self, addr: InstanceAddr, keys: InstanceKeys, cached: CachedInstance) -> InstanceState | None:
-        """The state from the cache plus what was appended since, or None when anything else
-        changed (a flush, a clear, a re-created instance, or a mutation during the read)."""
+    async def _revalidate(
+        self, keys: InstanceKeys, cached: CachedInstance
+    ) -> tuple[InstanceMeta, Summary | None] | None:
+        """Bring ``cached`` up to date with what was appended since, and return the meta and
+        summary of that moment; None when anything else changed (a flush, a clear, a
+        re-created instance, or a mutation during the read). Callers take the messages
+        from ``cached`` (a RAW page needs no copy of all of them)."""
         fields = list(META_FIELDS)
         anchor = cached.anchor
 
@@ -405,10 +410,9 @@ class RedisStore:
         new = [codec.decode_entry(r) for r in new_rows]
         if meta.flush_count != cached.flush_count or not cached.counters_match(meta, new):
             return None
-        state = InstanceState(meta=meta, summary=codec.decode_summary(summary), messages=(*cached.messages, *new))
         cached.extend(new, meta.last_seq)
         self._cache.grew(len(new))
-        return state
+        return meta, codec.decode_summary(summary)
 
     async def meta(self, addr: InstanceAddr) -> InstanceMeta:
         key = InstanceKeys.of(addr).meta
