@@ -11,7 +11,8 @@ half-open, fail_max, reset_timeout, listeners) and feeds it outcomes itself:
 * admission, before the call: open and within ``reset_timeout`` -> fail fast with
   StoreUnavailable; open and past it -> exactly one trial call at a time (pybreaker
   lets every concurrent caller through in half-open under asyncio);
-* the call runs under ``asyncio.timeout(timeout_s)``; a timeout is a failure;
+* the call runs under the per-call timeout ``timeout_s`` (``deadlines.Deadlines``: one
+  timer for all calls, not one ``asyncio.timeout`` per call); a timeout is a failure;
 * afterwards the outcome is recorded synchronously through ``CircuitBreaker.call``:
   infrastructure errors (connection refused/reset, timeouts, LOADING, cluster down,
   read-only replica after a failover) count as failures; a reply from Redis of any
@@ -36,6 +37,7 @@ import pybreaker
 import redis.exceptions as rex
 
 from memoryd.config.model import CircuitBreaker as CircuitBreakerConfig
+from memoryd.deadlines import Deadlines
 from memoryd.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,7 @@ class Breaker:
         self._opened_at = 0.0
         self._trial_running = False
         self._opened = asyncio.Event()
+        self._deadlines = Deadlines(self.settings.timeout_s)
         self._cb = pybreaker.CircuitBreaker(
             fail_max=self.settings.max_failures,
             reset_timeout=self.settings.reset_timeout_s,
@@ -156,8 +159,7 @@ class Breaker:
         """
         trial = self._admit()
         try:
-            async with asyncio.timeout(self.settings.timeout_s):
-                result = await op()
+            result = await self._deadlines.run(op)
         except asyncio.CancelledError:
             raise  # not an outcome of the store: record nothing
         except Exception as exc:
