@@ -2,7 +2,7 @@
 
 ``asyncio.timeout`` schedules a ``TimerHandle`` on the loop's heap when a call begins
 and cancels it when the call ends. Every store call does this, and under load it cost
-the daemon ~8 % of its CPU per append. That is far more than the ~6 µs it takes in
+the daemon ~7 % of its CPU per append. That is far more than the ~6 µs it takes in
 isolation: it was measured with 16 concurrent appenders against the daemon with the
 timer removed, the daemon's CPU per append divided by the floor's, in the same runs.
 
