@@ -30,6 +30,12 @@ def token_sums(messages: Sequence[StoredMessage]) -> tuple[int, int]:
     return pinned, tokens
 
 
+def accounts_for(meta: InstanceMeta, count: int, pinned: int, tokens: int) -> bool:
+    """Whether ``count`` messages holding ``tokens`` tokens, ``pinned`` of them pinned, are
+    exactly what ``meta``'s counters say the instance holds."""
+    return meta.message_count == count and meta.pinned_tokens == pinned and meta.recent_tokens == tokens - pinned
+
+
 DEFAULT_MAX_MESSAGES = 50_000  # ~25-50 MB of typical chat messages per daemon
 
 
@@ -51,9 +57,7 @@ class CachedInstance:
     def counters_match(self, meta: InstanceMeta, new: list[StoredMessage]) -> bool:
         """Whether the cached messages plus ``new`` account exactly for ``meta``'s counters."""
         pinned, tokens = token_sums(new)
-        pinned += self.pinned_tokens
-        return (meta.message_count == len(self.messages) + len(new) and meta.pinned_tokens == pinned
-                and meta.recent_tokens == self.tokens + tokens - pinned)
+        return accounts_for(meta, len(self.messages) + len(new), self.pinned_tokens + pinned, self.tokens + tokens)
 
     @property
     def anchor(self) -> StoredMessage | None:

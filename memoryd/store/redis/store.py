@@ -29,6 +29,7 @@ from memoryd.errors import FenceRejected, MemorydError, PinnedTierFull, StoreUna
 from memoryd.keys import InstanceAddr
 from memoryd.lock import InstanceLock
 from memoryd.models import (
+    NO_METADATA,
     AppendedRef,
     AppendOutcome,
     FlushOutcome,
@@ -42,7 +43,7 @@ from memoryd.models import (
 from memoryd.store.base import LockLease
 from memoryd.store.redis import codec, scripts
 from memoryd.store.redis.cache import DEFAULT_MAX_MESSAGES as DEFAULT_CACHE_MESSAGES
-from memoryd.store.redis.cache import CachedInstance, ReadCache, token_sums
+from memoryd.store.redis.cache import CachedInstance, ReadCache, accounts_for, token_sums
 from memoryd.store.redis.connection import (
     ConnectionSettings,
     RedisClient,
@@ -91,10 +92,7 @@ def new_id() -> str:
 
 
 def _counters_match(state: InstanceState) -> bool:
-    meta, messages = state.meta, state.messages
-    pinned, tokens = token_sums(messages)
-    return (meta.message_count == len(messages) and meta.pinned_tokens == pinned
-            and meta.recent_tokens == tokens - pinned)
+    return accounts_for(state.meta, len(state.messages), *token_sums(state.messages))
 
 
 class RedisStore:
@@ -368,7 +366,7 @@ class RedisStore:
         stored = [
             StoredMessage(seq=first_seq + i, id=mid, role=m.role, content=m.content, content_type=m.content_type,
                           priority=m.priority, effective_priority=m.effective_priority, token_count=m.token_count,
-                          created_at_ms=now_ms, metadata=dict(m.metadata))
+                          created_at_ms=now_ms, metadata=dict(m.metadata) if m.metadata else NO_METADATA)
             for i, (mid, m) in enumerate(zip(ids, messages, strict=True))
         ]
         if cached is None:
