@@ -163,6 +163,39 @@ async def test_state_is_consistent_under_concurrent_writes(redis_store: MemorySt
 
 
 @pytest.mark.parametrize("backend", ["standalone", "sentinel"])
+async def test_one_connection_found_closed_makes_every_idle_one_reconnect(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    """A server restart or a proxy's idle timeout closes all idle connections at once, and
+    redis-py's checkout does not notice. After the first one is found closed, no idle
+    connection may be handed out unchecked: a retry must not draw another closed one."""
+    store = open_store(backend_url(request, backend), breaker=TEST_BREAKER)
+    await store.start()
+    try:
+        assert isinstance(store, RedisStore)
+        addr = new_addr()
+        await asyncio.gather(*(store.append(addr, [msg(f"warm {i}")]) for i in range(8)))
+        pool = store.client.connection_pool
+        killer = await pool.get_connection()  # held, so that every idle connection is closed
+        await killer.send_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        await killer.read_response()
+        idle = len(pool._available_connections)
+        assert idle >= 2
+        await store.append(addr, [msg("after the kill")])  # finds one closed, retries
+        taken = [await pool.get_connection() for _ in range(idle)]
+        try:
+            for conn in taken:
+                await conn.send_command("PING")
+                assert await conn.read_response() in (b"PONG", "PONG")
+        finally:
+            for conn in (*taken, killer):
+                await pool.release(conn)
+        assert store.breaker.failures == 0
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("backend", ["standalone", "sentinel"])
 async def test_appends_survive_connections_closed_by_the_server(backend: str, request: pytest.FixtureRequest) -> None:
     """memoryd's lean pool checkout (``wire.LeanCheckout``) with connections the server
     has closed while idle: appends reconnect and retry (each is idempotency-keyed), and

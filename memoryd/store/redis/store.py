@@ -52,7 +52,7 @@ from memoryd.store.redis.connection import (
     parser_name,
 )
 from memoryd.store.redis.layout import META_FIELDS, SUMMARY_FIELDS, InstanceKeys, workflow_index
-from memoryd.store.redis.wire import ScriptCaller
+from memoryd.store.redis.wire import LeanCheckout, ScriptCaller
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -214,6 +214,7 @@ class RedisStore:
                         return await op()
                     except rex.ConnectionError:
                         failures += 1
+                        self._idle_connections_suspect()
                         if not retry or failures >= self._read_attempts:
                             raise
                     await asyncio.sleep(random.uniform(0.002, 0.01) * failures)  # backoff before retrying
@@ -226,6 +227,11 @@ class RedisStore:
             raise StoreUnavailable(f"store unavailable (out of memory): {exc}") from exc
         except (rex.RedisError, rex.RedisClusterException) as exc:
             raise MemorydError(f"redis error: {type(exc).__name__}: {exc}") from exc
+
+    def _idle_connections_suspect(self) -> None:
+        pool = getattr(self._client, "connection_pool", None)  # the Cluster client has none
+        if isinstance(pool, LeanCheckout):
+            pool.mark_idle_for_reconnect()
 
     async def _guard(self, op: Callable[[], Awaitable[T]], /) -> T:
         return await self._run(op)

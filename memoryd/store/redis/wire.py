@@ -144,6 +144,8 @@ class LeanCheckout:
             return await super().get_connection(*args, **options)  # type: ignore[misc]
         self._in_use_connections.add(connection)
         try:
+            if connection.should_reconnect():  # see mark_idle_for_reconnect
+                await connection.disconnect(nowait=True)
             await self.ensure_connection(connection)  # type: ignore[attr-defined]
         except BaseException:
             await self.release(connection)
@@ -155,6 +157,14 @@ class LeanCheckout:
         if connection.should_reconnect():
             await connection.disconnect()
         self._available_connections.append(connection)
+
+    def mark_idle_for_reconnect(self) -> None:
+        """After a connection turned out closed by the server, treat the idle ones as suspect
+        too: the next checkout of each reconnects it. A server restart, a failover or a
+        proxy's idle timeout closes them all at once, and redis-py's checkout test does not
+        see it (docs/redis.md): without this, a retry could draw another closed one."""
+        for connection in self._available_connections:
+            connection.mark_for_reconnect()
 
 
 class LeanConnectionPool(LeanCheckout, ConnectionPool):
