@@ -95,7 +95,10 @@ class InstanceMeta:
 
 @dataclass(frozen=True, slots=True)
 class InstanceState:
-    """Everything the engine needs to plan: counters, summary and stored messages (by seq)."""
+    """Everything the engine needs to plan: counters, summary and stored messages.
+
+    ``messages`` are oldest first (ascending seq), as every store returns them; the
+    engine relies on that order and does not sort."""
 
     meta: InstanceMeta
     summary: Summary | None

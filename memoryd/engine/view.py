@@ -20,14 +20,18 @@ kept by the eviction rule (``memoryd.engine.evict``), oldest first.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from memoryd.engine.budget import Budget
-from memoryd.engine.evict import select_evictions
+from memoryd.engine.evict import select_kept
 from memoryd.errors import FailedPrecondition, InvalidArgument
-from memoryd.models import InstanceState, Kind, StoredMessage, Summary
+from memoryd.models import PINNED_PRIORITY, InstanceState, Kind, StoredMessage, Summary
 
 SUMMARY_CONTENT_TYPE = "summary"
+_priority = attrgetter("effective_priority")
+_tokens = attrgetter("token_count")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +68,13 @@ def context_view(
         raise InvalidArgument("max_tokens", f"must be >= 0, got {max_tokens}")
     limit = budget.total if not max_tokens else min(budget.total, max_tokens)
 
-    ordered = sorted(state.messages, key=lambda m: m.seq)
-    pinned = [m for m in ordered if m.pinned]
-    recent = [m for m in ordered if not m.pinned]
-    pinned_tokens = sum(m.token_count for m in pinned)
+    messages = state.messages  # oldest first, as every store returns them (InstanceState)
+    if PINNED_PRIORITY in set(map(_priority, messages)):
+        pinned: Sequence[StoredMessage] = [m for m in messages if m.effective_priority == PINNED_PRIORITY]
+        recent: Sequence[StoredMessage] = [m for m in messages if m.effective_priority != PINNED_PRIORITY]
+    else:  # the common case: no copies
+        pinned, recent = (), messages
+    pinned_tokens = sum(map(_tokens, pinned))
     if pinned_tokens > limit:
         if limit < budget.total:
             raise InvalidArgument(
@@ -91,16 +98,13 @@ def context_view(
         summary_tokens = summary.token_count
 
     room = budget.recent_room(pinned_tokens, summary_tokens, limit)
-    evicted = select_evictions(
-        recent, room=room, block_caps=budget.block_caps, message_limit=budget.message_limit
-    )
-    kept = [m for m in recent if m.seq not in evicted] if evicted else recent
+    kept = select_kept(recent, room=room, block_caps=budget.block_caps, message_limit=budget.message_limit)
     out.extend(kept)
     return ContextView(
         messages=tuple(out),
-        token_count=pinned_tokens + summary_tokens + sum(m.token_count for m in kept),
+        token_count=pinned_tokens + summary_tokens + sum(map(_tokens, kept)),
         budget=limit,
         pinned_tokens=pinned_tokens,
         summary_tokens=summary_tokens,
-        omitted=len(evicted),
+        omitted=len(recent) - len(kept),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -21,7 +21,9 @@ from memoryd.engine import (
     needs_flush,
     plan_flush,
     recount,
+    select_evictions,
 )
+from memoryd.engine.evict import select_kept
 from memoryd.errors import InvalidArgument
 from memoryd.models import InstanceMeta, InstanceState, Kind, StoredMessage, Summary
 
@@ -121,6 +123,60 @@ def check_eviction_order(
                 cap = block_caps.get(e.effective_priority)
                 assert cap is not None
                 assert sum(m.token_count for m in same_level if m.seq >= e.seq) > cap
+
+
+def reference_evictions(
+    messages: Sequence[StoredMessage], room: int, block_caps: Mapping[int, int], message_limit: int | None
+) -> set[int]:
+    """The eviction rule exactly as docs/tokens-and-budget.md states it, one message at a time:
+    the oracle for memoryd's evict module, which computes the same selection from the kept side."""
+    levels: dict[int, list[StoredMessage]] = {}
+    for m in messages:
+        levels.setdefault(m.effective_priority, []).append(m)
+    evicted: set[int] = set()
+    tokens, count = sum(m.token_count for m in messages), len(messages)
+    for priority, cap in block_caps.items():  # 1. each block's oldest go until the block fits its cap
+        level = levels.get(priority, [])
+        while level and sum(m.token_count for m in level) > cap:
+            m = level.pop(0)
+            evicted.add(m.seq)
+            tokens, count = tokens - m.token_count, count - 1
+    limit = count if message_limit is None else message_limit
+    for priority in sorted(levels, reverse=True):  # 2. highest number first, oldest first
+        for m in levels[priority]:
+            if tokens <= room and count <= limit:
+                return evicted
+            evicted.add(m.seq)
+            tokens, count = tokens - m.token_count, count - 1
+    return evicted
+
+
+@st.composite
+def eviction_inputs(draw: st.DrawFn) -> tuple[list[StoredMessage], int, dict[int, int], int | None]:
+    """Non-pinned messages over few or many priorities (zero-token ones included), with
+    block caps, rooms and message limits from nothing to more than everything."""
+    priorities = draw(st.sampled_from([[5], [1, 9], list(range(1, 10))]))
+    messages = [
+        StoredMessage(seq=seq, id=f"id{seq}", role="user", content="x", content_type="text", priority=None,
+                      effective_priority=draw(st.sampled_from(priorities)), token_count=draw(st.integers(0, 40)),
+                      created_at_ms=seq)
+        for seq in range(1, draw(st.integers(0, 40)) + 1)
+    ]
+    caps = draw(st.dictionaries(st.integers(1, 9), st.integers(0, 200), max_size=3))
+    return messages, draw(st.integers(0, 900)), caps, draw(st.none() | st.integers(0, 45))
+
+
+@settings(max_examples=400, deadline=None)
+@given(eviction_inputs())
+def test_eviction_selects_exactly_what_the_rule_drops_one_by_one(
+    case: tuple[list[StoredMessage], int, dict[int, int], int | None]
+) -> None:
+    messages, room, caps, limit = case
+    expected = reference_evictions(messages, room, caps, limit)
+    event("evicts some" if expected and len(expected) < len(messages) else "evicts none or all")
+    assert select_evictions(messages, room=room, block_caps=caps, message_limit=limit) == expected
+    kept = select_kept(messages, room=room, block_caps=caps, message_limit=limit)
+    assert list(kept) == [m for m in messages if m.seq not in expected]  # oldest first, as given
 
 
 @PROFILE
