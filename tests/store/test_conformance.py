@@ -137,6 +137,21 @@ async def test_flush_removes_exactly_planned_and_writes_summary(store: MemorySto
     assert out.meta == state.meta
 
 
+async def test_paged_reads_skip_what_a_flush_removed(store: MemoryStore, addr: InstanceAddr) -> None:
+    """RAW reads page by after_seq: a page starts after the given seq even when that seq,
+    or those around it, were flushed away, and appends after the flush follow in order."""
+    await store.append(addr, [msg(f"m{i}") for i in range(8)])
+    async with store.lock(addr, ttl_ms=5_000, acquire_timeout_s=5) as lease:
+        await store.apply_flush(addr, plan([1, 3, 4, 7]), fence=lease.fence)
+    await store.append(addr, [msg("m8"), msg("m9")])
+    assert [m.seq for m in await store.read(addr)] == [2, 5, 6, 8, 9, 10]
+    assert [m.seq for m in await store.read(addr, after_seq=3, limit=2)] == [5, 6]
+    assert [m.seq for m in await store.read(addr, after_seq=6, limit=2)] == [8, 9]
+    assert [m.content for m in await store.read(addr, after_seq=7)] == ["m7", "m8", "m9"]
+    assert [m.seq for m in await store.read(addr, after_seq=1, limit=1)] == [2]
+    assert await store.read(addr, after_seq=10) == []
+
+
 async def test_flush_without_summary_keeps_the_current_one(store: MemoryStore, addr: InstanceAddr) -> None:
     await store.append(addr, [msg(f"m{i}") for i in range(4)])
     first = Summary(content="s1", token_count=2, through_seq=1, updated_at_ms=1)
