@@ -59,7 +59,7 @@ def plan_flush(
     passes ``functools.partial(counter.count_message, "system")``).
     """
     strategy = resource.flushing_strategy.type
-    ordered = sorted(state.messages, key=lambda m: m.seq)
+    ordered = state.messages  # oldest first (InstanceState)
     recent = [m for m in ordered if not m.pinned]
     pinned_tokens = sum(m.token_count for m in ordered if m.pinned)
     old_summary_tokens = state.summary.token_count if state.summary is not None else 0
