@@ -48,7 +48,11 @@ def record_tail(ids: Sequence[str], messages: Sequence[NewMessage]) -> bytes:
 
 
 def parse_record(record: bytes) -> tuple[AppendedRef, ...]:
+    """``<first seq>:<ms>:<digest>:<tail>``, or ``<first seq>:<ms>:<tail>`` as written before
+    batch digests (the tail is JSON that holds no colon)."""
     first, created, tail = record.split(b":", 2)
+    if not tail.startswith(b"["):
+        tail = tail.split(b":", 1)[1]
     first_seq, created_ms = int(first), int(created)
     return tuple(
         AppendedRef(seq=first_seq + i, id=mid, token_count=tok, effective_priority=prio, created_at_ms=created_ms)
@@ -85,7 +89,7 @@ def _int(v: Any) -> int:
 
 def decode_meta(values: Sequence[Any]) -> InstanceMeta:
     """The HMGET reply of ``layout.META_FIELDS`` (missing fields are None)."""
-    count, pinned, recent, summary, last_seq, flushes, last_flush, fence = values
+    count, pinned, recent, summary, last_seq, flushes, last_flush, fence, epoch = values
     return InstanceMeta(
         message_count=0 if count is None else int(count),
         pinned_tokens=0 if pinned is None else int(pinned),
@@ -95,6 +99,7 @@ def decode_meta(values: Sequence[Any]) -> InstanceMeta:
         flush_count=0 if flushes is None else int(flushes),
         last_flush_at_ms=None if last_flush is None else int(last_flush),
         fence=0 if fence is None else int(fence),
+        epoch="" if epoch is None else epoch.decode(),
     )
 
 

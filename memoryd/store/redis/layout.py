@@ -5,7 +5,7 @@ operator can find (or ACL-restrict) memoryd's keys with one pattern. The keys of
 instance share its cluster hash tag, so each Lua script touches exactly one slot::
 
     memoryd:v1:{<instance_hash>}:<project>:<resource>:msgs   Stream, entry id "<seq>-0"
-    ...:meta    Hash: counters, last_seq, flush stats, fence
+    ...:meta    Hash: counters, last_seq, flush stats, fence, epoch (the instance's identity)
     ...:sum     Hash: the rolling summary (content, token_count, through_seq, updated_at_ms)
     ...:idem    Hash: idempotency key -> remembered append outcome
     ...:idemx   Sorted set: idempotency key -> expiry (ms), to prune ``idem``
@@ -41,6 +41,7 @@ META_FIELDS = (
     "flush_count",
     "last_flush_at_ms",
     "fence",
+    "epoch",
 )
 SUMMARY_FIELDS = ("content", "token_count", "through_seq", "updated_at_ms")
 

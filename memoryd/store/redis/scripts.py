@@ -19,7 +19,7 @@ _PRELUDE = """
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local META = {'message_count', 'pinned_tokens', 'recent_tokens', 'summary_tokens',
-              'last_seq', 'flush_count', 'last_flush_at_ms', 'fence'}
+              'last_seq', 'flush_count', 'last_flush_at_ms', 'fence', 'epoch'}
 local function meta()
   return redis.call('HMGET', KEYS[2], unpack(META))
 end
@@ -31,23 +31,33 @@ end
 """
 
 # ARGV: ttl_ms (<=0: no expiry), pinned_cap (<0: none), idempotency field, idempotency
-# window ms, record tail, n, then per message (8 each): token_count, effective_priority, id,
-# role, content, content_type, priority ('' = unset), metadata JSON ('' = empty).
-# Reply: {0, first_seq, now_ms, meta} | {1, record, meta} (replay) | {2, pinned_tokens, adding}.
+# window ms, record tail, n, batch digest, then per message (8 each): token_count,
+# effective_priority, id, role, content, content_type, priority ('' = unset), metadata JSON
+# ('' = empty).
+# Reply: {0, first_seq, now_ms, meta} | {1, record, meta} (replay) | {2, pinned_tokens, adding}
+# | {3} (the idempotency key stored a batch with another digest).
+# An idempotency record is "<first seq>:<ms>:<digest>:<tail>" (codec.parse_record); records
+# written before digests existed ("<first seq>:<ms>:<tail>") replay without the check.
+# A new instance (no epoch in meta: created now, or written by a daemon that predates epochs)
+# takes the first message's id as its epoch: ids are unique across daemons and calls.
 APPEND = _PRELUDE + """
 local ik = ARGV[3]
 if ik ~= '' then
   local rec = redis.call('HGET', KEYS[4], ik)
   if rec then
     local exp = redis.call('ZSCORE', KEYS[5], ik)
-    if exp and tonumber(exp) > now_ms then return {1, rec, meta()} end
+    if exp and tonumber(exp) > now_ms then
+      local digest = string.match(rec, '^%d+:%d+:([0-9a-f]+):')
+      if digest and digest ~= ARGV[7] then return {3} end
+      return {1, rec, meta()}
+    end
   end
 end
 local n = tonumber(ARGV[6])
 local add_pinned, add_recent = 0, 0
 for i = 0, n - 1 do
-  local tok = tonumber(ARGV[7 + 8 * i])
-  if ARGV[8 + 8 * i] == '0' then add_pinned = add_pinned + tok else add_recent = add_recent + tok end
+  local tok = tonumber(ARGV[8 + 8 * i])
+  if ARGV[9 + 8 * i] == '0' then add_pinned = add_pinned + tok else add_recent = add_recent + tok end
 end
 local cap = tonumber(ARGV[2])
 if cap >= 0 and add_pinned > 0 then
@@ -64,8 +74,9 @@ else
   if tail[1] then last = tonumber(string.match(tail[1][1], '^(%d+)')) end
 end
 local created = string.format('%d', now_ms)
+if redis.call('HEXISTS', KEYS[2], 'epoch') == 0 then redis.call('HSET', KEYS[2], 'epoch', ARGV[10]) end
 for i = 0, n - 1 do
-  local b = 7 + 8 * i
+  local b = 8 + 8 * i
   redis.call('XADD', KEYS[1], string.format('%d-0', last + 1 + i), 't', ARGV[b], 'p', ARGV[b + 1], 'c', created,
     'i', ARGV[b + 2], 'r', ARGV[b + 3], 'x', ARGV[b + 4], 'y', ARGV[b + 5], 'q', ARGV[b + 6], 'm', ARGV[b + 7])
 end
@@ -74,7 +85,7 @@ redis.call('HINCRBY', KEYS[2], 'pinned_tokens', string.format('%d', add_pinned))
 redis.call('HINCRBY', KEYS[2], 'recent_tokens', string.format('%d', add_recent))
 redis.call('HSET', KEYS[2], 'last_seq', string.format('%d', last + n))
 if ik ~= '' then
-  redis.call('HSET', KEYS[4], ik, string.format('%d:%d:', last + 1, now_ms) .. ARGV[5])
+  redis.call('HSET', KEYS[4], ik, string.format('%d:%d:', last + 1, now_ms) .. ARGV[7] .. ':' .. ARGV[5])
   redis.call('ZADD', KEYS[5], string.format('%d', now_ms + tonumber(ARGV[4])), ik)
   local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', string.format('%d', now_ms), 'LIMIT', 0, 16)
   if #old > 0 then
@@ -87,15 +98,18 @@ return {0, last + 1, now_ms, meta()}
 """
 
 # ARGV: fence, ttl_ms, has_summary ('1'/'0'), summary content, summary tokens, through_seq,
-# updated_at_ms, then the seqs to remove.
-# Reply: {0, removed seqs, meta} | {2, current fence} | {3} (the instance does not exist).
+# updated_at_ms, epoch the plan was made from ('' = not checked), then the seqs to remove.
+# Reply: {0, removed seqs, meta} | {2, current fence} | {3} (the instance does not exist)
+# | {4, current epoch} (the instance was wiped and created again since the plan's read).
 APPLY_FLUSH = _PRELUDE + """
 if redis.call('EXISTS', KEYS[2]) == 0 then return {3} end
+local epoch = redis.call('HGET', KEYS[2], 'epoch') or ''
+if ARGV[8] ~= '' and epoch ~= ARGV[8] then return {4, epoch} end
 local cur = redis.call('HGET', KEYS[2], 'fence')
 if (not cur) or tonumber(cur) ~= tonumber(ARGV[1]) then return {2, cur or '0'} end
 local removed = {}
 local rm_pinned, rm_recent = 0, 0
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   local id = ARGV[i] .. '-0'
   local e = redis.call('XRANGE', KEYS[1], id, id)
   if e[1] then
@@ -171,7 +185,7 @@ return 1
 STATE = """
 return {
   redis.call('HMGET', KEYS[2], 'message_count', 'pinned_tokens', 'recent_tokens', 'summary_tokens',
-             'last_seq', 'flush_count', 'last_flush_at_ms', 'fence'),
+             'last_seq', 'flush_count', 'last_flush_at_ms', 'fence', 'epoch'),
   redis.call('HMGET', KEYS[3], 'content', 'token_count', 'through_seq', 'updated_at_ms'),
   redis.call('XRANGE', KEYS[1], '-', '+')
 }
