@@ -45,9 +45,9 @@ META_FIELDS = (
 )
 SUMMARY_FIELDS = ("content", "token_count", "through_seq", "updated_at_ms")
 
-# Stream entry fields, written in this order (codec.py): t=token_count, p=effective_priority,
-# c=created_at_ms (Redis server time), i=id, r=role, x=content, y=content_type,
-# q=priority ("" unset), m=metadata JSON ("" empty).
+# Stream entry fields, in the order the append script writes them and codec.decode_entry
+# reads them: t=token_count, p=effective_priority, c=created_at_ms (Redis server time), i=id,
+# r=role, x=content, y=content_type, q=priority ("" unset), m=metadata JSON ("" empty).
 ENTRY_FIELDS = ("t", "p", "c", "i", "r", "x", "y", "q", "m")
 
 _COSMETIC = re.compile(r"[^A-Za-z0-9\-_.]")

@@ -61,6 +61,7 @@ from memoryd.store.redis.connection import (
     parser_name,
 )
 from memoryd.store.redis.layout import META_FIELDS, SUMMARY_FIELDS, InstanceKeys, workflow_index
+from memoryd.store.redis.scripts import AppendReply, ApplyFlushReply
 from memoryd.store.redis.wire import LeanCheckout, ScriptCaller
 
 log = logging.getLogger(__name__)
@@ -283,14 +284,14 @@ class RedisStore:
             await self._run(self._script("workflow_add", [index], [keys.prefix, ttl]), retry=True)
         reply = await self._run(self._script("append", keys.data, args), retry=True)
         code = reply[0]
-        if code == 2:
+        if code == AppendReply.PINNED_FULL:
             raise PinnedTierFull(f"pinned tier full: {reply[1]} + {reply[2]} tokens > cap {pinned_cap}")
-        if code == 3:
+        if code == AppendReply.KEY_CONFLICT:
             raise IdempotencyConflict(
                 "idempotency_key: already used for a different batch; nothing was stored (use a new key)"
             )
         meta = codec.decode_meta(reply[-1])
-        if code == 1:
+        if code == AppendReply.REPLAYED:
             refs = codec.parse_record(reply[1])
             # Our own retry after a lost reply finds the record of this very call: not a replay.
             own = [r.id for r in refs] == ids
@@ -462,12 +463,12 @@ class RedisStore:
             *plan.remove_seqs,
         ]
         reply = await self._run(self._script("apply_flush", keys.data, args))
-        if reply[0] == 2:
+        if reply[0] == ApplyFlushReply.STALE_FENCE:
             raise FenceRejected(f"stale fence {fence}, instance is at {int(reply[1])}")
-        if reply[0] == 4:
+        if reply[0] == ApplyFlushReply.OTHER_EPOCH:
             self._cache.drop(addr)
             raise InstanceChanged("the instance was cleared and created again since the flush read it")
-        if reply[0] == 3:
+        if reply[0] == ApplyFlushReply.GONE:
             return FlushOutcome(removed_seqs=(), meta=InstanceMeta())
         return FlushOutcome(removed_seqs=tuple(int(x) for x in reply[1]), meta=codec.decode_meta(reply[2]))
 
