@@ -63,6 +63,7 @@ def test_parse(url: str, expected: ConnectionSettings) -> None:
         ("redis://h?nope=1", "unknown option"),
         ("redis://h?max_connections=0", "bad value"),
         ("redis://h?ssl_cert_reqs=maybe", "bad value"),
+        ("redis://h?wire=fast", "bad value"),
         ("redis://:secret@h?nope=1", "***"),
     ],
 )

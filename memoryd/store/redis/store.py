@@ -87,10 +87,10 @@ _id_counter = itertools.count(1)
 ScriptCall = Callable[[Sequence[Any], Sequence[Any]], Awaitable[Any]]
 
 
-def _script_caller(client: RedisClient, source: str) -> ScriptCall:
+def _script_caller(client: RedisClient, source: str, *, lean: bool) -> ScriptCall:
     """EVALSHA through the pool on standalone/Sentinel (``wire.ScriptCaller``); a Cluster
-    routes by key, through redis-py's ``Script``."""
-    if isinstance(client, Redis):
+    routes by key, and ``wire=stock`` asks for, redis-py's ``Script``."""
+    if lean and isinstance(client, Redis):
         return ScriptCaller(client, source)
     script = client.register_script(source)
     return lambda keys, args: script(keys=keys, args=args)
@@ -172,7 +172,8 @@ class RedisStore:
         # watchers can never starve the calls of the memory API. No socket timeout: the
         # asyncio timeout around each XREAD bounds it (cancellation drops the connection).
         self._blocking = make_client(replace(self.settings, socket_timeout_s=None))
-        self._scripts = {name: _script_caller(client, src) for name, src in scripts.ALL.items()}
+        self._scripts = {name: _script_caller(client, src, lean=self.settings.lean_wire)
+                         for name, src in scripts.ALL.items()}
         if "Hiredis" not in self.parser:
             log.warning("hiredis is not active: replies parse several times slower", extra={"event": "no_hiredis"})
         try:
