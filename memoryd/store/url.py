@@ -21,9 +21,9 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from memoryd.breaker import BreakerSettings
 from memoryd.errors import ConfigError
 from memoryd.store.base import MemoryStore
+from memoryd.store.redis.breaker import BreakerSettings
 from memoryd.store.redis.connection import ConnectionSettings, Mode
 
 _SCHEMES: dict[str, tuple[Mode, bool]] = {

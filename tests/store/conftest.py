@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from memoryd.breaker import BreakerSettings
 from memoryd.keys import InstanceAddr
 from memoryd.store.base import MemoryStore
+from memoryd.store.redis.breaker import BreakerSettings
 from memoryd.store.url import open_store
 
 REDIS_BACKENDS = ("standalone", "cluster", "sentinel")

@@ -3,7 +3,7 @@
 Every mutation is one Lua script (``scripts.py``) over keys sharing the instance's
 hash tag (``layout.py``); scripts are called by SHA through redis-py's Script objects,
 which re-load them on NOSCRIPT (after SCRIPT FLUSH, a restart or a failover). Every
-call runs under the circuit breaker with the per-call timeout (``memoryd.breaker``).
+call runs under the circuit breaker with the per-call timeout (``memoryd.store.redis.breaker``).
 Decoded messages are cached per instance (``cache.py``) and re-validated against the
 instance's identity (epoch) and counters on every read: another daemon may change it.
 """
@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 import redis.exceptions as rex
 from redis.asyncio import Redis
 
-from memoryd.breaker import Breaker, BreakerSettings
 from memoryd.errors import (
     FenceRejected,
     IdempotencyConflict,
@@ -35,7 +34,6 @@ from memoryd.errors import (
     StoreUnavailable,
 )
 from memoryd.keys import InstanceAddr
-from memoryd.lock import InstanceLock
 from memoryd.models import (
     NO_METADATA,
     AppendedRef,
@@ -51,6 +49,7 @@ from memoryd.models import (
 from memoryd.store.base import LockLease
 from memoryd.store.digest import batch_digest
 from memoryd.store.redis import codec, scripts
+from memoryd.store.redis.breaker import Breaker, BreakerSettings
 from memoryd.store.redis.cache import DEFAULT_MAX_MESSAGES as DEFAULT_CACHE_MESSAGES
 from memoryd.store.redis.cache import CachedInstance, ReadCache, accounts_for, token_sums
 from memoryd.store.redis.connection import (
@@ -61,6 +60,7 @@ from memoryd.store.redis.connection import (
     parser_name,
 )
 from memoryd.store.redis.layout import META_FIELDS, SUMMARY_FIELDS, InstanceKeys, workflow_index
+from memoryd.store.redis.lock import InstanceLock
 from memoryd.store.redis.scripts import AppendReply, ApplyFlushReply
 from memoryd.store.redis.wire import LeanCheckout, ScriptCaller
 
