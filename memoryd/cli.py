@@ -1,4 +1,4 @@
-"""``memoryd`` command line: ``serve``, ``validate``, ``version``.
+"""``memoryd`` command line: ``serve``, ``validate``, and ``--version``.
 
 Exit codes: 0 success, 1 invalid configuration, 2 usage error (bad flag or setting).
 """
