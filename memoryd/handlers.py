@@ -128,8 +128,11 @@ def _begin(info: _MethodInfo, context: Context) -> _Call:
     if info.metrics is not None:
         info.metrics.started.inc()
     remaining = context.time_remaining()
-    return _Call(request_id, time.perf_counter(), context.peer(),
+    call = _Call(request_id, time.perf_counter(), context.peer(),
                  None if remaining is None else time.monotonic() + remaining, authorization)
+    if info.metrics is not None and info.metrics.streams is not None:
+        info.metrics.streams.inc()  # last: _end, which decrements, runs only once _begin returned
+    return call
 
 
 async def _refuse(info: _MethodInfo, call: _Call, context: Context) -> None:
@@ -160,6 +163,8 @@ def _end(info: _MethodInfo, context: Context, call: _Call, exc: BaseException | 
     if info.metrics is not None:
         info.metrics.handled(code.name).inc()
         info.metrics.handling.observe(elapsed)
+        if info.metrics.streams is not None:
+            info.metrics.streams.dec()
     level = _access_level(info, code)
     if access_log.isEnabledFor(level):
         access_log.log(level, "%s %s", info.method, code.name, extra={

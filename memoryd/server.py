@@ -83,6 +83,7 @@ class Server:
         self._readiness_task: asyncio.Task[None] | None = None
         self._metrics_endpoint: MetricsEndpoint | None = None
         self.ports: dict[str, int] = {}
+        self.ready = False  # the last readiness check passed (memoryd_ready)
 
     def _options(self) -> list[tuple[str, Any]]:
         size = self.settings.max_request_bytes
@@ -131,6 +132,8 @@ class Server:
             os.chmod(self.settings.listen[len("unix:"):], 0o660)
         for store in self.manager.stores:
             metrics.track_breaker(store.backend, _breaker_state_of(store))
+            metrics.track_store(store)
+        metrics.track_ready(lambda: self.ready and not self.shutdown_event.is_set())
         if self.settings.metrics_listen:
             self._metrics_endpoint = metrics.start_http(self.settings.metrics_listen)
             self.ports["metrics"] = self._metrics_endpoint.port
@@ -148,6 +151,7 @@ class Server:
             status = health_pb2.HealthCheckResponse.NOT_SERVING
         if self.shutdown_event.is_set():
             return
+        self.ready = status == health_pb2.HealthCheckResponse.SERVING
         for name in READINESS_NAMES:
             await self.health.set(name, status)
 
