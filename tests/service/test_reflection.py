@@ -77,12 +77,11 @@ def layout(proto: descriptor_pb2.FileDescriptorProto) -> dict[str, list[tuple[st
     }
 
 
-def v1_classes() -> tuple[Any, Any]:
+def v1_classes() -> tuple[Any, ...]:
     pool = descriptor_pool.DescriptorPool()
     pool.Add(published_v1_file())
-    request = message_factory.GetMessageClass(pool.FindMessageTypeByName("grpc.reflection.v1.ServerReflectionRequest"))
-    response = message_factory.GetMessageClass(pool.FindMessageTypeByName("grpc.reflection.v1.ServerReflectionResponse"))
-    return request, response
+    return tuple(message_factory.GetMessageClass(pool.FindMessageTypeByName(f"grpc.reflection.v1.{name}"))
+                 for name in ("ServerReflectionRequest", "ServerReflectionResponse"))
 
 
 async def ask_v1(address: str, *requests: dict[str, str]) -> list[Any]:
@@ -106,7 +105,8 @@ async def test_v1_lists_services_and_describes_the_api() -> None:
     names = {s.name for s in listing.list_services_response.service}
     assert names == {"memoryd.v1.MemoryService", "grpc.health.v1.Health",
                      "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"}
-    files = [descriptor_pb2.FileDescriptorProto.FromString(b) for b in api.file_descriptor_response.file_descriptor_proto]
+    files = [descriptor_pb2.FileDescriptorProto.FromString(b)
+             for b in api.file_descriptor_response.file_descriptor_proto]
     memory = next(f for f in files if f.package == "memoryd.v1" and f.service)
     assert "MemoryService" in [s.name for s in memory.service]
     # What the daemon serves as grpc.reflection.v1 has the published v1 layout.
