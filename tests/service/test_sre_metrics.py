@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import platform
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,13 +14,14 @@ import grpc
 import redis
 from memoryd_client.v1 import memory_pb2 as pb
 from memoryd_client.v1 import memory_pb2_grpc as pb_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 import memoryd
 from memoryd.store.redis.store import RedisStore
 from memoryd.store.url import open_store
 from tests.redis_servers import RedisProcess, start_standalone, temporary
 from tests.service.test_metrics_scrape import scrape
-from tests.support import running_server
+from tests.support import REPO, running_server
 
 MEM = "default"
 SERVICE = "memoryd.v1.MemoryService"
@@ -119,3 +121,23 @@ async def test_ready_gauge_drops_while_redis_is_down(tmp_path: Path) -> None:
             await scrape_until(port, lambda s: sample(s, "memoryd_ready") == 0, "not ready while Redis is down")
             redis_server.start()
             await scrape_until(port, lambda s: sample(s, "memoryd_ready") == 1, "ready again")
+
+
+def documented_metrics() -> set[str]:
+    """The first column of every metric table in docs/observability.md's "Metrics" section."""
+    text = (REPO / "docs" / "observability.md").read_text()
+    section = text.split("\n## Metrics\n", 1)[1].split("\n## Logs\n", 1)[0]
+    return set(re.findall(r"^\| `([a-z_]+)` \|", section, re.M))
+
+
+async def test_documented_metrics_are_the_exported_ones(redis_standalone: RedisProcess) -> None:
+    """Every memoryd_* and grpc_server_* family a daemon on Redis exports is documented, and
+    nothing documented is missing (families are declared before their first sample)."""
+    async with running_server(store=open_store(redis_standalone.url), metrics_listen="127.0.0.1:0") as srv, \
+            srv.client() as c:
+        await c.append(MEM, [{"role": "user", "content": "hello"}], key="docs")
+        text, _ = await scrape(srv.server.ports["metrics"])
+    exported = {f.name + ("_total" if f.type == "counter" else "")
+                for f in text_string_to_metric_families(text)
+                if f.name.startswith(("memoryd_", "grpc_server_")) and not f.name.endswith("_created")}
+    assert exported == documented_metrics()
