@@ -1,7 +1,7 @@
 """Server reflection under both names: ``grpc.reflection.v1`` and ``grpc.reflection.v1alpha``.
 
-grpcio-reflection (1.85) implements only v1alpha, while current tools (grpcurl >= 1.8.8,
-Postman, grpc-go's and grpc-java's clients) ask for v1 first. v1 is the same protocol
+grpcio-reflection (1.85) implements only v1alpha, while newer tools ask for the stable
+v1 name first. v1 is the same protocol
 under another package: every message, field name, number, type and oneof of
 grpc-proto's ``grpc/reflection/v1/reflection.proto`` equals v1alpha's (checked field by
 field; ``tests/service/test_reflection.py`` pins the published v1 layout). So a v1
