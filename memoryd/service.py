@@ -34,7 +34,7 @@ from memoryd.engine import summary_message
 from memoryd.errors import InvalidArgument, MemorydError
 from memoryd.manager import Appended, Flushed, MemoryManager, Target
 from memoryd.models import InstanceMeta, StoredMessage
-from memoryd.status import grpc_code
+from memoryd.status import details, grpc_code
 
 log = logging.getLogger("memoryd.service")
 
@@ -47,7 +47,7 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 
 async def _abort(context: Ctx, exc: BaseException, method: str) -> None:
     if isinstance(exc, MemorydError):
-        await context.abort(grpc_code(exc), exc.message)
+        await context.abort(grpc_code(exc), details(exc))
     log.exception("unexpected error in %s", method)
     await context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error (see daemon log)")
 
