@@ -149,14 +149,15 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
     async def Read(self, request: pb.ReadRequest, context: Ctx) -> AsyncIterator[pb.ReadResponse]:
         target = self._target(request.ref, request.HasField("ref"))
         validation.read(request)
+        after = validation.after_seq(request.after_seq)
         chunk = request.chunk_size or self.settings.read_chunk_messages
         if request.view == pb.READ_VIEW_RAW:
-            pages = self.manager.read_raw(target, after_seq=request.after_seq, limit=request.limit, chunk=chunk)
+            pages = self.manager.read_raw(target, after_seq=after, limit=request.limit, chunk=chunk)
             info = pb.ReadInfo(instance_id=target.addr.instance_id,
                                last_seq=(await self.manager.meta(target)).last_seq)
         else:
             view, meta = await self.manager.read_context(target, max_tokens=request.max_tokens)
-            selected = [m for m in view.messages if m.seq > request.after_seq]
+            selected = [m for m in view.messages if m.seq > after]
             if request.limit:
                 selected = selected[: request.limit]
             info = pb.ReadInfo(
