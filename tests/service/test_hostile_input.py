@@ -443,3 +443,51 @@ async def test_daemon_serves_normally_after_hostile_calls(daemon: Daemon) -> Non
     ref = via_agent(conv("after-hostile"))
     assert (await daemon.call("Append", append(ref, "still", "here")))[0] == C.OK
     assert await raw_contents(daemon, ref) == ["still", "here"]
+
+
+# -- stream items stay under the send limit -------------------------------------------------
+
+
+# (limits, contents, batch size): a daemon whose send limit is 1 MiB; a default daemon and
+# a client that receives at most 4 MiB (gRPC's default, this test's channel).
+LARGE = {
+    "send-limit": ({"max_request_bytes": 1024 * 1024, "max_message_bytes": 256 * 1024},
+                   [f"{i}:" + "é" * 100_000 for i in range(8)], 4),  # 200 KB of UTF-8 each
+    "receive-limit": ({}, [f"{i}:" + "x" * (1024 * 1024 - 8) for i in range(5)], 5),  # 1 MiB each
+}
+
+
+@pytest.mark.parametrize("case", list(LARGE))
+@pytest.mark.parametrize("backend", ["embedded", "redis"])
+async def test_large_messages_are_read_and_watched_in_items_under_the_send_limit(
+    request: pytest.FixtureRequest, backend: str, case: str
+) -> None:
+    """Each message is within max_message_bytes, a page of them is not within the daemon's
+    send limit or the client's receive limit: the page goes out as several stream items."""
+    store = open_store(request.getfixturevalue("redis_standalone").url) if backend == "redis" else None
+    limits, contents, batch_size = LARGE[case]
+    async with running_server(project(f"h{uuid.uuid4().hex[:12]}"), store=store, **limits) as srv, \
+            grpc.aio.insecure_channel(srv.address) as channel:
+        d = Daemon(srv, channel)
+        ref = direct("large")
+        for i in range(0, len(contents), batch_size):
+            assert (await d.call("Append", append(ref, *contents[i : i + batch_size])))[0] == C.OK
+        for view in (pb.READ_VIEW_RAW, pb.READ_VIEW_CONTEXT):
+            call = channel.unary_stream(
+                f"/{SERVICE.full_name}/Read", request_serializer=pb.ReadRequest.SerializeToString,
+                response_deserializer=pb.ReadResponse.FromString,
+            )(pb.ReadRequest(ref=ref, view=view, chunk_size=100), timeout=CALL_DEADLINE_S)
+            items = [item async for item in call]
+            assert [m.content for r in items for m in r.messages] == contents
+            assert items[0].info.last_seq == len(contents)
+        watch = channel.unary_stream(
+            f"/{SERVICE.full_name}/Watch", request_serializer=pb.WatchRequest.SerializeToString,
+            response_deserializer=pb.WatchResponse.FromString,
+        )(pb.WatchRequest(ref=ref), timeout=CALL_DEADLINE_S)
+        seen: list[str] = []
+        async for event in watch:
+            seen.extend(m.content for m in event.appended.messages)
+            if len(seen) >= len(contents):
+                break
+        watch.cancel()
+        assert seen == contents
