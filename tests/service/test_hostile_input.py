@@ -453,7 +453,8 @@ async def test_daemon_serves_normally_after_hostile_calls(daemon: Daemon) -> Non
 LARGE = {
     "send-limit": ({"max_request_bytes": 1024 * 1024, "max_message_bytes": 256 * 1024},
                    [f"{i}:" + "é" * 100_000 for i in range(8)], 4),  # 200 KB of UTF-8 each
-    "receive-limit": ({}, [f"{i}:" + "x" * (1024 * 1024 - 8) for i in range(5)], 5),  # 1 MiB each
+    "receive-limit": ({}, [(f"{i}: " + "lorem ipsum dolor sit amet " * 40_000)[: 1024 * 1024] for i in range(5)],
+                      5),  # 1 MiB each (varied text: a 1 MiB run of one letter costs tiktoken 1.4 s)
 }
 
 
