@@ -315,7 +315,11 @@ def _parts(page: list[StoredMessage], budget: int) -> Iterator[list[StoredMessag
             yield page[start:i]
             start, total = i, 0
         total += size
-    yield page[start:]
+    if start == 0:
+        if page:
+            yield page  # the common case: the whole page fits
+    else:
+        yield page[start:]
 
 
 async def _chunks(items: list[StoredMessage], size: int) -> AsyncIterator[list[StoredMessage]]:
