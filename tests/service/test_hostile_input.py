@@ -33,7 +33,7 @@ REF_CODES = {C.INVALID_ARGUMENT, C.NOT_FOUND, C.PERMISSION_DENIED}
 # "Status codes per RPC"); OK is always allowed. Watch never ends by itself: the test's
 # own deadline ends it.
 ALLOWED: dict[str, set[grpc.StatusCode]] = {
-    "Append": REF_CODES | {C.RESOURCE_EXHAUSTED, C.FAILED_PRECONDITION},
+    "Append": REF_CODES | {C.RESOURCE_EXHAUSTED, C.FAILED_PRECONDITION, C.ALREADY_EXISTS},
     "Read": REF_CODES | {C.FAILED_PRECONDITION},
     "GetStats": REF_CODES,
     "GetHealth": REF_CODES,
