@@ -37,8 +37,8 @@ class Settings:
     max_request_bytes: int = 16_777_216
     max_key_bytes: int = 1024
     read_chunk_messages: int = 256
-    flush_lock_ttl_ms: int = 10_000
-    lock_acquire_timeout: float = 2.0
+    flush_lock_ttl_ms: int = 2_000
+    lock_acquire_timeout: float = 2.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +73,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_request_bytes", "Largest gRPC request accepted (bytes)."),
     Setting("max_key_bytes", "Largest direct key accepted before sanitising (bytes)."),
     Setting("read_chunk_messages", "Default messages per Read stream item."),
-    Setting("flush_lock_ttl_ms", "Instance lock TTL while flushing (extended automatically while held)."),
-    Setting("lock_acquire_timeout", "Seconds a flush waits for the instance lock before ABORTED."),
+    Setting("flush_lock_ttl_ms", "Lease of the instance lock while flushing (ms). Renewed every third of it "
+            "while held, so a long flush keeps it; a holder that dies blocks flushes at most this long."),
+    Setting("lock_acquire_timeout", "Seconds a flush waits for the instance lock before ABORTED. Longer than the "
+            "lease (plus the 0.25 s retry cap), so a flush waiting on a dead holder gets the lock."),
 )
 
 _LEVELS = ("debug", "info", "warning", "error")
