@@ -6,6 +6,8 @@ import asyncio
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import pytest
 
@@ -19,6 +21,8 @@ from memoryd.store.redis.layout import InstanceKeys
 from memoryd.store.redis.lock import InstanceLock, backoff_s
 from memoryd.store.url import open_store
 from tests.store.conftest import TEST_BREAKER, backend_url
+
+T = TypeVar("T")
 
 
 def msg(i: int) -> NewMessage:
@@ -141,6 +145,45 @@ async def test_a_flush_longer_than_the_lease_keeps_the_lock(redis_store: MemoryS
         assert 0 < await redis_store.client.pttl(lock_key) <= lease_ms  # still leased, never without expiry
         assert await flush_oldest(redis_store, addr, lease.fence, 1) == (1,)
     assert isinstance(lock, InstanceLock) and lock.lost is False
+
+
+async def test_a_flush_ends_and_releases_even_if_a_renewal_outlives_its_cancel(redis_store: MemoryStore,
+                                                                                 addr: InstanceAddr) -> None:
+    """Found by the test above: leaving the lock cancels the renewal task, and a renewal in flight
+    can complete anyway and swallow that cancel (redis-py sends each command under
+    ``asyncio.wait_for``, which on Python 3.11 returns the result of an inner call that finished as
+    the cancel came). The renewal loop then ran forever: the flush never returned and the lock was
+    renewed for as long as the daemon lived. Here the first renewal is made to outlive its cancel
+    that way, through the lock's store-call guard, on a real server."""
+    assert isinstance(redis_store, RedisStore)
+    store = redis_store
+    renewing = asyncio.Event()
+    calls = 0
+
+    async def guard(op: Callable[[], Awaitable[T]]) -> T:
+        nonlocal calls
+        calls += 1
+        if calls != 2:  # 1: acquire, 2: the first renewal, then: release or (unfixed) more renewals
+            return await store._guard(op)
+        inner = asyncio.ensure_future(store._guard(op))
+        renewing.set()
+        try:
+            return await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            return await inner  # finished anyway: the cancel is lost, as in wait_for on 3.11
+
+    async def fence() -> int:
+        return 1
+
+    lock_key = InstanceKeys.of(addr).lock
+    lock = InstanceLock(store.client, lock_key, ttl_ms=300, acquire_timeout_s=5, guard=guard, fence=fence)
+    deadline = asyncio.timeout(30)  # a hang detector, far beyond any machine's speed
+    async with deadline, lock:
+        await renewing.wait()  # leave while the first renewal is in flight
+    assert not deadline.expired(), "leaving the lock hung: the renewal loop outlived its cancel"
+    assert await store.client.exists(lock_key) == 0  # released, not left to expire
+    async with store.lock(addr, ttl_ms=300, acquire_timeout_s=0.01):  # free at once
+        pass
 
 
 # A daemon process in the middle of a flush: it holds the instance lock with the default lease
