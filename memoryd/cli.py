@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from memoryd import __version__, auth, logs, settings
+from memoryd import __version__, auth, keys, logs, settings
 from memoryd.config.model import Project, default_project
 from memoryd.errors import ConfigError, MemorydError
 from memoryd.manager import MemoryManager
@@ -76,6 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"memoryd serve: {exc}", file=sys.stderr)
         return 2
     logs.configure(s.log_level)
+    keys.set_log_hash_key(s.log_hash_key)
     try:
         project = load_project(s.config)
         metrics = Metrics.from_settings(s, project.resources)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import hmac
+import json
 import os
 import signal
 import stat
@@ -105,3 +109,39 @@ def test_cancelled_read_stream_does_not_hurt_the_daemon(store: str, request: pyt
         assert proc.stderr is not None
         logged = proc.stderr.read().decode()
         assert "Traceback" not in logged and "never retrieved" not in logged
+
+
+def test_logs_carry_an_instance_hash_keyed_with_the_deployment_secret() -> None:
+    """The issue's attack: the unkeyed instance hash in a log line was reversed to its key
+    (``support-48213``) by hashing likely keys. With ``MEMORYD_LOG_HASH_KEY`` the logged hash is
+    HMAC-SHA256(secret, instance id): stable for the instance, different under another secret,
+    and matching no unkeyed hash of the key or the instance id."""
+    key, instance_id = "support-48213", "default/default/support-48213"
+    secrets = {"one": "deployment secret one", "two": "deployment secret two"}
+    apis = {name: f"127.0.0.1:{free_port()}" for name in secrets}
+    logged: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        procs = {name: stack.enter_context(daemon_process("--listen", apis[name], "--log-level", "debug",
+                                                          env={"MEMORYD_LOG_HASH_KEY": secret}))
+                 for name, secret in secrets.items()}
+        for name, proc in procs.items():
+            wait_serving(apis[name], "memoryd.v1.MemoryService")
+            with MemoryClient(apis[name]) as c:
+                c.append("default", [{"role": "user", "content": "hello"}], key=key)
+                c.stats("default", key=key)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0
+            assert proc.stderr is not None
+            logged[name] = proc.stderr.read().decode()
+    unkeyed = {hashlib.new(alg, t.encode()).hexdigest()[:16]
+               for alg in ("md5", "sha1", "sha256", "sha512", "blake2b") for t in (key, instance_id)}
+    hashes = {}
+    for name, text in logged.items():
+        lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        found = {line["instance_hash"] for line in lines if "instance_hash" in line}
+        assert len(found) == 1 and len([line for line in lines if "instance_hash" in line]) >= 2  # both calls
+        assert key not in text
+        assert not any(h in text for h in unkeyed), "an unkeyed hash of the key is in the log"
+        hashes[name] = found.pop()
+    assert hashes["one"] == hmac.new(secrets["one"].encode(), instance_id.encode(), "sha256").hexdigest()[:16]
+    assert hashes["two"] != hashes["one"]
