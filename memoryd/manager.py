@@ -258,7 +258,10 @@ class MemoryManager:
                 continue
             if rt.privacy.redacts:
                 try:
-                    content, n, size = rt.privacy.redact_measured(m.content)
+                    if tokens.counts_inline(m.content):
+                        content, n, size = rt.privacy.redact_measured(m.content)
+                    else:  # a pattern like \d over 1 MiB of digits takes seconds: off the loop
+                        content, n, size = await asyncio.to_thread(rt.privacy.redact_measured, m.content)
                 except ResourceExhausted as exc:
                     raise ResourceExhausted(f"messages[{i}].content: {exc.message}") from None
                 redacted_bytes += size

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 import urllib.request
 
 import pytest
@@ -83,6 +85,35 @@ async def test_redaction_cannot_grow_a_message_or_a_batch_past_the_size_limits()
         assert [r.redactions for r in resp.results] == [409] * 4
     held = (await store.state(addr)).messages
     assert [len(m.content) for m in held] == [4092] * 4
+
+
+async def test_redacting_a_large_message_does_not_stall_the_daemon() -> None:
+    """Redaction of large content runs off the event loop (as token counting does): while a
+    pattern works through 200 KB of digits, the daemon's loop keeps turning. A ticker task
+    notes the longest gap between its turns during the append: a loop blocked by the
+    redaction shows one gap as long as the redaction, a large share of the whole call."""
+    res = MemoryResource(id="digits", max_tokens=10_000_000, privacy_policy=PrivacyPolicy(redact_patterns=(r"\d",)))
+    longest = 0.0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal longest
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0)
+            now = time.perf_counter()
+            longest, last = max(longest, now - last), now
+
+    async with running_server(Project(id="p", resources={res.id: res}, agents={}), max_message_bytes=4_000_000,
+                              max_request_bytes=8_000_000) as srv, srv.client() as c:
+        task = asyncio.create_task(ticker())
+        started = time.perf_counter()
+        resp = await c.append("digits", [{"role": "user", "content": "7" * 200_000}], key="k")
+        elapsed = time.perf_counter() - started
+        done.set()
+        await task
+    assert resp.results[0].redactions == 200_000
+    assert longest < elapsed / 4, f"the loop stalled {longest:.3f}s of a {elapsed:.3f}s append"
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
