@@ -156,7 +156,7 @@ def make_client(s: ConnectionSettings) -> RedisClient:
             sentinel_kwargs.update(username=s.sentinel_username, password=s.sentinel_password)
         if s.tls:
             sentinel_kwargs.update(ssl=True, **_tls(s))
-        sentinel = Sentinel(list(s.hosts), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(list(s.hosts), sentinel_kwargs=sentinel_kwargs)
         if s.master_name is None:
             raise ValueError("sentinel mode needs a master name")
         extra = {"ssl": True, **_tls(s)} if s.tls else {}
