@@ -3,8 +3,9 @@
 Every mutation is one Lua script (``scripts.py``) over keys sharing the instance's
 hash tag (``layout.py``); scripts are called by SHA through redis-py's Script objects,
 which re-load them on NOSCRIPT (after SCRIPT FLUSH, a restart or a failover). Every
-call runs under the circuit breaker with the per-call timeout (``memoryd.breaker``).
-Nothing about an instance is cached in the daemon: another daemon may change it.
+call runs under the circuit breaker with the per-call timeout (``memoryd.breaker``), and
+what it raises becomes a memoryd error in one place (``translate``). Nothing about an
+instance is cached in the daemon: another daemon may change it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 import redis.exceptions as rex
 from redis.asyncio import Redis
 
-from memoryd.breaker import Breaker, BreakerSettings
+from memoryd.breaker import Breaker, BreakerSettings, is_infrastructure_error, is_timeout, raised_inside_redis_py
 from memoryd.errors import FenceRejected, MemorydError, PinnedTierFull, StoreUnavailable
 from memoryd.keys import InstanceAddr
 from memoryd.lock import InstanceLock
@@ -86,6 +87,24 @@ def _script_caller(client: RedisClient, source: str) -> ScriptCall:
     return lambda keys, args: script(keys=keys, args=args)
 
 
+def translate(exc: Exception) -> Exception:
+    """The one mapping of what a Redis call raises (redis-py, sockets, the per-call timeout)
+    to memoryd's errors, by the breaker's classification: infrastructure failures and
+    Redis out of memory -> StoreUnavailable (UNAVAILABLE, retryable); any other reply of
+    Redis -> MemorydError; memoryd's own errors and LockError (the lock wrapper decides)
+    unchanged, as is anything else (a bug of memoryd stays visible)."""
+    if isinstance(exc, MemorydError | rex.LockError):
+        return exc
+    if isinstance(exc, rex.OutOfMemoryError):
+        return StoreUnavailable(f"store unavailable (out of memory): {exc}")
+    if is_infrastructure_error(exc):
+        kind = "timeout" if is_timeout(exc) else type(exc).__name__
+        return StoreUnavailable(f"store unavailable ({kind}): {exc}")
+    if isinstance(exc, rex.RedisError | rex.RedisClusterException):
+        return MemorydError(f"redis error: {type(exc).__name__}: {exc}")
+    return exc
+
+
 def new_id() -> str:
     """A unique message id, several times cheaper than uuid4 on the append path."""
     return f"{_ID_PREFIX}{next(_id_counter):012x}"
@@ -108,9 +127,10 @@ class RedisStore:
         read_cache_messages: int = DEFAULT_CACHE_MESSAGES,
     ) -> None:
         self._breaker = Breaker(breaker, name=f"redis:{settings.redacted()}")
-        floor = self._breaker.settings.timeout_s + SOCKET_TIMEOUT_MARGIN_S
+        floor = self._breaker.settings.bulk_timeout + SOCKET_TIMEOUT_MARGIN_S
         if settings.socket_timeout_s is not None and settings.socket_timeout_s < floor:
-            # the per-call timeout governs; the socket timeout is only the backstop behind it
+            # the per-call timeouts govern; the socket timeout is only the backstop behind
+            # them, and must not cut short a bulk read waiting for its (large) reply
             settings = replace(settings, socket_timeout_s=floor)
         self.settings = settings
         self._idempotency_window_ms = idempotency_window_ms
@@ -198,12 +218,14 @@ class RedisStore:
 
     # -- the guarded call -----------------------------------------------------------------
 
-    async def _run(self, op: Callable[[], Awaitable[T]], *, retry: bool = False) -> T:
+    async def _run(self, op: Callable[[], Awaitable[T]], *, retry: bool = False, bulk: bool = False) -> T:
         """One store operation: breaker + per-call timeout + pool bound; errors -> memoryd errors.
 
         ``retry``: on a connection error, try again (with jittered backoff, within the same
         per-call timeout). Only for operations whose repetition is harmless: reads, and
         appends (always idempotency-keyed); never for apply-flush, clear or the lock.
+        ``bulk``: a read whose reply grows with the instance (the breaker's bulk timeout,
+        and its timeout is not counted as an outage).
         """
 
         async def attempt() -> T:
@@ -220,13 +242,21 @@ class RedisStore:
                     await asyncio.sleep(random.uniform(0.002, 0.01) * failures)  # backoff before retrying
 
         try:
-            return await self._breaker.call(attempt)
-        except rex.LockError:
-            raise  # the lock wrapper decides
-        except rex.OutOfMemoryError as exc:
-            raise StoreUnavailable(f"store unavailable (out of memory): {exc}") from exc
-        except (rex.RedisError, rex.RedisClusterException) as exc:
-            raise MemorydError(f"redis error: {type(exc).__name__}: {exc}") from exc
+            return await self._breaker.call(attempt, bulk=bulk)
+        except Exception as exc:
+            failure = self._failure(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
+
+    def _failure(self, exc: Exception) -> Exception:
+        """``translate``; after a fault inside redis-py's Cluster client, also ask it to re-read
+        the topology, so that a retry finds the nodes as they are now."""
+        if raised_inside_redis_py(exc):
+            request_refresh = getattr(self._client, "_request_refresh", None)  # redis-py's Cluster client
+            if callable(request_refresh):
+                request_refresh()
+        return translate(exc)
 
     def _idle_connections_suspect(self) -> None:
         pool = getattr(self._client, "connection_pool", None)  # the Cluster client has none
@@ -304,7 +334,7 @@ class RedisStore:
         key = InstanceKeys.of(addr).msgs
         start = f"{max(after_seq, 0) + 1}-0"
         rows = await self._run(lambda: self.client.xrange(key, min=start, max="+", count=limit or None),
-                               retry=True)
+                               retry=True, bulk=True)
         return list(map(codec.decode_entry, rows or ()))
 
     async def state(self, addr: InstanceAddr) -> InstanceState:
@@ -334,7 +364,7 @@ class RedisStore:
             return list(await pipe.execute())
 
         for _ in range(STATE_SNAPSHOT_ATTEMPTS):
-            before, summary, rows, after = await self._run(snapshot, retry=True)
+            before, summary, rows, after = await self._run(snapshot, retry=True, bulk=True)
             if before == after:
                 state = InstanceState(
                     meta=codec.decode_meta(after),
@@ -345,7 +375,7 @@ class RedisStore:
                     self._remember(addr, state)
                     return state
         meta, summary, rows = await self._run(
-            self._script("state", (keys.msgs, keys.meta, keys.summary), ()), retry=True
+            self._script("state", (keys.msgs, keys.meta, keys.summary), ()), retry=True, bulk=True
         )
         state = InstanceState(
             meta=codec.decode_meta(meta),
@@ -404,7 +434,7 @@ class RedisStore:
             pipe.hmget(keys.meta, fields)
             return list(await pipe.execute())
 
-        replies = await self._run(snapshot, retry=True)
+        replies = await self._run(snapshot, retry=True, bulk=True)
         before, summary, new_rows, after = replies[0], replies[1], replies[2], replies[-1]
         if before != after:
             return None
@@ -476,12 +506,14 @@ class RedisStore:
         try:
             async with asyncio.timeout(timeout_s + WAIT_MARGIN_S):
                 await blocking.xread({key: f"{max(after_seq, 0)}-0"}, count=1, block=max(1, int(timeout_s * 1000)))
-        except (rex.RedisError, rex.RedisClusterException, OSError):
+        except Exception as exc:
+            if not isinstance(translate(exc), MemorydError):
+                raise  # a bug of memoryd, not trouble with Redis
             await asyncio.sleep(min(timeout_s, WAIT_ON_TROUBLE_S))  # a wake-up signal only: never raise
 
     async def end_workflow(self, project: str, workflow_id: str) -> int:
         index = workflow_index(project, workflow_id)
-        members: set[Any] = await self._run(lambda: self.client.smembers(index), retry=True)
+        members: set[Any] = await self._run(lambda: self.client.smembers(index), retry=True, bulk=True)
         prefixes: list[InstanceKeys] = []
         for m in members:
             try:
