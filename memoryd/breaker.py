@@ -22,9 +22,9 @@ half-open, fail_max, reset_timeout, listeners) and feeds it outcomes itself:
   the timeout of a bulk read (a large read is slow because it is large), and any timeout
   of a call during which Redis answered another call (Redis is up; the call was slow
   because of its own work, or the daemon's loop was busy decoding a large reply). A hung
-  Redis answers nothing, so its timeouts count, as do the readiness PING's. A reply from Redis of any other kind (script errors,
-  NOSCRIPT, WRONGTYPE, memoryd's own errors) counts as a success, because Redis
-  answered; a cancellation records nothing.
+  Redis answers nothing, so its timeouts count, as do the readiness PING's. A reply from
+  Redis of any other kind (script errors, NOSCRIPT, WRONGTYPE, memoryd's own errors)
+  counts as a success, because Redis answered; a cancellation records nothing.
 
 Exceptions leave ``call`` unchanged: the Redis store translates them into memoryd's
 errors in one place (``memoryd.store.redis.store.translate``), by this classification.
