@@ -63,6 +63,9 @@ RETRY_WINDOW_MS = 60_000  # the store's own key for appends without one (safe in
 END_WORKFLOW_PARALLELISM = 16
 WAIT_MARGIN_S = 1.0
 SOCKET_TIMEOUT_MARGIN_S = 0.5
+CONNECT_BACKOFF_BASE_S = 0.05  # until Redis is first reached: 0.1 s, doubling ...
+CONNECT_BACKOFF_CAP_S = 2.0  # ... up to this, half of it random
+CONNECT_LOG_EVERY = 10  # attempts between warnings while Redis stays unreachable
 STATE_SNAPSHOT_ATTEMPTS = 2  # beyond the XREAD BLOCK time before a blocking read is abandoned
 WAIT_ON_TROUBLE_S = 0.1
 
@@ -140,6 +143,8 @@ class RedisStore:
         self._blocking: RedisClient | None = None  # XREAD BLOCK for wait_for_change, its own pool
         self._scripts: dict[str, ScriptCall] = {}
         self._probe: asyncio.Task[None] | None = None
+        self._up = False  # Redis answered once since start(); until then every call fails fast
+        self._connector: asyncio.Task[None] | None = None
         self._cache = ReadCache(read_cache_messages)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -186,12 +191,45 @@ class RedisStore:
         if "Hiredis" not in self.parser:
             log.warning("hiredis is not active: replies parse several times slower", extra={"event": "no_hiredis"})
         try:
-            await self._run(self._load_scripts)
+            await self._connect()
+        except Exception as exc:
+            failure = translate(exc)
+            if not isinstance(failure, StoreUnavailable):  # Redis answered with an error: its configuration
+                await self.close()
+                raise failure from exc
+            # Not up yet (a sidecar may start before Redis): serve NOT_SERVING and keep trying.
+            log.warning("redis not reachable yet, retrying in the background: %s", failure.message,
+                        extra={"event": "store_unreachable", "store": self.settings.redacted()})
+            self._connector = asyncio.create_task(self._connect_until_up(), name="memoryd-redis-connect")
         except BaseException:
             await self.close()
             raise
         self._probe = asyncio.create_task(self._breaker.run_probe(self._ping_op), name="memoryd-breaker-probe")
+
+    async def _connect(self) -> None:
+        """Reach Redis once, outside the breaker (it guards a store that was up): load the scripts."""
+        async with asyncio.timeout(self._breaker.settings.timeout_s):
+            await self._load_scripts()
+        self._up = True
         log.info("redis store started", extra={"event": "store_started", "store": self.settings.redacted()})
+
+    async def _connect_until_up(self) -> None:
+        """Retry ``_connect`` with jittered exponential backoff until Redis answers."""
+        attempt = 0
+        while True:
+            attempt += 1
+            step = min(CONNECT_BACKOFF_CAP_S, CONNECT_BACKOFF_BASE_S * 2 ** min(attempt, 16))
+            await asyncio.sleep(step / 2 + random.uniform(0, step / 2))  # backoff between attempts
+            try:
+                await self._connect()
+                return
+            except Exception as exc:
+                failure = translate(exc)
+                level = logging.WARNING if attempt % CONNECT_LOG_EVERY == 0 else logging.DEBUG
+                if not isinstance(failure, MemorydError):
+                    level = logging.ERROR  # not a failure of Redis: say so every time
+                log.log(level, "redis still not reachable (attempt %d): %s", attempt, failure,
+                        extra={"event": "store_unreachable", "store": self.settings.redacted()})
 
     async def _load_scripts(self) -> None:
         # SCRIPT LOAD goes to every primary on a Cluster; later NOSCRIPTs re-load by themselves.
@@ -199,6 +237,11 @@ class RedisStore:
             await self.client.script_load(source)
 
     async def close(self) -> None:
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connector
+            self._connector = None
         if self._probe is not None:
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -227,6 +270,8 @@ class RedisStore:
         ``bulk``: a read whose reply grows with the instance (the breaker's bulk timeout,
         and its timeout is not counted as an outage).
         """
+        if not self._up:
+            raise StoreUnavailable("store unavailable: redis not reached yet")
 
         async def attempt() -> T:
             async with self._sem:
@@ -499,7 +544,7 @@ class RedisStore:
         """XREAD BLOCK for an entry after ``after_seq``: appends wake it at once; a flush or
         clear (which add no entry) is seen by the caller's re-read after ``timeout_s``."""
         blocking = self._blocking
-        if blocking is None or self._breaker.state != "closed":
+        if blocking is None or not self._up or self._breaker.state != "closed":
             await asyncio.sleep(min(timeout_s, WAIT_ON_TROUBLE_S))  # the caller's next read reports it
             return
         key = InstanceKeys.of(addr).msgs
