@@ -157,6 +157,7 @@ class Breaker:
         if state == OPEN:
             self._opened_at = time.monotonic()
             self._opened.set()
+            self._bulk_deadlines.expire_all()  # fail now, not after their long timeout
             log.warning("circuit breaker opened", extra={"event": "breaker_open", "breaker": self._cb.name})
         elif state == CLOSED:
             self._opened.clear()

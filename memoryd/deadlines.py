@@ -85,6 +85,19 @@ class Deadlines:
             self._timer = None
         self._loop = loop
 
+    def expire_all(self) -> None:
+        """Time out every call in flight now (the breaker opened: none of them will be answered)."""
+        if not self._calls:
+            return
+        current = asyncio.current_task()
+        for task in list(self._calls):
+            if task is current:
+                continue
+            del self._calls[task]
+            if not task.done():
+                self._expired.add(task)
+                task.cancel()
+
     def _on_timer(self) -> None:
         """Expire one turn later, after the tasks whose replies this turn read have run."""
         assert self._loop is not None

@@ -369,9 +369,11 @@ async def test_concurrent_large_reads_do_not_open_the_breaker_and_other_tenants_
 
 async def test_a_paused_redis_still_opens_the_breaker(tmp_path: Path) -> None:
     """A real outage (redis-server stopped with SIGSTOP: connections stay open, nothing answers)
-    still opens the breaker; once Redis runs again the probe closes it."""
+    still opens the breaker, which also ends the bulk reads in flight; once Redis runs again
+    the probe closes it."""
     with temporary(start_standalone, tmp_path) as server:
-        store = open_store(server.url, breaker=BreakerSettings(timeout_s=0.2, max_failures=3, reset_timeout_s=2))
+        settings = BreakerSettings(timeout_s=0.2, max_failures=3, reset_timeout_s=2, bulk_timeout_s=600)
+        store = RedisStore(parse_url(server.url), read_cache_messages=0, breaker=settings)
         await store.start()
         try:
             addr = new_addr()
@@ -379,11 +381,15 @@ async def test_a_paused_redis_still_opens_the_breaker(tmp_path: Path) -> None:
             assert server.proc is not None
             server.proc.send_signal(signal.SIGSTOP)
             try:
-                for _ in range(3):
+                large_read = asyncio.create_task(store.state(addr))
+                await until(lambda: store.in_flight == 1, "the read sent")
+                for i in range(3):
                     with pytest.raises(StoreUnavailable, match="timeout"):
-                        await store.append(addr, [_msg()], idempotency_key=f"k{_}")
+                        await store.append(addr, [_msg()], idempotency_key=f"k{i}")
                 with pytest.raises(StoreUnavailable, match="circuit breaker open"):
                     await store.append(addr, [_msg()])
+                with pytest.raises(StoreUnavailable):  # ended when the breaker opened, not after 600 s
+                    await asyncio.wait_for(large_read, 60)
             finally:
                 server.proc.send_signal(signal.SIGCONT)
             await until(lambda: store.breaker_state == "closed", "closed by the probe once Redis runs")
