@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from memoryd.breaker import BreakerSettings
-from memoryd.errors import StoreUnavailable
+from memoryd.errors import MemorydError, StoreUnavailable
 from memoryd.models import AppendedRef, NewMessage
 from memoryd.store.redis import RedisStore
 from memoryd.store.url import open_store
@@ -117,6 +118,22 @@ async def test_a_store_started_before_redis_serves_once_redis_answers(tmp_path: 
             assert [m.content for m in await store.read(addr)] == ["in time"]
         finally:
             await store.close()
+
+
+async def test_an_error_answered_by_redis_at_start_is_raised(redis_standalone: RedisProcess) -> None:
+    """Redis up but refusing what the store needs (an ACL without scripting) is configuration,
+    not a late Redis: start() raises (memoryd serve exits 1) instead of retrying forever."""
+    user = f"noscript-{uuid.uuid4().hex[:8]}"
+    with redis_standalone.client() as raw:
+        raw.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "+@all", "-@scripting")
+    try:
+        store = open_store(f"redis://{user}:pw@127.0.0.1:{redis_standalone.port}/0", breaker=BREAKER)
+        with pytest.raises(MemorydError) as info:
+            await store.start()
+        assert not isinstance(info.value, StoreUnavailable) and "NoPermissionError" in info.value.message
+    finally:
+        with redis_standalone.client() as raw:
+            raw.execute_command("ACL", "DELUSER", user)
 
 
 async def test_a_store_closed_before_redis_came_up_stops_trying(tmp_path: Path) -> None:
