@@ -7,6 +7,7 @@ import signal
 import stat
 import subprocess
 import sys
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -108,6 +109,13 @@ def test_cancelled_read_stream_does_not_hurt_the_daemon(store: str, request: pyt
         assert "Traceback" not in logged and "never retrieved" not in logged
 
 
+def _breaker_gauge(metrics_port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    (line,) = [ln for ln in text.splitlines() if ln.startswith('memoryd_circuit_breaker_state{breaker="redis"}')]
+    return float(line.rsplit(" ", 1)[1])
+
+
 def _health(address: str, service: str) -> int:
     with grpc.insecure_channel(address) as ch:
         resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
@@ -119,11 +127,12 @@ def test_a_daemon_started_before_redis_waits_for_it_instead_of_exiting(tmp_path:
     `memoryd serve` exited 1 and a native sidecar pod never started. The daemon keeps running:
     liveness SERVING, readiness NOT_SERVING, calls UNAVAILABLE; once redis-server starts on that
     port the daemon turns SERVING by itself and stores an append."""
-    api, probe, redis_port = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}", free_port()
+    api, probe = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    redis_port, metrics_port = free_port(), free_port()
     redis_server = RedisProcess(redis_port, tmp_path / "redis", _server_args(redis_port, tmp_path / "redis"))
     serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
-    with daemon_process("--listen", api, "--health-listen", probe, "--redis-url",
-                        f"redis://127.0.0.1:{redis_port}/0") as proc:
+    with daemon_process("--listen", api, "--health-listen", probe, "--metrics-listen", f"127.0.0.1:{metrics_port}",
+                        "--redis-url", f"redis://127.0.0.1:{redis_port}/0") as proc:
         try:
             wait_serving(probe, "liveness")  # what the startup and liveness probes ask
             assert proc.poll() is None
@@ -131,9 +140,10 @@ def test_a_daemon_started_before_redis_waits_for_it_instead_of_exiting(tmp_path:
                 assert _health(probe, service) == not_serving
             with MemoryClient(api, retry=RetryPolicy(attempts=1)) as c, pytest.raises(UnavailableError):
                 c.append("default", [{"role": "user", "content": "too early"}], key="late")
+            assert _breaker_gauge(metrics_port) == 2  # "open": calls fail fast, dashboards see the outage
             redis_server.start()
             wait_serving(probe, "memoryd.v1.MemoryService")  # by itself, polled with a deadline
-            assert _health(probe, "liveness") == serving
+            assert _health(probe, "liveness") == serving and _breaker_gauge(metrics_port) == 0
             with MemoryClient(api) as c:
                 c.append("default", [{"role": "user", "content": "in time"}], key="late")
                 assert [m.content for m in c.read("default", key="late", view="raw")] == ["in time"]

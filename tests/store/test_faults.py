@@ -104,6 +104,7 @@ async def test_a_store_started_before_redis_serves_once_redis_answers(tmp_path: 
                     await store.ping()
                 with pytest.raises(StoreUnavailable):
                     await store.append(addr, [msg("too early")])
+            assert store.breaker_state == "open"  # what the breaker-state metric reports meanwhile
             server.start()  # the same port
             deadline = time.monotonic() + 30
             while True:

@@ -155,7 +155,8 @@ class RedisStore:
 
     @property
     def breaker_state(self) -> str:
-        return self._breaker.state
+        """The breaker's state; "open" also until Redis is first reached (calls fail fast then too)."""
+        return self._breaker.state if self._up else "open"
 
     @property
     def breaker(self) -> Breaker:
@@ -207,8 +208,9 @@ class RedisStore:
         self._probe = asyncio.create_task(self._breaker.run_probe(self._ping_op), name="memoryd-breaker-probe")
 
     async def _connect(self) -> None:
-        """Reach Redis once, outside the breaker (it guards a store that was up): load the scripts."""
-        async with asyncio.timeout(self._breaker.settings.timeout_s):
+        """Reach Redis once, outside the breaker (it guards a store that was up): load the scripts
+        (one round trip each, to every primary of a Cluster: the bulk timeout bounds them all)."""
+        async with asyncio.timeout(self._breaker.settings.bulk_timeout):
             await self._load_scripts()
         self._up = True
         log.info("redis store started", extra={"event": "store_started", "store": self.settings.redacted()})
