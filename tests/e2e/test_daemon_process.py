@@ -149,5 +149,9 @@ def test_a_daemon_started_before_redis_waits_for_it_instead_of_exiting(tmp_path:
                 assert [m.content for m in c.read("default", key="late", view="raw")] == ["in time"]
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=GRACE_S + 10) == 0
+            assert proc.stderr is not None
+            logged = proc.stderr.read().decode()
+            assert logged.index('"event": "store_unreachable"') < logged.index('"event": "store_started"')
+            assert "Traceback" not in logged
         finally:
             redis_server.stop()
