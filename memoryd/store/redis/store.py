@@ -228,9 +228,9 @@ class RedisStore:
             except Exception as exc:
                 failure = translate(exc)
                 level = logging.WARNING if attempt % CONNECT_LOG_EVERY == 0 else logging.DEBUG
-                if not isinstance(failure, MemorydError):
-                    level = logging.ERROR  # not a failure of Redis: say so every time
-                log.log(level, "redis still not reachable (attempt %d): %s", attempt, failure,
+                if not isinstance(failure, StoreUnavailable):
+                    level = logging.ERROR  # Redis answered with an error, or a bug: say so every time
+                log.log(level, "redis not usable yet (attempt %d): %s", attempt, failure,
                         extra={"event": "store_unreachable", "store": self.settings.redacted()})
 
     async def _load_scripts(self) -> None:
@@ -546,7 +546,7 @@ class RedisStore:
         """XREAD BLOCK for an entry after ``after_seq``: appends wake it at once; a flush or
         clear (which add no entry) is seen by the caller's re-read after ``timeout_s``."""
         blocking = self._blocking
-        if blocking is None or not self._up or self._breaker.state != "closed":
+        if blocking is None or self.breaker_state != "closed":
             await asyncio.sleep(min(timeout_s, WAIT_ON_TROUBLE_S))  # the caller's next read reports it
             return
         key = InstanceKeys.of(addr).msgs
