@@ -9,6 +9,7 @@ and token counters are derived from the configuration once, at start.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -22,7 +23,6 @@ from memoryd.config.resolve import ResolvedRef, resolve_agent, resolve_direct, r
 from memoryd.engine import Budget, ContextView
 from memoryd.errors import (
     ConfigError,
-    FailedPrecondition,
     FenceRejected,
     InvalidArgument,
     LockContention,
@@ -266,11 +266,6 @@ class MemoryManager:
             )
         else:
             outcome = AppendOutcome(refs=(), meta=await rt.store.meta(target.addr))
-        if outcome.replayed and len(outcome.refs) != len(to_store):
-            raise FailedPrecondition(
-                f"idempotency_key: already used for a batch of {len(outcome.refs)} stored messages, "
-                f"this one stores {len(to_store)}; use a new key for a new batch"
-            )
         excluded = len(prepared) - len(to_store)
         if not outcome.replayed:
             self.metrics.messages_appended(mid, len(outcome.refs))
@@ -321,7 +316,7 @@ class MemoryManager:
             plan = await asyncio.to_thread(engine.plan_flush, *args)
         else:
             plan = engine.plan_flush(*args)
-        return plan
+        return dataclasses.replace(plan, epoch=state.meta.epoch)
 
     async def flush(self, target: Target, *, dry_run: bool = False) -> FlushResult:
         target.require_write("Flush")

@@ -12,12 +12,12 @@ import redis.exceptions as rex
 from redis.asyncio import RedisCluster
 from redis.crc import key_slot
 
-from memoryd.breaker import BreakerSettings
 from memoryd.errors import StoreUnavailable
 from memoryd.models import NewMessage
 from memoryd.status import grpc_code
 from memoryd.store.redis import RedisStore
 from memoryd.store.redis import scripts as lua
+from memoryd.store.redis.breaker import BreakerSettings
 from memoryd.store.redis.layout import InstanceKeys, workflow_index
 from memoryd.store.url import open_store
 from tests.redis_servers import RedisClusterProcs

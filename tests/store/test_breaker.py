@@ -17,11 +17,11 @@ import pytest
 import redis.exceptions as rex
 from redis._parsers.helpers import parse_info
 
-from memoryd.breaker import Breaker, BreakerSettings, is_infrastructure_error
 from memoryd.errors import MemorydError, PinnedTierFull, StoreUnavailable
 from memoryd.keys import InstanceAddr
 from memoryd.models import NewMessage
 from memoryd.store.redis import RedisStore
+from memoryd.store.redis.breaker import Breaker, BreakerSettings, is_infrastructure_error
 from memoryd.store.redis.layout import InstanceKeys
 from memoryd.store.redis.store import translate
 from memoryd.store.url import open_store, parse_url
