@@ -344,7 +344,7 @@ async def test_concurrent_large_reads_do_not_open_the_breaker_and_other_tenants_
             for attempt in range(APPEND_ATTEMPTS):
                 states.add(store.breaker_state)
                 try:
-                    await store.append(other, [_msg()])
+                    await store.append(other, [_msg()], idempotency_key=f"append-{appended}")  # as clients retry
                     break
                 except StoreUnavailable:
                     if attempt == APPEND_ATTEMPTS - 1:
