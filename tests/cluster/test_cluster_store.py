@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -20,7 +21,7 @@ from memoryd.store.redis import scripts as lua
 from memoryd.store.redis.breaker import BreakerSettings
 from memoryd.store.redis.layout import InstanceKeys, workflow_index
 from memoryd.store.url import open_store
-from tests.redis_servers import RedisClusterProcs
+from tests.redis_servers import RedisClusterProcs, start_cluster, temporary
 from tests.store.conftest import new_addr
 
 
@@ -105,3 +106,30 @@ async def test_a_fault_inside_redis_py_mid_failover_is_unavailable_and_retryable
         assert [m.content for m in await store.read(addr)] == ["m0", "m1"]
     finally:
         await store.close()
+
+
+async def test_a_store_started_before_the_cluster_serves_once_it_is_up(tmp_path: Path) -> None:
+    """Issue 15, item 4 on a Cluster: no node reachable at start is not fatal (redis-py raises
+    RedisClusterUnreachableError, an infrastructure failure); the store keeps trying and serves
+    once the nodes are back (restarted on their ports, their cluster config kept)."""
+    with temporary(start_cluster, tmp_path) as cluster:
+        cluster.stop()
+        store = open_store(cluster.url, breaker=BreakerSettings(timeout_s=2.0, reset_timeout_s=0.2))
+        await store.start()
+        try:
+            addr = new_addr()
+            with pytest.raises(StoreUnavailable):
+                await store.append(addr, [msg(0)])
+            for node in cluster.nodes:
+                node.start()
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    await store.append(addr, [msg(1)], idempotency_key="k1")
+                    break
+                except StoreUnavailable:
+                    assert time.monotonic() < deadline, "the store never reached the cluster"
+                    await asyncio.sleep(0.05)  # a client's retry pacing
+            assert [m.content for m in await store.read(addr)] == ["m1"]
+        finally:
+            await store.close()
