@@ -28,6 +28,7 @@ from memoryd.errors import (
     LockContention,
     NotFound,
     PermissionDenied,
+    echo,
 )
 from memoryd.keys import InstanceAddr
 from memoryd.metrics import Metrics, status_label
@@ -199,7 +200,7 @@ class MemoryManager:
             return target
         assert ref.agent_id is not None
         if ref.memory_id not in self.project.resources:
-            raise NotFound(f"ref.memory_id: unknown memory '{ref.memory_id}'")
+            raise NotFound(f"ref.memory_id: unknown memory {echo(ref.memory_id)}")
         resolved = resolve_reference(self.project, ref.agent_id, ref.memory_id, ref.context)
         self.metrics.config_resolved(resolved.level or "direct")
         return self._target(resolved)

@@ -18,6 +18,7 @@ import itertools
 import logging
 import random
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
@@ -162,6 +163,8 @@ class RedisStore:
         self._up = False  # Redis answered once since start(); until then every call fails fast
         self._connector: asyncio.Task[None] | None = None
         self._cache = ReadCache(read_cache_messages)
+        # Called with the seconds of each Redis round trip (memoryd.metrics.track_store sets it).
+        self.observe_command: Callable[[float], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -187,6 +190,10 @@ class RedisStore:
     def in_flight(self) -> int:
         """Calls holding a connection right now (at most ``settings.max_connections``)."""
         return self.settings.max_connections - self._sem._value
+
+    @property
+    def pool_size(self) -> int:
+        return self.settings.max_connections
 
     @property
     def client(self) -> RedisClient:
@@ -297,7 +304,7 @@ class RedisStore:
                 failures = 0
                 while True:
                     try:
-                        return await op()
+                        return await self._timed(op)
                     except rex.ConnectionError:
                         failures += 1
                         self._idle_connections_suspect()
@@ -321,6 +328,16 @@ class RedisStore:
             if callable(request_refresh):
                 request_refresh()
         return translate(exc)
+
+    async def _timed(self, op: Callable[[], Awaitable[T]]) -> T:
+        observe = self.observe_command
+        if observe is None:
+            return await op()
+        start = time.perf_counter()
+        try:
+            return await op()
+        finally:
+            observe(time.perf_counter() - start)
 
     def _idle_connections_suspect(self) -> None:
         pool = getattr(self._client, "connection_pool", None)  # the Cluster client has none
