@@ -88,6 +88,10 @@ def test_socket_timeout_never_undercuts_the_per_call_timeout() -> None:
     store = open_store("redis://h?socket_timeout=0.1", breaker=BreakerSettings(timeout_s=2.0))
     assert isinstance(store, RedisStore)
     assert store.settings.socket_timeout_s is not None and store.settings.socket_timeout_s > 2.0
+    # nor the bulk reads' (a large read waiting behind others for its reply)
+    assert store.settings.socket_timeout_s > store.breaker.settings.bulk_timeout == 40.0
+    default = open_store("redis://h", breaker=BreakerSettings())
+    assert isinstance(default, RedisStore) and default.settings.socket_timeout_s == 10.5
 
 
 async def roundtrip(url: str, **kwargs: object) -> None:
