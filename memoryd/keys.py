@@ -23,7 +23,6 @@ from memoryd.errors import InvalidArgument
 
 MAX_KEY_LENGTH = 512
 MAX_DIRECT_KEY_BYTES = 1024  # a direct key longer than this is a client bug, not a tenant id
-KEY_NAMESPACE = "memoryd"
 _HASH_LEN = 16  # hex chars of sha256 appended when sanitising changed the key
 _DISALLOWED = re.compile(r"[^A-Za-z0-9\-_.:]")
 
@@ -70,11 +69,6 @@ def set_log_hash_key(secret: str) -> None:
     _LOG_HMAC = _log_hmac(secret.encode("utf-8") if secret else secrets.token_bytes(32))
 
 
-def resource_prefix(project: str, resource: str) -> str:
-    """Prefix of every storage key of one resource (ids contain no ':', '{' or '}')."""
-    return f"{KEY_NAMESPACE}:{project}:{resource}:"
-
-
 @dataclass(frozen=True, slots=True)
 class InstanceAddr:
     """Where one memory instance lives: project, resource, sanitised key."""
@@ -102,12 +96,3 @@ class InstanceAddr:
     def hash_tag(self) -> str:
         """Redis Cluster hash tag shared by every key of this instance."""
         return "{" + self.storage_hash + "}"
-
-    @property
-    def key_prefix(self) -> str:
-        """``memoryd:<project>:<resource>:{<hash>}:`` -- namespaced, one cluster slot per instance.
-
-        It carries the storage hash, never the key itself, so no crafted key can
-        imitate another instance's names or escape its resource's namespace.
-        """
-        return resource_prefix(self.project, self.resource) + self.hash_tag + ":"

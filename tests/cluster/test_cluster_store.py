@@ -13,12 +13,12 @@ import redis.exceptions as rex
 from redis.asyncio import RedisCluster
 from redis.crc import key_slot
 
+from memoryd.config.model import CircuitBreaker
 from memoryd.errors import StoreUnavailable
 from memoryd.models import NewMessage
 from memoryd.status import grpc_code
 from memoryd.store.redis import RedisStore
 from memoryd.store.redis import scripts as lua
-from memoryd.store.redis.breaker import BreakerSettings
 from memoryd.store.redis.layout import InstanceKeys, workflow_index
 from memoryd.store.url import open_store
 from tests.redis_servers import RedisClusterProcs, start_cluster, temporary
@@ -42,7 +42,7 @@ def slot_owners(cluster: RedisClusterProcs) -> dict[int, int]:
 
 
 async def test_instances_spread_over_all_masters_and_each_lives_on_one_slot(redis_cluster: RedisClusterProcs) -> None:
-    store = open_store(redis_cluster.url, breaker=BreakerSettings(timeout_s=2))
+    store = open_store(redis_cluster.url, breaker=CircuitBreaker(timeout_s=2))
     assert isinstance(store, RedisStore)
     await store.start()
     try:
@@ -83,7 +83,7 @@ async def test_a_fault_inside_redis_py_mid_failover_is_unavailable_and_retryable
     node up as None and raised AttributeError from its own code, which reached the caller as
     INTERNAL. It is UNAVAILABLE (retryable), and a retry succeeds once redis-py has re-read the
     topology. The state is the one of redis-py#3835: a slot whose node is None in its slot map."""
-    store = open_store(redis_cluster.url, breaker=BreakerSettings(timeout_s=2.0, reset_timeout_s=0.2))
+    store = open_store(redis_cluster.url, breaker=CircuitBreaker(timeout_s=2.0, reset_timeout_s=0.2))
     await store.start()
     try:
         assert isinstance(store, RedisStore) and isinstance(store.client, RedisCluster)
@@ -114,7 +114,7 @@ async def test_a_store_started_before_the_cluster_serves_once_it_is_up(tmp_path:
     once the nodes are back (restarted on their ports, their cluster config kept)."""
     with temporary(start_cluster, tmp_path) as cluster:
         cluster.stop()
-        store = open_store(cluster.url, breaker=BreakerSettings(timeout_s=2.0, reset_timeout_s=0.2))
+        store = open_store(cluster.url, breaker=CircuitBreaker(timeout_s=2.0, reset_timeout_s=0.2))
         await store.start()
         try:
             addr = new_addr()

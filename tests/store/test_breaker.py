@@ -17,11 +17,12 @@ import pytest
 import redis.exceptions as rex
 from redis._parsers.helpers import parse_info
 
+from memoryd.config.model import CircuitBreaker
 from memoryd.errors import MemorydError, PinnedTierFull, StoreUnavailable
 from memoryd.keys import InstanceAddr
 from memoryd.models import NewMessage
 from memoryd.store.redis import RedisStore
-from memoryd.store.redis.breaker import Breaker, BreakerSettings, is_infrastructure_error
+from memoryd.store.redis.breaker import Breaker, is_infrastructure_error
 from memoryd.store.redis.layout import InstanceKeys
 from memoryd.store.redis.store import translate
 from memoryd.store.url import open_store, parse_url
@@ -54,7 +55,7 @@ async def until(predicate: Callable[[], bool], what: str, timeout_s: float = 10.
 
 
 async def test_infrastructure_failures_open_it_then_calls_fail_fast() -> None:
-    b, calls = Breaker(BreakerSettings(timeout_s=1, max_failures=3, reset_timeout_s=60)), Calls()
+    b, calls = Breaker(CircuitBreaker(timeout_s=1, max_failures=3, reset_timeout_s=60)), Calls()
     for exc in (rex.ConnectionError("refused"), rex.TimeoutError("slow"), rex.BusyLoadingError("loading")):
         with pytest.raises(type(exc)):
             await b.call(calls.failing(exc))
@@ -65,7 +66,7 @@ async def test_infrastructure_failures_open_it_then_calls_fail_fast() -> None:
 
 
 async def test_answers_from_redis_do_not_count() -> None:
-    b, calls = Breaker(BreakerSettings(timeout_s=1, max_failures=2, reset_timeout_s=60)), Calls()
+    b, calls = Breaker(CircuitBreaker(timeout_s=1, max_failures=2, reset_timeout_s=60)), Calls()
     for exc in (rex.ResponseError("WRONGTYPE"), rex.NoScriptError("NOSCRIPT"), PinnedTierFull("full"),
                 rex.ResponseError("ERR Error running script")) * 3:
         with pytest.raises(type(exc)):
@@ -74,7 +75,7 @@ async def test_answers_from_redis_do_not_count() -> None:
 
 
 async def test_a_success_resets_the_consecutive_count() -> None:
-    b, calls = Breaker(BreakerSettings(timeout_s=1, max_failures=3, reset_timeout_s=60)), Calls()
+    b, calls = Breaker(CircuitBreaker(timeout_s=1, max_failures=3, reset_timeout_s=60)), Calls()
     for _ in range(5):
         with pytest.raises(rex.ConnectionError):
             await b.call(calls.failing(rex.ConnectionError()))
@@ -85,14 +86,14 @@ async def test_a_success_resets_the_consecutive_count() -> None:
 
 
 async def test_per_call_timeout_counts_as_a_failure() -> None:
-    b = Breaker(BreakerSettings(timeout_s=0.05, max_failures=5, reset_timeout_s=60))
+    b = Breaker(CircuitBreaker(timeout_s=0.05, max_failures=5, reset_timeout_s=60))
     with pytest.raises(TimeoutError):
         await b.call(asyncio.Event().wait)
     assert b.failures == 1
 
 
 async def test_cancellation_is_neither_failure_nor_success() -> None:
-    b, calls = Breaker(BreakerSettings(timeout_s=5, max_failures=3, reset_timeout_s=60)), Calls()
+    b, calls = Breaker(CircuitBreaker(timeout_s=5, max_failures=3, reset_timeout_s=60)), Calls()
     for _ in range(2):
         with pytest.raises(rex.ConnectionError):
             await b.call(calls.failing(rex.ConnectionError()))
@@ -116,7 +117,7 @@ async def test_cancellation_is_neither_failure_nor_success() -> None:
 
 
 async def test_half_open_admits_one_trial_and_closes_on_success() -> None:
-    b, calls = Breaker(BreakerSettings(timeout_s=5, max_failures=1, reset_timeout_s=0.05)), Calls()
+    b, calls = Breaker(CircuitBreaker(timeout_s=5, max_failures=1, reset_timeout_s=0.05)), Calls()
     with pytest.raises(rex.ConnectionError):
         await b.call(calls.failing(rex.ConnectionError()))
     await until(lambda: b.state == "half-open", "half-open")
@@ -142,7 +143,7 @@ async def test_half_open_admits_one_trial_and_closes_on_success() -> None:
 
 
 async def test_failed_trial_reopens_for_another_reset_timeout() -> None:
-    b, calls = Breaker(BreakerSettings(timeout_s=5, max_failures=1, reset_timeout_s=0.05)), Calls()
+    b, calls = Breaker(CircuitBreaker(timeout_s=5, max_failures=1, reset_timeout_s=0.05)), Calls()
     with pytest.raises(rex.ConnectionError):
         await b.call(calls.failing(rex.ConnectionError()))
     await until(lambda: b.state == "half-open", "half-open")
@@ -152,7 +153,7 @@ async def test_failed_trial_reopens_for_another_reset_timeout() -> None:
 
 
 async def test_probe_closes_the_breaker_without_traffic() -> None:
-    b = Breaker(BreakerSettings(timeout_s=1, max_failures=1, reset_timeout_s=0.05))
+    b = Breaker(CircuitBreaker(timeout_s=1, max_failures=1, reset_timeout_s=0.05))
     healthy = False
     probes = 0
 
@@ -178,7 +179,7 @@ async def test_a_timeout_while_redis_answered_other_calls_is_not_counted() -> No
     """Redis answering another call meanwhile shows it is up: the slow call was slow for its own
     reasons (its work, or the daemon's loop busy decoding a large reply). With no answer in
     between (a hung Redis), the timeout counts."""
-    b, calls = Breaker(BreakerSettings(timeout_s=0.1, max_failures=1, reset_timeout_s=60)), Calls()
+    b, calls = Breaker(CircuitBreaker(timeout_s=0.1, max_failures=1, reset_timeout_s=60)), Calls()
     started = asyncio.Event()
 
     async def slow() -> None:
@@ -197,7 +198,7 @@ async def test_a_timeout_while_redis_answered_other_calls_is_not_counted() -> No
 
 
 async def test_bulk_reads_have_their_own_longer_timeout_which_is_not_counted() -> None:
-    b, calls = Breaker(BreakerSettings(timeout_s=0.01, max_failures=1, reset_timeout_s=60, bulk_timeout_s=0.1)), Calls()
+    b, calls = Breaker(CircuitBreaker(timeout_s=0.01, max_failures=1, reset_timeout_s=60, bulk_timeout_s=0.1)), Calls()
     gate = asyncio.Event()
     asyncio.get_running_loop().call_later(0.03, gate.set)  # the bulk read's work: longer than timeout_s
 
@@ -212,8 +213,8 @@ async def test_bulk_reads_have_their_own_longer_timeout_which_is_not_counted() -
     with pytest.raises(rex.ConnectionError):  # a bulk read that cannot reach Redis does count
         await b.call(calls.failing(rex.ConnectionError()), bulk=True)
     assert b.state == "open"
-    assert BreakerSettings(timeout_s=0.5).bulk_timeout == 10.0
-    assert BreakerSettings(timeout_s=2.0).bulk_timeout == 40.0
+    assert CircuitBreaker(timeout_s=0.5).bulk_timeout == 10.0
+    assert CircuitBreaker(timeout_s=2.0).bulk_timeout == 40.0
 
 
 def _fault_inside_redis_py() -> AttributeError:
@@ -264,7 +265,7 @@ def _msg() -> NewMessage:
 
 
 async def test_script_errors_are_not_an_outage(redis_standalone: RedisProcess, addr: InstanceAddr) -> None:
-    store = open_store(redis_standalone.url, breaker=BreakerSettings(timeout_s=2, max_failures=2))
+    store = open_store(redis_standalone.url, breaker=CircuitBreaker(timeout_s=2, max_failures=2))
     await store.start()
     try:
         with redis_standalone.client() as raw:
@@ -279,7 +280,7 @@ async def test_script_errors_are_not_an_outage(redis_standalone: RedisProcess, a
 
 
 async def test_cancelled_calls_do_not_trip_the_breaker(redis_standalone: RedisProcess, addr: InstanceAddr) -> None:
-    store = open_store(redis_standalone.url, breaker=BreakerSettings(timeout_s=5, max_failures=2))
+    store = open_store(redis_standalone.url, breaker=CircuitBreaker(timeout_s=5, max_failures=2))
     await store.start()
     assert isinstance(store, RedisStore)
     with redis_standalone.client() as raw:
@@ -317,7 +318,7 @@ async def test_concurrent_large_reads_do_not_open_the_breaker_and_other_tenants_
     takes alone, so the concurrent reads exceed it (the old code failed them and opened)."""
     large, other = new_addr(), new_addr()
     filler = RedisStore(parse_url(redis_standalone.url), read_cache_messages=0,
-                        breaker=BreakerSettings(timeout_s=10))
+                        breaker=CircuitBreaker(timeout_s=10))
     await filler.start()
     try:
         for _ in range(0, LARGE_INSTANCE, 1000):
@@ -330,7 +331,7 @@ async def test_concurrent_large_reads_do_not_open_the_breaker_and_other_tenants_
     finally:
         await filler.close()
     store = RedisStore(parse_url(redis_standalone.url), read_cache_messages=0,
-                       breaker=BreakerSettings(timeout_s=2 * alone, max_failures=3, reset_timeout_s=60))
+                       breaker=CircuitBreaker(timeout_s=2 * alone, max_failures=3, reset_timeout_s=60))
     await store.start()
     states: set[str] = set()
     reading = True
@@ -372,7 +373,7 @@ async def test_a_paused_redis_still_opens_the_breaker(tmp_path: Path) -> None:
     still opens the breaker, which also ends the bulk reads in flight; once Redis runs again
     the probe closes it."""
     with temporary(start_standalone, tmp_path) as server:
-        settings = BreakerSettings(timeout_s=0.2, max_failures=3, reset_timeout_s=2, bulk_timeout_s=600)
+        settings = CircuitBreaker(timeout_s=0.2, max_failures=3, reset_timeout_s=2, bulk_timeout_s=600)
         store = RedisStore(parse_url(server.url), read_cache_messages=0, breaker=settings)
         await store.start()
         try:

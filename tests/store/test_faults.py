@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from memoryd.config.model import CircuitBreaker
 from memoryd.errors import MemorydError, StoreUnavailable
 from memoryd.models import AppendedRef, NewMessage
 from memoryd.store.redis import RedisStore
-from memoryd.store.redis.breaker import BreakerSettings
 from memoryd.store.url import open_store
 from tests.redis_servers import RedisProcess, start_standalone, temporary
 from tests.store.conftest import new_addr
 
-BREAKER = BreakerSettings(timeout_s=0.5, max_failures=5, reset_timeout_s=0.3)
+BREAKER = CircuitBreaker(timeout_s=0.5, max_failures=5, reset_timeout_s=0.3)
 HANG_MARGIN_S = 1.5  # a call taking longer than the breaker timeout plus this is a hang
 WRITERS = 8
 
@@ -193,7 +193,7 @@ async def test_lost_reply_of_an_append_is_retried_without_duplicating(redis_stan
     own, so the retry replays the executed script instead of storing the batch twice."""
     proxy = ReplyDroppingProxy(redis_standalone.port)
     port = await proxy.start()
-    store = open_store(f"redis://127.0.0.1:{port}/0", breaker=BreakerSettings(timeout_s=2.0))
+    store = open_store(f"redis://127.0.0.1:{port}/0", breaker=CircuitBreaker(timeout_s=2.0))
     await store.start()
     try:
         addr = new_addr()

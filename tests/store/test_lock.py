@@ -190,13 +190,13 @@ async def test_a_flush_ends_and_releases_even_if_a_renewal_outlives_its_cancel(r
 # (renewed in the background) and prints its fence; it never releases, it is killed.
 HOLDER = """
 import asyncio, sys
-from memoryd.store.redis.breaker import BreakerSettings
+from memoryd.config.model import CircuitBreaker
 from memoryd.keys import InstanceAddr
 from memoryd.settings import Settings
 from memoryd.store.url import open_store
 
 async def main(url, project, resource, key):
-    store = open_store(url, breaker=BreakerSettings(timeout_s=2.0, max_failures=5, reset_timeout_s=0.5))
+    store = open_store(url, breaker=CircuitBreaker(timeout_s=2.0, max_failures=5, reset_timeout_s=0.5))
     await store.start()
     lock = store.lock(InstanceAddr(project, resource, key), ttl_ms=Settings().flush_lock_ttl_ms,
                       acquire_timeout_s=30)

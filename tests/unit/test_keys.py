@@ -18,7 +18,6 @@ from memoryd.keys import (
     MAX_DIRECT_KEY_BYTES,
     MAX_KEY_LENGTH,
     InstanceAddr,
-    resource_prefix,
     sanitize_key,
     set_log_hash_key,
     validate_direct_key,
@@ -132,21 +131,22 @@ def test_validate_direct_key_rejects(key: str, problem: str) -> None:
 
 
 def test_namespace_and_hash_tag() -> None:
+    """The key names Redis sees (``store/redis/layout.py``): namespaced, one hash tag per instance."""
     addr = InstanceAddr("support-demo", "customer-support-context", "support-c-9")
-    assert addr.key_prefix == f"memoryd:support-demo:customer-support-context:{{{addr.storage_hash}}}:"
-    assert addr.key_prefix.startswith(resource_prefix("support-demo", "customer-support-context"))
-    assert addr.hash_tag in addr.key_prefix
+    prefix = InstanceKeys.of(addr).prefix
+    assert prefix == f"memoryd:v1:{{{addr.storage_hash}}}:support-demo:customer-support-context"
+    assert addr.hash_tag in prefix
     # the prefix holds exactly one hash tag, so Redis Cluster slots by the instance hash
-    assert addr.key_prefix.count("{") == 1
-    assert addr.key_prefix.count("}") == 1
+    assert prefix.count("{") == 1
+    assert prefix.count("}") == 1
     other = InstanceAddr("support-demo", "customer-support-context", "support-c-10")
-    assert other.key_prefix != addr.key_prefix
+    assert InstanceKeys.of(other).prefix != prefix
 
 
 @given(st.text(), st.text())
-def test_key_prefixes_of_distinct_keys_differ(a: str, b: str) -> None:
-    pa = InstanceAddr("p", "r", sanitize_key(a)).key_prefix
-    pb = InstanceAddr("p", "r", sanitize_key(b)).key_prefix
+def test_key_names_of_distinct_keys_differ(a: str, b: str) -> None:
+    pa = InstanceKeys.of(InstanceAddr("p", "r", sanitize_key(a))).prefix
+    pb = InstanceKeys.of(InstanceAddr("p", "r", sanitize_key(b))).prefix
     assert (pa == pb) == (a == b)
 
 

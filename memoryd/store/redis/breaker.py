@@ -41,14 +41,13 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pybreaker
 import redis
 import redis.exceptions as rex
 
-from memoryd.config.model import CircuitBreaker as CircuitBreakerConfig
+from memoryd.config.model import CircuitBreaker
 from memoryd.errors import StoreUnavailable
 from memoryd.store.redis.deadlines import Deadlines
 
@@ -56,31 +55,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CLOSED, OPEN, HALF_OPEN = pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN
-
-
-BULK_TIMEOUT_FACTOR = 20  # a bulk read may take this many per-call timeouts ...
-BULK_TIMEOUT_MIN_S = 10.0  # ... and at least this long
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerSettings:
-    """Per-call timeout, consecutive failures that open the breaker, seconds until a trial;
-    the timeout of bulk reads (None: ``max(BULK_TIMEOUT_MIN_S, BULK_TIMEOUT_FACTOR * timeout_s)``)."""
-
-    timeout_s: float = 0.5
-    max_failures: int = 5
-    reset_timeout_s: float = 10.0
-    bulk_timeout_s: float | None = None
-
-    @property
-    def bulk_timeout(self) -> float:
-        if self.bulk_timeout_s is not None:
-            return max(self.bulk_timeout_s, self.timeout_s)
-        return max(BULK_TIMEOUT_MIN_S, BULK_TIMEOUT_FACTOR * self.timeout_s)
-
-    @classmethod
-    def from_config(cls, cfg: CircuitBreakerConfig) -> BreakerSettings:
-        return cls(timeout_s=cfg.timeout_s, max_failures=cfg.max_failures, reset_timeout_s=cfg.reset_timeout_s)
 
 
 _INFRA_ERRORS: tuple[type[BaseException], ...] = (
@@ -138,8 +112,8 @@ class _OpenedAt(pybreaker.CircuitBreakerListener):
 class Breaker:
     """Guards calls to one store. State lives in this process only (never in the Redis it guards)."""
 
-    def __init__(self, settings: BreakerSettings | None = None, *, name: str = "redis") -> None:
-        self.settings = settings or BreakerSettings()
+    def __init__(self, settings: CircuitBreaker | None = None, *, name: str = "redis") -> None:
+        self.settings = settings or CircuitBreaker()
         self._opened_at = 0.0
         self._trial_running = False
         self._answers = 0  # calls Redis has answered: a timeout while it answered others is no outage

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import redis.exceptions as rex
 from redis.asyncio import Redis
 
+from memoryd.config.model import CircuitBreaker
 from memoryd.errors import (
     FenceRejected,
     IdempotencyConflict,
@@ -53,7 +54,6 @@ from memoryd.store.digest import batch_digest
 from memoryd.store.redis import codec, scripts
 from memoryd.store.redis.breaker import (
     Breaker,
-    BreakerSettings,
     is_infrastructure_error,
     is_timeout,
     raised_inside_redis_py,
@@ -141,7 +141,7 @@ class RedisStore:
         self,
         settings: ConnectionSettings,
         *,
-        breaker: BreakerSettings | None = None,
+        breaker: CircuitBreaker | None = None,
         idempotency_window_ms: int = DEFAULT_IDEMPOTENCY_WINDOW_MS,
         read_attempts: int = 2,
         read_cache_messages: int = DEFAULT_CACHE_MESSAGES,
