@@ -301,3 +301,13 @@ def test_version() -> None:
 def test_out_of_range_numbers_are_usage_errors(addr: str, args: list[str]) -> None:
     r = ctl(addr, *args)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "usage: memoryctl" in r.stderr, r.stderr
+
+
+def test_unreadable_tls_ca_file_is_a_usage_error(addr: str, tmp_path: Path) -> None:
+    flag = ctl(addr, "--tls-ca-file", str(tmp_path / "absent.crt"), "health")
+    assert (flag.returncode, flag.stderr) == (2, f"memoryctl: --tls-ca-file {tmp_path / 'absent.crt'}: "
+                                                 "No such file or directory\n")
+    env = {**os.environ, "MEMORYD_ADDR": addr, "MEMORYD_TLS_CA_FILE": str(tmp_path / "env.crt")}
+    from_env = subprocess.run([MEMORYCTL, "health"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    missing = tmp_path / "env.crt"
+    assert (from_env.returncode, from_env.stderr) == (2, f"memoryctl: {missing}: No such file or directory\n")

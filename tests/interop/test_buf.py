@@ -48,3 +48,15 @@ def test_a_breaking_change_is_caught(client_toolchains: None, tmp_path: Path, ol
     r = buf("breaking", "--against", str(REPO / "proto-released"), "--error-format", "json", cwd=work, home=tmp_path)
     assert r.returncode != 0, r.stdout + r.stderr
     assert rule in {json.loads(line)["type"] for line in r.stdout.splitlines() if line.strip()}, r.stdout
+
+
+def test_adding_a_field_is_not_breaking(client_toolchains: None, tmp_path: Path) -> None:
+    work = tmp_path / "repo"
+    shutil.copytree(REPO / "proto", work / "proto")
+    shutil.copy(REPO / "buf.yaml", work / "buf.yaml")
+    proto = work / "proto" / "memoryd" / "v1" / "memory.proto"
+    text = proto.read_text()
+    added = "uint32 limit = 4;\n  // A new option.\n  bool newest_first = 99;"
+    proto.write_text(text.replace("uint32 limit = 4;", added))
+    r = buf("breaking", "--against", str(REPO / "proto-released"), cwd=work, home=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
