@@ -33,6 +33,7 @@ from memoryd.errors import (
     Status,
 )
 from memoryd.models import InstanceMeta, InstanceState, Kind, StoredMessage, Summary
+from tests.promises import unaccounted
 
 COUNT = functools.partial(tokens.counter_for_model("gpt-4o").count_message, "system")
 
@@ -102,7 +103,8 @@ def test_negative_priority_is_invalid() -> None:
 
 def test_budget_from_max_tokens_without_allocation() -> None:
     b = compute_budget(resource(max_tokens=1000), None)
-    assert (b.total, b.pinned_cap, b.summary_cap, b.recent_cap, b.flush_at) == (1000, 1000, 500, 1000, 800)
+    # no explicit pinned cap: B - summary cap - MIN_RECENT_TOKENS (promise 2)
+    assert (b.total, b.pinned_cap, b.summary_cap, b.recent_cap, b.flush_at) == (1000, 436, 500, 1000, 800)
     assert dict(b.block_caps) == {}
     assert b.message_limit is None
 
@@ -240,10 +242,10 @@ def test_view_applies_smaller_caller_budget() -> None:
 def test_view_refuses_a_caller_budget_below_the_pinned_tokens() -> None:
     st = state(msg(1, 30, 0, "system"), msg(2, 30, 0, "system"), msg(3, 5))
     b = compute_budget(resource(), None)
-    with pytest.raises(InvalidArgument) as exc:
-        context_view(st, b, max_tokens=59)
+    with pytest.raises(InvalidArgument) as exc:  # pinned + the newest turn (promise 3)
+        context_view(st, b, max_tokens=64)
     assert exc.value.field == "max_tokens"
-    assert seqs(context_view(st, b, max_tokens=60)) == [1, 2]
+    assert seqs(context_view(st, b, max_tokens=65)) == [1, 2, 3]
 
 
 def test_view_refuses_pinned_over_a_shrunken_budget() -> None:
@@ -332,13 +334,15 @@ def test_hybrid_folds_at_least_one_and_never_pinned() -> None:
     assert plan.remove_seqs == (2,)
 
 
-def test_hybrid_summary_never_grows_the_total() -> None:
+def test_hybrid_summary_may_use_its_cap_and_never_folds_the_newest() -> None:
     res = resource(max_tokens=1000)
     st = state(msg(1, 5, 5, "user", "hi"), msg(2, 5, 5, "user", "yo"))
     plan = plan_flush(st, res, compute_budget(res, None), COUNT, now_ms=0)
-    assert plan.summary is not None
-    assert plan.summary.token_count <= 5  # a 5-token message cannot buy a longer summary
-    assert plan.tokens_after <= plan.tokens_before
+    assert plan.summary is not None and plan.remove_seqs == (1,)
+    # longer than the 5 tokens it folded (the old "never grows the total" rule left a bare header)
+    assert plan.summary.content == "Summary of earlier conversation (through message #1):\n- user #1: hi"
+    alone = plan_flush(state(msg(2, 5)), res, compute_budget(res, None), COUNT, now_ms=0)
+    assert (alone.remove_seqs, alone.summary) == ((), None)
 
 
 def test_hybrid_also_evicts_what_the_caps_require() -> None:
@@ -375,7 +379,7 @@ def test_fifo_evicts_by_priority_then_age_below_the_threshold() -> None:
     assert (plan.tokens_before, plan.tokens_after) == (90, 70)
     res = replace(res, flushing_strategy=FlushingStrategy(type="fifo", summarize_threshold=0.6))
     plan = plan_flush(state(*msgs), res, compute_budget(res, None), COUNT, now_ms=0)
-    assert plan.remove_seqs == (3, 5)  # 90 -> 50 (< 60); priority 6 before priority 3
+    assert plan.remove_seqs == (2, 3)  # 90 -> 50 (< 60); the newest (#5) stays, then priority 6 before 3
     assert (plan.tokens_before, plan.tokens_after) == (90, 50)
 
 
@@ -393,7 +397,7 @@ def test_no_recent_messages_no_plan() -> None:
 
 
 def test_apply_plan_recounts_and_is_idempotent() -> None:
-    res = resource(max_tokens=200)
+    res = resource(max_tokens=200, flushing_strategy=FlushingStrategy(summary_tokens=64))
     st = state(msg(1, 10, 0, "system"), *[msg(i, 30) for i in range(2, 8)])
     plan = plan_flush(st, res, compute_budget(res, None), COUNT, now_ms=42)
     once = apply_plan(st, plan)
@@ -408,15 +412,15 @@ def test_apply_plan_recounts_and_is_idempotent() -> None:
 # -- the summariser -------------------------------------------------------------------
 
 
-def test_summary_cut_to_its_cap_keeps_first_and_newest() -> None:
+def test_summary_cut_to_its_cap_compresses_the_oldest_and_names_every_message() -> None:
     span = [msg(i, 0, content=f"message number {i} " + "word " * 30) for i in range(10, 40)]
     text = summarize(None, span, 120, COUNT)
     assert COUNT(text) <= 120
     lines = text.split("\n")
     assert lines[0] == "Summary of earlier conversation (through message #39):"
-    assert lines[1].startswith("- user #10: message number 10")
-    assert "messages omitted" in lines[2]
-    assert lines[-1].startswith("- user #39: message number 39")
+    assert lines[1].startswith("- (… messages #10–#")  # the oldest merged into one omission line
+    assert lines[-1].startswith("- user #39: message number 39")  # the newest folded stays an entry
+    assert not unaccounted(set(range(10, 40)), set(), text)
     assert summarize(None, span, 120, COUNT) == text
 
 
