@@ -306,3 +306,44 @@ async def test_oversize_reject_refuses_the_whole_batch_naming_the_message() -> N
     room = 1000 - pinned - 500  # B - pinned - the summary's reserved room
     assert f"messages[1]: {big} tokens, more than the {room} tokens of room" in str(exc.value)
     assert [m.content for m in raw] == ["You are terse."] and len(ok.results) == 1
+
+
+SUPPORT_CHAT = [
+    ("user", "Hi, my name is Dana Whitfield and I hope you are having a lovely day. My order ORD-48213 "
+             "has not arrived yet and I am getting a little worried about it, to be honest."),
+    ("assistant", "Hello Dana, thank you so much for reaching out and I am sorry to hear that. Let me look into "
+                  "this for you right away. Could you confirm the delivery address on the order?"),
+    ("user", "Sure, of course. It should be going to 221 Baker Street, London NW1 6XE. That is where I have "
+             "lived for years, so it really should not be a problem at all."),
+    ("assistant", "Thank you. I can see the parcel left our warehouse on 2026-03-02 with the courier, and it "
+                  "seems to have been held at the depot because of a labelling issue."),
+    ("user", "Oh no, that is annoying. Can you please resend it or refund the $149.90 I paid? I really needed "
+             "it for my daughter's birthday party this weekend."),
+    ("assistant", "I completely understand. I have decided to resend it with express shipping at no extra "
+                  "charge; the new tracking number is 1Z999AA10123456784."),
+    ("user", "That is great, thank you. Will I get an email confirmation at dana.w@example.com as well?"),
+    ("assistant", "Yes, a confirmation email is on its way to dana.w@example.com right now, and you can call us "
+                  "on +44 20 7946 0958 if anything else goes wrong."),
+    ("user", "Perfect, thanks a lot for your help today, you have been very kind and patient with me."),
+    ("assistant", "You are very welcome, Dana. Is there anything else I can help you with today?"),
+]
+SUPPORT_FACTS = ("ORD-48213", "221 Baker Street", "2026-03-02", "$149.90", "1Z999AA10123456784",
+                 "dana.w@example.com", "+44 20 7946 0958")
+
+
+async def test_regression_a_support_chat_folded_six_times_keeps_its_facts() -> None:
+    """The summary of 6 folds was 99 tokens (500 allowed) and kept "- user #1: Hi, my …", not the order."""
+    res = project(max_tokens=8000, flushing_strategy=FlushingStrategy(summary_tokens=200))
+    async with running_server(res) as srv, srv.client() as c:
+        acked: set[int] = set()
+        contents: dict[int, str] = {}
+        for i, (role, content) in enumerate(SUPPORT_CHAT):
+            await append(c, "k", [{"role": role, "content": content}], acked, contents)
+            if i >= 4:  # a fold after each of the last 6 turns
+                await c.flush("chat", key="k")
+        _raw, view, summary = await promises_hold(c, "k", acked, 8000, contents)
+        stats = await c.stats("chat", key="k")
+    assert stats.flush_count == 6
+    shown = "\n".join(m.content for m in view)
+    assert [f for f in SUPPORT_FACTS if f not in shown] == []
+    assert summary.count("\n") >= 2 and 150 < COUNTER.count_message("system", summary) <= 200
