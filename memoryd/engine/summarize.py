@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import pairwise
 
 from memoryd.models import StoredMessage
@@ -46,6 +47,10 @@ _SCAN_CHARS = 4000
 """Only a message's first and last characters are searched for its span and facts, so a
 huge message costs no more than a long one."""
 
+_MERGE_SCAN_CHARS = 32_000
+"""Characters of a huge fold's oldest messages searched for facts, at most, so that a
+3,000-message fold costs about what a 100-message one does."""
+
 Counter = Callable[[str], int]
 
 _HEADER = re.compile(r"^" + re.escape(HEADER_PREFIX) + r" \(through message #(\d+)\):$")
@@ -59,14 +64,14 @@ _FACT_PATTERNS = (
     r"\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4}",  # date
     r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\.? \d{1,2}(?:st|nd|rd|th)?(?:,? \d{4})?",
     r"\d+ (?:[A-Z][a-z]+ ){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Lane|Ln|Boulevard|Blvd|Drive|Dr|Way|Place|Pl)\b",
-    r"\b[A-Za-z]*\d[\w-]*\w|\b[A-Za-z]+-\d\w*",  # numbers, identifiers, order and invoice codes
+    r"\b[A-Za-z]+(?:-[A-Za-z]+)*-?\d(?:[\w-]*\w)?|\b\d(?:[\w-]*\w)?",  # numbers, identifiers, codes
     r"\b[A-Z][a-z]+(?: [A-Z][a-z]+)+",  # multi-word proper names
     r"(?<=[a-z,;] )[A-Z][a-z]{2,}\b",  # a capitalised word inside a sentence: a name
 )
 _FACT = re.compile("|".join(f"(?:{p})" for p in _FACT_PATTERNS))
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _DECISION = re.compile(r"\b(?:decid|agree|confirm|approv|cancel|refund|resen|ship|deliver|schedul|chang|"
-                       r"will|must|should|need)", re.I)
+                       r"will|must)", re.I)
 _FILLER = re.compile(r"^(?:hi|hello|hey|thanks|thank you|ok|okay|sure|great|good|yes|no)\b", re.I)
 
 
@@ -115,25 +120,47 @@ def header(through_seq: int) -> str:
     return f"{HEADER_PREFIX} (through message #{through_seq}):"
 
 
-def facts(text: str) -> list[str]:
-    """The concrete facts of ``text``, in order of appearance, each once."""
+_MAYBE_FACT = re.compile(r"[\d@$€£¥]|://|\S [A-Z][a-z]")
+
+
+@lru_cache(maxsize=8192)
+def facts(text: str) -> tuple[str, ...]:
+    """The concrete facts of ``text``, in order of appearance, each once (cached: a fold
+    scores the same sentences at every width, and the next fold parses them again)."""
     out: list[str] = []
+    if not _MAYBE_FACT.search(text):  # filler: no digit, no @, no currency, no name (fast path)
+        return ()
     for m in _FACT.finditer(text):
         fact = m.group(0).strip(" .,;")
         if len(fact) >= 2 and ";" not in fact and fact not in out:
             out.append(fact)
-    return out
+    return tuple(out)
 
 
+@lru_cache(maxsize=8192)
 def _score(sentence: str) -> int:
-    score = 3 * len(facts(sentence))
+    """Facts first (a sentence holding one beats any without), then questions and decisions."""
+    score = 10 * len(facts(sentence))
     if sentence.rstrip().endswith("?"):
         score += 2
     if _DECISION.search(sentence):
         score += 2
     if _FILLER.match(sentence):
-        score -= 1
+        score -= 2
     return score
+
+
+def shorten(text: str, width: int) -> str:
+    """``salient(text, width)``, followed by the facts of ``text`` it could not hold, so
+    that a shortened entry still carries every fact it had (as far as ``width`` allows)."""
+    short = salient(text, width)
+    missing = [f for f in facts(text) if f not in short]
+    if not missing:
+        return short
+    tail = f" {ELLIPSIS} {'; '.join(missing)}"
+    if len(tail) > width // 2:
+        return "; ".join(facts(text))[:width]
+    return salient(text, width - len(tail)) + tail
 
 
 def salient(text: str, width: int) -> str:
@@ -212,7 +239,7 @@ def _range(item: _Item) -> tuple[int, int]:
     return 1, max(1, item.through)
 
 
-def _facts_of(item: _Item) -> list[str]:
+def _facts_of(item: _Item) -> Sequence[str]:
     return item.facts if isinstance(item, _Omission) else facts(item.text)
 
 
@@ -220,7 +247,7 @@ def _merge(a: _Item, b: _Item) -> _Omission:
     """One omission line standing for ``a`` and ``b`` (consecutive, ``a`` older)."""
     (lo_a, hi_a), (lo_b, hi_b) = _range(a), _range(b)
     kept = list(_facts_of(a))
-    for f in _facts_of(b):
+    for f in _facts_of(b) if len(kept) < MAX_FACTS else ():
         if f not in kept and len(kept) < MAX_FACTS:
             kept.append(f)
     return _Omission(min(lo_a, lo_b), max(hi_a, hi_b), kept[:MAX_FACTS])
@@ -234,17 +261,30 @@ def summarize(previous: str | None, span: Sequence[StoredMessage], cap: int, cou
     head = header(max(prev_through, max(m.seq for m in span)))
     if cap <= 0 or count(head) > cap:
         return ""
+    most = max(1, cap // 6)  # every line costs at least ~6 tokens: merge what could never fit
+    overflow = len(items) + len(span) - most
+    if overflow > 0:  # a huge fold: the oldest go straight into one omission line
+        older: list[_Item | StoredMessage] = [*items, *span]
+        merged = _merge(older[0], older[0]) if not isinstance(older[0], StoredMessage) else \
+            _Omission(older[0].seq, older[0].seq)
+        scan = _MERGE_SCAN_CHARS
+        for item in older[: overflow + 1]:
+            if isinstance(item, StoredMessage):
+                merged.lo, merged.hi = min(merged.lo, item.seq), max(merged.hi, item.seq)
+                if scan > 0 and len(merged.facts) < MAX_FACTS:
+                    text = item.content[: min(scan, _SCAN_CHARS)]
+                    scan -= len(text)
+                    merged = _merge(merged, _Entry(item.seq, item.role, text))
+            else:
+                merged = _merge(merged, item)
+        rest = older[overflow + 1:]
+        items = [merged, *(i for i in rest if not isinstance(i, StoredMessage))]
+        span = [m for m in rest if isinstance(m, StoredMessage)]
     for m in span:
         content = m.content
         if len(content) > 2 * _SCAN_CHARS:
             content = content[:_SCAN_CHARS] + f" {ELLIPSIS} " + content[-_SCAN_CHARS:]
-        items.append(_Entry(m.seq, m.role, salient(_one_line(content), ENTRY_CHARS)))
-    most = max(1, cap // 6)  # every line costs at least ~6 tokens: merge what could never fit
-    if len(items) > most:
-        merged: _Item = items[0]
-        for item in items[1:len(items) - most + 1]:
-            merged = _merge(merged, item)
-        items = [merged, *items[len(items) - most + 1:]]
+        items.append(_Entry(m.seq, m.role, shorten(_one_line(content), ENTRY_CHARS)))
 
     base = count("")
     costs = [count(i.line()) - base + 1 for i in items]
@@ -261,7 +301,7 @@ def summarize(previous: str | None, span: Sequence[StoredMessage], cap: int, cou
     for width in WIDTHS:  # 1. shorten entries, oldest first
         for k, item in enumerate(items):
             if isinstance(item, _Entry) and len(item.text) > width:
-                item.text = salient(item.text, width)
+                item.text = shorten(item.text, width)
                 costs[k] = count(item.line()) - base + 1
                 if (done := fits()) is not None:
                     return done
