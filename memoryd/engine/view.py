@@ -124,8 +124,9 @@ def context_view(
 ) -> ContextView:
     """What a model should see of ``state``; ``max_tokens`` None or 0 means the budget B.
 
-    ``count`` measures a cut newest message; the default (a byte bound) keeps every
-    promise without a tokenizer, the manager passes the resource's real counter."""
+    ``count`` measures a cut newest message. The default (a byte bound: no tokenizer)
+    never overstates the room, but prices the elision marker at ~75 instead of ~30
+    tokens, so a tight view may be refused; the manager passes the real counter."""
     if max_tokens is not None and max_tokens < 0:
         raise InvalidArgument("max_tokens", f"must be >= 0, got {max_tokens}")
     limit = budget.total if not max_tokens else min(budget.total, max_tokens)

@@ -268,7 +268,7 @@ def test_flush_plan_invariants(case: tuple[MemoryResource, Budget, InstanceState
         assert after.meta.token_count < budget.flush_at
 
     if after.meta.pinned_tokens + (recent[-1].token_count if recent else 0) <= budget.total:
-        view = context_view(after, budget)
+        view = context_view(after, budget, count=COUNT_MSG)
         assert view.token_count <= budget.total
 
 
@@ -297,6 +297,6 @@ def test_append_and_flush_cycles_stay_within_budget(res: MemoryResource, data: s
             plan = plan_flush(state, res, budget, COUNT, now_ms=seq)
             state = apply_plan(state, plan, now_ms=seq)
             assert state.meta.summary_tokens <= budget.summary_cap
-        view = context_view(state, budget)
+        view = context_view(state, budget, count=COUNT_MSG)
         assert view.token_count <= budget.total
         assert [x for x in view.messages if x.pinned and x.kind is Kind.MESSAGE] == pinned_seen
