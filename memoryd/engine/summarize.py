@@ -97,19 +97,7 @@ class _Omission:
         return f"- ({ELLIPSIS} {what} omitted{held} {ELLIPSIS})"
 
 
-@dataclass(slots=True)
-class _Note:
-    """An earlier summary not written in this format (e.g. by the agent's own model):
-    it stands for every message up to its ``through`` seq."""
-
-    text: str
-    through: int
-
-    def line(self) -> str:
-        return self.text
-
-
-_Item = _Entry | _Omission | _Note
+_Item = _Entry | _Omission
 
 
 def _one_line(text: str) -> str:
@@ -217,7 +205,7 @@ def _parse(previous: str | None) -> tuple[list[_Item], int]:
     first, _sep, body = previous.partition("\n")
     m = _HEADER.match(first)
     if m is None:
-        return [_Note(_one_line(previous), 0)], 0
+        return [_note(previous, 0)], 0
     through = int(m.group(1))
     items: list[_Item] = []
     for line in body.splitlines():
@@ -227,16 +215,21 @@ def _parse(previous: str | None) -> tuple[list[_Item], int]:
             lo = int(o.group(1))
             items.append(_Omission(lo, int(o.group(2) or lo), o.group(3).split("; ") if o.group(3) else []))
         elif line.strip():
-            return [_Note(_one_line(body), through)], through  # not ours: keep it whole, as a note
+            return [_note(body, through)], through  # not ours: its text becomes an omission line's facts
     return items, through
+
+
+def _note(text: str, through: int) -> _Omission:
+    """An earlier summary not written in this format (e.g. by the agent's own model, via
+    ApplyFlush): an omission line for messages #1 to its ``through`` (0: unknown, fixed
+    by the caller) whose facts are its sentences, so it shrinks from its end."""
+    return _Omission(1, through, [x for x in _SENTENCE.split(_one_line(text)) if x][:MAX_FACTS])
 
 
 def _range(item: _Item) -> tuple[int, int]:
     if isinstance(item, _Entry):
         return item.seq, item.seq
-    if isinstance(item, _Omission):
-        return item.lo, item.hi
-    return 1, max(1, item.through)
+    return item.lo, item.hi
 
 
 def _facts_of(item: _Item) -> Sequence[str]:
@@ -258,6 +251,8 @@ def summarize(previous: str | None, span: Sequence[StoredMessage], cap: int, cou
     if not span:
         raise ValueError("summarize needs at least one message to fold")
     items, prev_through = _parse(previous)
+    if items and isinstance(items[0], _Omission) and items[0].hi == 0:  # a note of unknown range
+        items[0].hi = max(1, span[0].seq - 1)
     head = header(max(prev_through, max(m.seq for m in span)))
     if cap <= 0 or count(head) > cap:
         return ""
@@ -302,11 +297,6 @@ def summarize(previous: str | None, span: Sequence[StoredMessage], cap: int, cou
         for k, item in enumerate(items):
             if isinstance(item, _Entry) and len(item.text) > width:
                 item.text = shorten(item.text, width)
-                costs[k] = count(item.line()) - base + 1
-                if (done := fits()) is not None:
-                    return done
-            elif isinstance(item, _Note) and len(item.text) > width:
-                item.text = item.text[: width - 1] + ELLIPSIS
                 costs[k] = count(item.line()) - base + 1
                 if (done := fits()) is not None:
                     return done

@@ -12,18 +12,23 @@ from memoryd.config.model import FlushingStrategy, MemoryResource, PriorityBlock
 from memoryd.engine import (
     Budget,
     apply_plan,
+    budget_problems,
     check_message_fits,
+    check_oversize,
     check_pinned_append,
     compute_budget,
     context_view,
     effective_priority,
     message_ceiling,
+    message_room,
     needs_flush,
     plan_flush,
     recount,
     select_evictions,
     summarize,
 )
+from memoryd.engine.summarize import facts, salient, shorten
+from memoryd.engine.view import cut_to
 from memoryd.errors import (
     ConfigError,
     FailedPrecondition,
@@ -33,7 +38,7 @@ from memoryd.errors import (
     Status,
 )
 from memoryd.models import InstanceMeta, InstanceState, Kind, StoredMessage, Summary
-from tests.promises import unaccounted
+from tests.promises import MARKER, named, unaccounted
 
 COUNT = functools.partial(tokens.counter_for_model("gpt-4o").count_message, "system")
 
@@ -443,3 +448,92 @@ def test_summary_too_small_cap() -> None:
     assert summarize(None, [msg(1, 0)], 0, COUNT) == ""
     with pytest.raises(ValueError, match="at least one"):
         summarize(None, [], 100, COUNT)
+
+
+# -- the context promises: the new rules (docs/tokens-and-budget.md) ----------------------
+
+COUNT_MSG = tokens.counter_for_model("gpt-4o").count_message
+
+
+def test_facts_are_found_in_text() -> None:
+    text = ("Hi, my order ORD-48213 and invoice INV-2026-007 went to 221 Baker Street. Call +44 20 7946 0958 "
+            "or mail dana.w@example.com, see https://shop.example.com/o/1; I paid $149.90 on 2026-03-02, "
+            "and my colleague Alice Moreau agreed.")
+    assert facts(text) == ("ORD-48213", "INV-2026-007", "221 Baker Street", "+44 20 7946 0958",
+                           "dana.w@example.com", "https://shop.example.com/o/1", "$149.90", "2026-03-02",
+                           "Alice Moreau")
+    assert facts("Thanks, that makes sense, I will think about it.") == ()
+
+
+def test_salient_span_prefers_facts_and_shortening_keeps_them() -> None:
+    text = ("Hello there, I hope you are well and having a nice day. My order ORD-48213 never arrived. "
+            "Thanks so much for your patience with me today.")
+    assert salient(text, 60) == "My order ORD-48213 never arrived."
+    short = shorten("I see, and is there anything else you need? It goes to 12 Baker Street and "
+                    "the phone is +44 20 7946 0958 today.", 60)
+    assert len(short) <= 60 and "12 Baker Street" in short and "+44 20 7946 0958" in short
+
+
+def test_shrinking_merges_the_oldest_into_an_omission_line_with_their_facts() -> None:
+    span = [msg(i, 0, content=f"Filler words here and there. Order ORD-{1000 + i} is late.") for i in range(1, 31)]
+    text = summarize(None, span, 120, COUNT)
+    lines = text.split("\n")
+    assert COUNT(text) <= 120 and lines[1].startswith("- (… messages #1–#")
+    entries, ranges = named(text)
+    assert ranges[0][0] == 1 and max(entries) == 30 and not unaccounted(set(range(1, 31)), set(), text)
+    assert "ORD-1001" in lines[1]  # the oldest facts are kept in the omission line
+
+
+def test_an_earlier_summary_in_another_format_stands_for_everything_it_covered() -> None:
+    earlier = "Summary of earlier conversation (through message #9):\nThe user wants a refund for ORD-7."
+    text = summarize(earlier, [msg(10, 0, content="later turn")], 200, COUNT)
+    assert text.split("\n")[1] == "- (… messages #1–#9 omitted: The user wants a refund for ORD-7. …)"
+    assert text.endswith("- user #10: later turn") and not unaccounted(set(range(1, 11)), set(), text)
+    tiny = summarize(earlier + " " + "blah " * 200, [msg(10, 0, content="later turn " * 40)], 64, COUNT)
+    assert COUNT(tiny) <= 64 and not unaccounted(set(range(1, 11)), set(), tiny)  # "#1–#10 omitted"
+
+
+def test_a_huge_fold_names_every_message() -> None:
+    span = [msg(i, 0, content=f"turn {i}: parcel P-{i} moved") for i in range(1, 3001)]
+    text = summarize(None, span, 200, COUNT)
+    assert COUNT(text) <= 200 and not unaccounted(set(range(1, 3001)), set(), text)
+    assert text.split("\n")[-1] == "- user #3000: turn 3000: parcel P-3000 moved"
+
+
+def test_newest_message_cut_to_its_room_keeps_its_beginning_and_end() -> None:
+    big = "BEGIN " + "lorem " * 2000 + "END"
+    st = state(msg(1, 10, 0, "system", "rules"), msg(2, 5, content="hello"),
+               msg(3, COUNT_MSG("user", big), content=big))
+    b = budget_of(max_tokens=1000, flushing_strategy=FlushingStrategy(summary_tokens=64))
+    view = context_view(st, b, count=COUNT_MSG)
+    shown = view.messages[-1]
+    assert seqs(view) == [1, 3] and view.token_count <= 1000 and shown.token_count == COUNT_MSG("user", shown.content)
+    assert shown.content.startswith("BEGIN lorem") and shown.content.endswith("lorem END")
+    elided = int(MARKER.search(shown.content).group(1))  # type: ignore[union-attr]
+    assert abs(elided - (st.messages[2].token_count - shown.token_count)) < 40
+    assert cut_to(st.messages[2], 20, COUNT_MSG) is None  # not even the marker fits
+    assert context_view(st, b, max_tokens=60, count=COUNT_MSG).messages[-1].seq == 3  # the caller's limit
+    with pytest.raises(InvalidArgument, match="newest turn"):
+        context_view(st, b, max_tokens=30, count=COUNT_MSG)
+
+
+def test_oversize_reject_names_the_message_its_tokens_and_the_room() -> None:
+    b = budget_of(max_tokens=1000, flushing_strategy=FlushingStrategy(summary_tokens=300))
+    assert message_room(b, 5, 100) == 600
+    check_oversize(b, [(0, 5, 600), (1, 0, 50)], 50)  # the pinned one is not its business
+    with pytest.raises(ResourceExhausted, match=r"messages\[1\]: 601 tokens, more than the 600 tokens"):
+        check_oversize(b, [(0, 5, 10), (1, 5, 601)], 100)
+    with pytest.raises(ResourceExhausted, match=r"messages\[0\]: 560 tokens, more than the 550"):
+        check_oversize(b, [(0, 5, 560), (1, 0, 50)], 100)  # pinned in the same batch count
+
+
+def test_budget_problems_name_the_field() -> None:
+    def fields(**kw: object) -> list[tuple[str, ...]]:
+        return [f for f, _why in budget_problems(resource(**kw), None)]
+    assert fields(max_tokens=8000) == []
+    assert fields(max_tokens=8000, flushing_strategy=FlushingStrategy(summary_tokens=12)) \
+        == [("flushing_strategy", "summary_tokens")]
+    assert fields(max_tokens=8000, flushing_strategy=FlushingStrategy(type="fifo", summary_tokens=12)) == []
+    assert fields(max_tokens=560) == [("flushing_strategy", "summary_tokens")]
+    pinned = (PriorityBlock(0, ("policy",), 7500),)
+    assert fields(max_tokens=8000, priority_blocks=pinned) == [("priority_blocks[0]", "max_tokens")]
