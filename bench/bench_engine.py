@@ -208,7 +208,7 @@ def bench_facts() -> None:
     print("### Fact retention (promise 6)\n")
     print(f"A {len(turns)}-turn chat (~{sum(counter.count_message(r, c) for r, c in turns):,} tokens) whose first "
           f"{len(facts)} user turns each carry one fact (order and invoice codes, emails, phone numbers, "
-          "amounts, addresses, dates, names, serials) between filler sentences; B = 3,000, hybrid_summary, "
+          "amounts, addresses, dates, names) between filler sentences; B = 3,000, hybrid_summary, "
           "flushes when due. Facts counted in the final CONTEXT view.\n")
     print("| summary cap | folds | facts kept | summary tokens | fold p50 ms | fold p99 ms |")
     print("|---|---|---|---|---|---|")

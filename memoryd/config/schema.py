@@ -250,10 +250,6 @@ RESOURCE_FIELDS: tuple[Field, ...] = (
           default_doc="unset (tiers bounded by B only)"),
     Field("priority_blocks", ListOf(PRIORITY_BLOCK), "Priorities by content type.", default=()),
     Field("flushing_strategy", FLUSHING_STRATEGY, "When and how an instance is compacted."),
-    Field("oversize", Scalar("enum", choices=("truncate", "reject")),
-          "A message larger than its room in a context view: `truncate` stores it whole and shows it cut "
-          "(beginning, end and a marker naming its seq); `reject` refuses the batch (RESOURCE_EXHAUSTED).",
-          default="truncate", example="reject"),
     Field("persistence", PERSISTENCE, "Storage settings."),
     Field("privacy_policy", PRIVACY_POLICY, "Redaction and messages that are never stored."),
     Field("access", ACCESS, "Access to instances without an agent reference."),
