@@ -197,13 +197,38 @@ def _fact_chat(n_facts: int, n_turns: int) -> tuple[list[tuple[str, str]], list[
     return turns, facts
 
 
-def bench_facts() -> None:
-    """Share of early facts still in the CONTEXT view after a long conversation folded
-    again and again, and what one fold costs (promise 6)."""
+def fact_retention(cap: int) -> tuple[int, int, int, int, list[float]]:
+    """Fold the fact chat as the daemon would (B = 3,000, hybrid_summary, a flush when
+    due); (folds, facts in the final CONTEXT view, facts, summary tokens, fold seconds).
+    tests/unit/test_engine_rules.py holds the result to the promise's target."""
     from memoryd.engine import apply_plan, needs_flush
 
     counter = tokens.counter_for_model("gpt-4o")
     count = functools.partial(counter.count_message, "system")
+    turns, facts = _fact_chat(24, 240)
+    res = MemoryResource(id="facts", max_tokens=3000, flushing_strategy=FlushingStrategy(summary_tokens=cap))
+    budget = compute_budget(res, None)
+    state = InstanceState(meta=InstanceMeta(), summary=None, messages=())
+    times: list[float] = []
+    for seq, (role, content) in enumerate(turns, start=1):
+        m = StoredMessage(seq=seq, id=str(seq), role=role, content=content, content_type="text", priority=None,
+                          effective_priority=5, token_count=counter.count_message(role, content), created_at_ms=seq)
+        msgs = (*state.messages, m)
+        state = InstanceState(recount(state.meta, msgs, state.summary), state.summary, msgs)
+        if needs_flush(state.meta, res, budget):
+            t0 = time.perf_counter()
+            plan = plan_flush(state, res, budget, count, seq)
+            times.append(time.perf_counter() - t0)
+            state = apply_plan(state, plan, now_ms=seq)
+    view = context_view(state, budget, count=counter.count_message)
+    text = "\n".join(v.content for v in view.messages)
+    return len(times), sum(f in text for f in facts), len(facts), state.meta.summary_tokens, times
+
+
+def bench_facts() -> None:
+    """Share of early facts still in the CONTEXT view after a long conversation folded
+    again and again, and what one fold costs (promise 6)."""
+    counter = tokens.counter_for_model("gpt-4o")
     turns, facts = _fact_chat(24, 240)
     print("### Fact retention (promise 6)\n")
     print(f"A {len(turns)}-turn chat (~{sum(counter.count_message(r, c) for r, c in turns):,} tokens) whose first "
@@ -213,26 +238,9 @@ def bench_facts() -> None:
     print("| summary cap | folds | facts kept | summary tokens | fold p50 ms | fold p99 ms |")
     print("|---|---|---|---|---|---|")
     for cap in (200, 500):
-        res = MemoryResource(id="facts", max_tokens=3000, flushing_strategy=FlushingStrategy(summary_tokens=cap))
-        budget = compute_budget(res, None)
-        state = InstanceState(meta=InstanceMeta(), summary=None, messages=())
-        times: list[float] = []
-        for seq, (role, content) in enumerate(turns, start=1):
-            m = StoredMessage(seq=seq, id=str(seq), role=role, content=content, content_type="text", priority=None,
-                              effective_priority=5, token_count=counter.count_message(role, content),
-                              created_at_ms=seq)
-            msgs = (*state.messages, m)
-            state = InstanceState(recount(state.meta, msgs, state.summary), state.summary, msgs)
-            if needs_flush(state.meta, res, budget):
-                t0 = time.perf_counter()
-                plan = plan_flush(state, res, budget, count, seq)
-                times.append(time.perf_counter() - t0)
-                state = apply_plan(state, plan, now_ms=seq)
-        view = context_view(state, budget, count=counter.count_message)
-        text = "\n".join(v.content for v in view.messages)
-        kept = sum(f in text for f in facts)
-        print(f"| {cap} | {len(times)} | {kept}/{len(facts)} ({100 * kept / len(facts):.0f} %) | "
-              f"{state.meta.summary_tokens} | {_pct(times, .5) * 1e3:.2f} | {_pct(times, .99) * 1e3:.2f} |")
+        folds, kept, total, summary_tokens, times = fact_retention(cap)
+        print(f"| {cap} | {folds} | {kept}/{total} ({100 * kept / total:.0f} %) | "
+              f"{summary_tokens} | {_pct(times, .5) * 1e3:.2f} | {_pct(times, .99) * 1e3:.2f} |")
     print()
 
 

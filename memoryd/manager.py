@@ -160,6 +160,8 @@ class MemoryManager:
             except ConfigError as exc:
                 problems.extend(exc.problems)
                 continue
+            problems.extend(f"memory '{res.id}': {'.'.join(path)}: {why}"
+                            for path, why in engine.budget_problems(res, window))
             self.runtimes[res.id] = ResourceRuntime(
                 res, budget, tokens.counter_for_model(res.model), res_store, PrivacyFilter(res.privacy_policy)
             )
@@ -257,6 +259,8 @@ class MemoryManager:
                 count = await tokens.count_message_async(rt.counter, m.role, content)
             prepared.append(self._prepared(rt, m, content, count))
         to_store = [m for m in prepared if m is not None]
+        if rt.resource.oversize == "reject":
+            await self._refuse_oversized(target, prepared)
         ttl = rt.resource.persistence.ttl_s
         if to_store:
             outcome = await rt.store.append(
@@ -285,6 +289,19 @@ class MemoryManager:
             scheduled = self._schedule_flush(target)
         return AppendResult(outcome=outcome, messages=tuple(prepared), flush_scheduled=scheduled,
                             redactions=tuple(redactions))
+
+    @staticmethod
+    async def _refuse_oversized(target: Target, prepared: Sequence[NewMessage | None]) -> None:
+        """``oversize: reject``: refuse a batch holding a message larger than its room in a
+        view (promise 5). The stored pinned tokens are read only when some message is
+        larger than the room left by a full pinned tier."""
+        rt = target.runtime
+        sizes = [(i, m.effective_priority, m.token_count) for i, m in enumerate(prepared) if m is not None]
+        if all(m.pinned or m.token_count <= engine.message_room(rt.budget, m.effective_priority,
+                                                                  rt.budget.pinned_cap)
+               for m in prepared if m is not None):
+            return
+        engine.check_oversize(rt.budget, sizes, (await rt.store.meta(target.addr)).pinned_tokens)
 
     # -- flush --------------------------------------------------------------------
 
@@ -392,10 +409,11 @@ class MemoryManager:
     async def read_context(self, target: Target, *, max_tokens: int) -> tuple[ContextView, InstanceMeta]:
         rt = target.runtime
         state = await rt.store.state(target.addr)
+        args = (state, rt.budget, max_tokens or None, "system", rt.counter.count_message)
         if len(state.messages) > THREAD_THRESHOLD:
-            view = await asyncio.to_thread(engine.context_view, state, rt.budget, max_tokens or None)
+            view = await asyncio.to_thread(engine.context_view, *args)
         else:
-            view = engine.context_view(state, rt.budget, max_tokens or None)
+            view = engine.context_view(*args)
         return view, state.meta
 
     async def meta(self, target: Target) -> InstanceMeta:

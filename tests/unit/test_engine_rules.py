@@ -537,3 +537,13 @@ def test_budget_problems_name_the_field() -> None:
     assert fields(max_tokens=560) == [("flushing_strategy", "summary_tokens")]
     pinned = (PriorityBlock(0, ("policy",), 7500),)
     assert fields(max_tokens=8000, priority_blocks=pinned) == [("priority_blocks[0]", "max_tokens")]
+
+
+@pytest.mark.parametrize("cap", [200, 500])
+def test_fact_retention_meets_the_target(cap: int) -> None:
+    """Promise 6, measured as in bench/README.md: early facts survive many folds (≥ 80 % at 500 tokens)."""
+    from bench.bench_engine import fact_retention
+
+    folds, kept, total, summary_tokens, _times = fact_retention(cap)
+    assert folds >= 10 and summary_tokens <= cap
+    assert kept / total >= 0.8
