@@ -128,6 +128,7 @@ async def test_gpt4_counts_with_cl100k() -> None:
 from memoryd.config.model import FlushingStrategy, TokenAllocation  # noqa: E402
 from memoryd.tokens import counter_for_model  # noqa: E402
 from tests.promises import MARKER, covers, is_cut_of, unaccounted  # noqa: E402
+from tests.service.test_privacy_and_metrics import scrape, value  # noqa: E402
 from tests.support import RunningServer  # noqa: E402
 
 COUNTER = counter_for_model("gpt-4o")
@@ -219,7 +220,8 @@ async def test_regression_oversized_message_in_a_400_token_recent_share() -> Non
 
 async def test_regression_fifo_keeps_the_newest_message_that_fits() -> None:
     fifo = FlushingStrategy(type="fifo")
-    async with running_server(project(max_tokens=800, flushing_strategy=fifo)) as srv, srv.client() as c:
+    async with running_server(project(max_tokens=800, flushing_strategy=fifo), metrics_listen="127.0.0.1:0") as srv, \
+            srv.client() as c:
         acked: set[int] = set()
         contents: dict[int, str] = {}
         for i in range(5):
@@ -229,8 +231,11 @@ async def test_regression_fifo_keeps_the_newest_message_that_fits() -> None:
         await settle(srv)
         raw = await c.read_all("chat", key="k", view="raw")
         view = await context(c, "k")
+        evicted = value(scrape(srv.server.ports["metrics"]), "memoryd_messages_evicted_total",
+                        memory_id="chat", strategy="fifo")
     assert raw and raw[-1].content == big
     assert view and view[-1].content == big and sum(m.token_count for m in view) <= 800
+    assert evicted == len(acked) - len(raw) > 0  # dropping is fifo's choice: counted
 
 
 async def test_regression_block_cap_shows_the_newest_tool_result_cut() -> None:
