@@ -166,7 +166,8 @@ def _check_resource(e: _Entry) -> None:
     _check_resource_fields(e)
     v = e.values
     prefix = e.path()
-    if "id" in v and not any(p.file == e.checker.file and (not prefix or p.path.startswith(prefix))
+    if "id" in v and not any(p.file == e.checker.file and (not prefix or p.path == prefix
+                                                           or p.path.startswith((prefix + ".", prefix + "[")))
                              for p in e.checker.problems):
         # The promises (docs/tokens-and-budget.md) need room for the summary and recent turns.
         window = context_window(v["model"]) if "model" in v else None
