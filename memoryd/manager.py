@@ -53,6 +53,10 @@ LOCK_CONTENDED_S = 0.005
 DIRECT_CACHE_SIZE = 4096
 # Above this many messages, planning and view selection run in a worker thread.
 THREAD_THRESHOLD = 2000
+# A CONTEXT read whose newest message is longer than this runs in a worker thread: its cut
+# counts tokens of up to ~16 characters per token of room (~17 ms for 50 KB of prose, ~140 ms
+# for 100 KB of one repeated character at a 7,400-token room).
+CUT_INLINE_MAX_CHARS = 16_384
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +122,15 @@ class Cleared:
 
 WatchEvent = Appended | Flushed | Cleared
 WATCH_WAKE_S = 1.0  # longest a watcher sleeps without re-reading the store
+
+
+def _large_newest(messages: Sequence[StoredMessage]) -> bool:
+    """True when the newest non-pinned message is long enough that cutting it to its room
+    (a few token counts of up to its length) could hold the event loop for milliseconds."""
+    for m in reversed(messages):
+        if m.effective_priority != 0:
+            return len(m.content) > CUT_INLINE_MAX_CHARS
+    return False
 
 
 def _now_ms() -> int:
@@ -410,7 +423,7 @@ class MemoryManager:
         rt = target.runtime
         state = await rt.store.state(target.addr)
         args = (state, rt.budget, max_tokens or None, "system", rt.counter.count_message)
-        if len(state.messages) > THREAD_THRESHOLD:
+        if len(state.messages) > THREAD_THRESHOLD or _large_newest(state.messages):
             view = await asyncio.to_thread(engine.context_view, *args)
         else:
             view = engine.context_view(*args)

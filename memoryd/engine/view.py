@@ -82,36 +82,54 @@ def marker(elided: int, seq: int) -> str:
 def cut_to(m: StoredMessage, room: int, count: MessageCounter) -> StoredMessage | None:
     """``m`` shown in at most ``room`` tokens: its beginning and its end around a marker
     naming how many tokens were left out and the seq to read in full; None when not even
-    the marker fits. The same input gives the same text."""
+    the marker fits. The same input gives the same text.
+
+    Counting is what costs (a long run of one character is slow to tokenize), so the
+    length is found in a few counts: a first guess from the message's own characters per
+    token, then proportional steps inside a bracket, stopping within 2 % of the room."""
     if m.token_count <= room:
         return m
     content = m.content
+    wide = marker(10 ** len(str(m.token_count)) - 1, m.seq)  # the widest marker this message can need
 
-    def build(n: int) -> tuple[str, int]:
-        head, tail = content[: n - n // 2], content[len(content) - n // 2:] if n // 2 else ""
-        shown = count(m.role, head + tail) - count(m.role, "") if n else 0
-        text = "\n".join(p for p in (head, marker(max(0, m.token_count - 4 - shown), m.seq), tail) if p)
-        return text, count(m.role, text)
+    def parts(n: int) -> tuple[str, str]:
+        return content[: n - n // 2], content[len(content) - n // 2:] if n // 2 else ""
 
-    text, cost = build(0)
-    if cost > room:
+    def assemble(n: int, elided: int) -> str:
+        head, tail = parts(n)
+        return "\n".join(p for p in (head, marker(elided, m.seq), tail) if p)
+
+    base = count(m.role, wide)  # the marker alone, as wide as it can be
+    if base > room:
         return None
+    overhead = count(m.role, "")
     lo, hi = 0, min(len(content) - 1, _CHARS_PER_TOKEN_BOUND * (room + 1))
-    # first probe where the message's own density says the room ends, then bisect
-    guess = min(hi, max(0, len(content) * (room - cost) // max(1, m.token_count)))
-    if guess > lo:
-        t, c = build(guess)
-        if c <= room:
-            lo, text, cost = guess, t, c
+    lo_cost = base
+    per_token = len(content) / max(1, m.token_count - overhead)  # characters per token of this message
+    n = min(hi, int((room - base) * per_token))
+    for _ in range(12):
+        if n <= lo or n > hi:
+            n = (lo + hi + 1) // 2
+        if n <= lo:
+            break
+        head, tail = parts(n)
+        cost = count(m.role, "\n".join(p for p in (head, wide, tail) if p))
+        if cost <= room:
+            lo, lo_cost = n, cost
+            if cost >= room - max(2, room // 50):
+                break
         else:
-            hi = guess - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        t, c = build(mid)
-        if c <= room:
-            lo, text, cost = mid, t, c
-        else:
-            hi = mid - 1
+            hi = n - 1
+        n = lo + int((n - lo) * (room - lo_cost) / max(1, cost - lo_cost)) if cost > lo_cost else hi
+    head, tail = parts(lo)
+    shown = count(m.role, head + tail) - overhead if lo else 0
+    text = assemble(lo, max(0, m.token_count - overhead - shown))
+    cost = count(m.role, text)
+    while cost > room and lo > 0:  # a narrower marker re-tokenised differently: rare, step back
+        lo = lo * 9 // 10
+        head, tail = parts(lo)
+        text = assemble(lo, max(0, m.token_count - overhead - (count(m.role, head + tail) - overhead if lo else 0)))
+        cost = count(m.role, text)
     return m._replace(content=text, token_count=cost)
 
 
