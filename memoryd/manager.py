@@ -56,6 +56,10 @@ LOCK_CONTENDED_S = 0.005
 DIRECT_CACHE_SIZE = 4096
 # Above this many messages, planning and view selection run in a worker thread.
 THREAD_THRESHOLD = 2000
+# A CONTEXT read whose newest message is longer than this runs in a worker thread: its cut
+# counts tokens of up to ~16 characters per token of room (~17 ms for 50 KB of prose, ~140 ms
+# for 100 KB of one repeated character at a 7,400-token room).
+CUT_INLINE_MAX_CHARS = 16_384
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +127,15 @@ WatchEvent = Appended | Flushed | Cleared
 WATCH_WAKE_S = 1.0  # longest a watcher sleeps without re-reading the store
 
 
+def _large_newest(messages: Sequence[StoredMessage]) -> bool:
+    """True when the newest non-pinned message is long enough that cutting it to its room
+    (a few token counts of up to its length) could hold the event loop for milliseconds."""
+    for m in reversed(messages):
+        if m.effective_priority != 0:
+            return len(m.content) > CUT_INLINE_MAX_CHARS
+    return False
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -163,6 +176,8 @@ class MemoryManager:
             except ConfigError as exc:
                 problems.extend(exc.problems)
                 continue
+            problems.extend(f"memory '{res.id}': {'.'.join(path)}: {why}"
+                            for path, why in engine.budget_problems(res, window))
             self.runtimes[res.id] = ResourceRuntime(
                 res, budget, tokens.counter_for_model(res.model), res_store,
                 PrivacyFilter(res.privacy_policy, max_bytes=settings.max_message_bytes),
@@ -280,6 +295,8 @@ class MemoryManager:
                 count = await tokens.count_message_async(rt.counter, m.role, content)
             prepared.append(self._prepared(rt, m, content, count))
         to_store = [m for m in prepared if m is not None]
+        if rt.resource.oversize == "reject":
+            await self._refuse_oversized(target, prepared)
         ttl = rt.resource.persistence.ttl_s
         if to_store:
             outcome = await rt.store.append(
@@ -303,6 +320,19 @@ class MemoryManager:
             scheduled = self._schedule_flush(target)
         return AppendResult(outcome=outcome, messages=tuple(prepared), flush_scheduled=scheduled,
                             redactions=tuple(redactions))
+
+    @staticmethod
+    async def _refuse_oversized(target: Target, prepared: Sequence[NewMessage | None]) -> None:
+        """``oversize: reject``: refuse a batch holding a message larger than its room in a
+        view (promise 5). The stored pinned tokens are read only when some message is
+        larger than the room left by a full pinned tier."""
+        rt = target.runtime
+        sizes = [(i, m.effective_priority, m.token_count) for i, m in enumerate(prepared) if m is not None]
+        if all(m.pinned or m.token_count <= engine.message_room(rt.budget, m.effective_priority,
+                                                                  rt.budget.pinned_cap)
+               for m in prepared if m is not None):
+            return
+        engine.check_oversize(rt.budget, sizes, (await rt.store.meta(target.addr)).pinned_tokens)
 
     # -- flush --------------------------------------------------------------------
 
@@ -410,10 +440,11 @@ class MemoryManager:
     async def read_context(self, target: Target, *, max_tokens: int) -> tuple[ContextView, InstanceMeta]:
         rt = target.runtime
         state = await rt.store.state(target.addr)
-        if len(state.messages) > THREAD_THRESHOLD:
-            view = await asyncio.to_thread(engine.context_view, state, rt.budget, max_tokens or None)
+        args = (state, rt.budget, max_tokens or None, "system", rt.counter.count_message)
+        if len(state.messages) > THREAD_THRESHOLD or _large_newest(state.messages):
+            view = await asyncio.to_thread(engine.context_view, *args)
         else:
-            view = engine.context_view(state, rt.budget, max_tokens or None)
+            view = engine.context_view(*args)
         return view, state.meta
 
     async def meta(self, target: Target) -> InstanceMeta:
