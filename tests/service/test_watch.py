@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import tracemalloc
+import uuid
+from collections.abc import AsyncIterator
 
-from memoryd_client import AsyncMemoryClient, pb
+import pytest
+from memoryd_client import AsyncMemoryClient, ResourceExhaustedError, UnavailableError, pb
 
-from tests.support import RunningServer, running_server, storage_project
+from memoryd.manager import WATCH_EVENT_CHARS, MemoryManager
+from memoryd.server import Server
+from memoryd.settings import Settings
+from memoryd.store.embedded import EmbeddedStore
+from memoryd.store.url import open_store
+from tests.support import RunningServer, free_port, running_server, storage_project
 
 MEM = "default"
 
@@ -77,3 +87,114 @@ async def test_slow_watcher_lags_without_losing_anything(server: RunningServer) 
             got.extend((await stream.__anext__()).appended.messages)
         await stream.aclose()
     assert [m.content for m in got] == ["first"] + [f"s{i}" for i in range(5000)]
+
+
+# -- limits (issue 15, item 7) ------------------------------------------------------------
+
+
+@pytest.fixture(params=["embedded", "redis"])
+async def capped(request: pytest.FixtureRequest) -> AsyncIterator[RunningServer]:
+    """A never-flushing server serving at most two watchers, on each store."""
+    store = None
+    if request.param == "redis":
+        store = open_store(request.getfixturevalue("redis_standalone").url)
+    project = storage_project(project_id=f"t{uuid.uuid4().hex[:12]}")
+    async with running_server(project, store=store, max_watchers=2) as srv:
+        yield srv
+
+
+async def first_event(c: AsyncMemoryClient, key: str) -> AsyncIterator[pb.WatchResponse]:
+    """A watch stream that has delivered its first event (so the daemon holds it)."""
+    stream = c.watch(MEM, key=key).__aiter__()
+    await stream.__anext__()
+    return stream
+
+
+async def until_released(srv: RunningServer, count: int) -> None:
+    """Wait until the daemon has let go of closed streams (their handlers end asynchronously)."""
+    while srv.server.manager.watchers > count:  # noqa: ASYNC110 - a condition polled, not a guessed delay
+        await asyncio.sleep(0.01)
+
+
+async def test_watcher_cap_refuses_one_more_and_a_freed_slot_is_reusable(capped: RunningServer) -> None:
+    async with capped.client() as c:
+        await c.append(MEM, [{"role": "user", "content": "hello"}], key="cap")
+        one, two = await first_event(c, "cap"), await first_event(c, "cap")
+        with pytest.raises(ResourceExhaustedError, match="max-watchers"):
+            await first_event(c, "cap")
+        await one.aclose()  # type: ignore[attr-defined]
+        await asyncio.wait_for(until_released(capped, 1), 10)
+        three = await first_event(c, "cap")
+        await c.append(MEM, [{"role": "user", "content": "after"}], key="cap")
+        assert [m.content for m in (await three.__anext__()).appended.messages] == ["after"]
+        assert [m.content for m in (await two.__anext__()).appended.messages] == ["after"]
+        for stream in (two, three):
+            await stream.aclose()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("backend", ["embedded", "redis"])
+async def test_shutdown_ends_a_watch_with_unavailable(backend: str, request: pytest.FixtureRequest) -> None:
+    """A Watch ended by the daemon's shutdown is not a normal end: the client must resume elsewhere."""
+    store = open_store(request.getfixturevalue("redis_standalone").url) if backend == "redis" else EmbeddedStore()
+    settings = Settings(listen=f"127.0.0.1:{free_port()}", shutdown_grace=5.0)
+    project = storage_project(project_id=f"t{uuid.uuid4().hex[:12]}")
+    server = Server(settings, MemoryManager(project, store, settings))
+    await server.start()
+    try:
+        async with AsyncMemoryClient(settings.listen) as c:
+            await c.append(MEM, [{"role": "user", "content": "hello"}], key="down")
+            stream = await first_event(c, "down")
+            stopping = asyncio.create_task(server.stop())
+            with pytest.raises(UnavailableError, match="resume with after_seq"):
+                await stream.__anext__()
+            await stopping
+    finally:
+        if not server.shutdown_event.is_set():
+            await server.stop()
+
+
+async def test_an_appended_event_carries_a_bounded_amount_of_content(server: RunningServer) -> None:
+    """What a watcher holds for a client that stops reading is one event: its size is bounded."""
+    async with server.client() as c:
+        for start in range(0, 300, 100):
+            batch = [{"role": "user", "content": f"{i:04d}" + "x" * 996} for i in range(start, start + 100)]
+            await c.append(MEM, batch, key="big")
+        await c.append(MEM, [{"role": "user", "content": "huge" + "y" * (WATCH_EVENT_CHARS * 2)}], key="big")
+        sizes: list[tuple[int, int]] = []
+        got: list[str] = []
+        async for event in c.watch(MEM, key="big"):
+            msgs = event.appended.messages
+            sizes.append((len(msgs), sum(len(m.content) for m in msgs)))
+            got.extend(m.content[:4] for m in msgs)
+            if len(got) == 301:
+                break
+    assert got == [f"{i:04d}" for i in range(300)] + ["huge"]
+    assert all(chars <= WATCH_EVENT_CHARS or n == 1 for n, chars in sizes), sizes
+    assert sizes[-1] == (1, 4 + WATCH_EVENT_CHARS * 2)  # one message larger than the bound still goes
+
+
+async def test_watchers_that_stop_reading_hold_bounded_memory(server: RunningServer) -> None:
+    """20 watchers read one event and then nothing while 10,000 x 430 B are appended to what
+    they watch: the daemon holds at most about one event for each (measured with tracemalloc,
+    Python allocations: with the client in this process, the difference between the watchers
+    stalled and the watchers gone)."""
+    watchers, per_watcher_bound = 20, 96 * 1024
+    async with server.client() as writer, server.client() as reader:
+        await writer.append(MEM, [{"role": "user", "content": "first"}], key="mem")
+        tracemalloc.start()
+        try:
+            streams = [await first_event(reader, "mem") for _ in range(watchers)]
+            content = "The customer reports that the parcel with order number 12345 has not arrived yet; " * 5
+            for _ in range(20):
+                await writer.append(MEM, [{"role": "user", "content": content}] * 500, key="mem")
+            gc.collect()
+            stalled = tracemalloc.get_traced_memory()[0]
+            for stream in streams:
+                await stream.aclose()  # type: ignore[attr-defined]
+            del streams
+            await asyncio.wait_for(until_released(server, 0), 10)
+            gc.collect()
+            released = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+    assert (stalled - released) / watchers < per_watcher_bound, (stalled - released) / watchers
