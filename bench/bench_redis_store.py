@@ -26,10 +26,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from memoryd.breaker import BreakerSettings
 from memoryd.keys import InstanceAddr
 from memoryd.models import NewMessage, StoredMessage
 from memoryd.store.redis import RedisStore, codec
+from memoryd.store.redis.breaker import BreakerSettings
 from memoryd.store.url import open_store
 
 CONTENT = ("The customer asked about the refund policy for annual plans; the agent explained the "

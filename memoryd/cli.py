@@ -12,13 +12,13 @@ import sys
 from collections.abc import Sequence
 
 from memoryd import __version__, auth, logs, settings
-from memoryd.breaker import BreakerSettings
 from memoryd.config.model import Project, default_project
 from memoryd.errors import ConfigError, MemorydError
 from memoryd.manager import MemoryManager
 from memoryd.metrics import Metrics
 from memoryd.server import Server, is_loopback
 from memoryd.store.base import MemoryStore
+from memoryd.store.redis.breaker import BreakerSettings
 
 log = logging.getLogger("memoryd.cli")
 

@@ -19,6 +19,7 @@ class Status(Enum):
     UNAUTHENTICATED = "unauthenticated"
     RESOURCE_EXHAUSTED = "resource_exhausted"
     FAILED_PRECONDITION = "failed_precondition"
+    ALREADY_EXISTS = "already_exists"
     UNAVAILABLE = "unavailable"
     ABORTED = "aborted"
     DEADLINE_EXCEEDED = "deadline_exceeded"
@@ -79,6 +80,12 @@ class FailedPrecondition(MemorydError):
     status = Status.FAILED_PRECONDITION
 
 
+class IdempotencyConflict(MemorydError):
+    """An idempotency key already stored a different batch: nothing is stored, the key is not reusable."""
+
+    status = Status.ALREADY_EXISTS
+
+
 class StoreUnavailable(MemorydError):
     """The store cannot be reached (connection error, timeout, breaker open). Safe to retry."""
 
@@ -99,6 +106,10 @@ class LockContention(MemorydError):
 
 class FenceRejected(LockContention):
     """A flush plan was refused because its fencing token is stale (the lock expired)."""
+
+
+class InstanceChanged(LockContention):
+    """A flush plan was refused because the instance was wiped and created again since it was read."""
 
 
 class DeadlineExceeded(MemorydError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -23,7 +24,6 @@ from memoryd.config.resolve import ResolvedRef, resolve_agent, resolve_direct, r
 from memoryd.engine import Budget, ContextView
 from memoryd.errors import (
     ConfigError,
-    FailedPrecondition,
     FenceRejected,
     InvalidArgument,
     LockContention,
@@ -319,11 +319,6 @@ class MemoryManager:
             )
         else:
             outcome = AppendOutcome(refs=(), meta=await rt.store.meta(target.addr))
-        if outcome.replayed and len(outcome.refs) != len(to_store):
-            raise FailedPrecondition(
-                f"idempotency_key: already used for a batch of {len(outcome.refs)} stored messages, "
-                f"this one stores {len(to_store)}; use a new key for a new batch"
-            )
         excluded = len(prepared) - len(to_store)
         if not outcome.replayed:
             self.metrics.messages_appended(mid, len(outcome.refs))
@@ -374,7 +369,7 @@ class MemoryManager:
             plan = await asyncio.to_thread(engine.plan_flush, *args)
         else:
             plan = engine.plan_flush(*args)
-        return plan
+        return dataclasses.replace(plan, epoch=state.meta.epoch)
 
     async def flush(self, target: Target, *, dry_run: bool = False) -> FlushResult:
         target.require_write("Flush")

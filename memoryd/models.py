@@ -87,6 +87,10 @@ class InstanceMeta:
     flush_count: int = 0
     last_flush_at_ms: int | None = None
     fence: int = 0
+    # The instance's identity: set when it is created, new whenever it is wiped (Clear, TTL
+    # expiry, EndWorkflow) and created again; "" while it does not exist. Seqs restart at 1
+    # in a new incarnation, so a seq or a counter alone cannot tell two incarnations apart.
+    epoch: str = ""
 
     @property
     def token_count(self) -> int:
@@ -132,6 +136,9 @@ class FlushPlan:
     summary: Summary | None
     tokens_before: int
     tokens_after: int
+    # The incarnation the plan was made from (``InstanceMeta.epoch``): apply_flush refuses it
+    # for any other, so a plan can never remove the messages of a re-created instance.
+    epoch: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ GRPC_CODES: dict[Status, grpc.StatusCode] = {
     Status.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
     Status.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Status.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    Status.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
     Status.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Status.ABORTED: grpc.StatusCode.ABORTED,
     Status.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,

@@ -13,11 +13,11 @@ import bisect
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field, replace
 
-from memoryd.errors import FenceRejected, LockContention, PinnedTierFull
+from memoryd.errors import FenceRejected, IdempotencyConflict, InstanceChanged, LockContention, PinnedTierFull
 from memoryd.keys import InstanceAddr
 from memoryd.models import (
     AppendedRef,
@@ -31,6 +31,9 @@ from memoryd.models import (
     Summary,
 )
 from memoryd.store.base import LockLease
+from memoryd.store.digest import batch_digest
+
+DEFAULT_IDEMPOTENCY_WINDOW_MS = 86_400_000  # as the Redis store: caller keys, when the instance has no TTL
 
 
 def _now_ms() -> int:
@@ -43,17 +46,28 @@ class _Instance:
     # The stored seqs, ascending: a paged read finds its first message by bisection
     # instead of walking every older one (a RAW read of n messages was O(n^2 / page)).
     seqs: list[int] = field(default_factory=list)
-    meta: InstanceMeta = field(default_factory=InstanceMeta)
+    meta: InstanceMeta = field(default_factory=lambda: InstanceMeta(epoch=uuid.uuid4().hex))
     summary: Summary | None = None
-    idempotency: dict[str, tuple[AppendedRef, ...]] = field(default_factory=dict)
-    expires_at: float | None = None  # time.monotonic() deadline
+    # key -> (digest of the batch, its refs, expiry on the store's clock); insertion order is
+    # expiry order while the window stays the same, so expired records are pruned from the front.
+    idempotency: dict[str, tuple[str, tuple[AppendedRef, ...], float]] = field(default_factory=dict)
+    expires_at: float | None = None  # deadline on the store's clock
     workflow_id: str | None = None
 
 
 class EmbeddedStore:
     """In-process MemoryStore. TTL is enforced lazily on access and by a sweeper task."""
 
-    def __init__(self, *, sweep_interval_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        sweep_interval_s: float = 5.0,
+        idempotency_window_ms: int = DEFAULT_IDEMPOTENCY_WINDOW_MS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``clock`` (seconds, monotonic) decides TTL and idempotency expiry; tests pass their own."""
+        self._clock = clock
+        self._idempotency_window_s = idempotency_window_ms / 1000
         self._instances: dict[InstanceAddr, _Instance] = {}
         self._locks: dict[InstanceAddr, asyncio.Lock] = {}
         self._fences: dict[InstanceAddr, int] = {}
@@ -87,9 +101,11 @@ class EmbeddedStore:
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(self._sweep_interval_s)
-            now = time.monotonic()
+            now = self._clock()
             for addr in [a for a, i in self._instances.items() if i.expires_at is not None and i.expires_at <= now]:
                 self._drop(addr)
+            for inst in self._instances.values():  # records of instances that see no keyed append
+                self._prune_idempotency(inst)
 
     def _notify(self, addr: InstanceAddr) -> None:
         event = self._changed.pop(addr, None)
@@ -123,14 +139,13 @@ class EmbeddedStore:
 
     def _get(self, addr: InstanceAddr) -> _Instance | None:
         inst = self._instances.get(addr)
-        if inst is not None and inst.expires_at is not None and inst.expires_at <= time.monotonic():
+        if inst is not None and inst.expires_at is not None and inst.expires_at <= self._clock():
             self._drop(addr)
             return None
         return inst
 
-    @staticmethod
-    def _touch(inst: _Instance, ttl_ms: int | None) -> None:
-        inst.expires_at = None if ttl_ms is None else time.monotonic() + ttl_ms / 1000
+    def _touch(self, inst: _Instance, ttl_ms: int | None) -> None:
+        inst.expires_at = None if ttl_ms is None else self._clock() + ttl_ms / 1000
 
     async def append(
         self,
@@ -143,16 +158,23 @@ class EmbeddedStore:
         workflow_id: str | None = None,
     ) -> AppendOutcome:
         inst = self._get(addr)
-        if inst is not None and idempotency_key and idempotency_key in inst.idempotency:
-            return AppendOutcome(refs=inst.idempotency[idempotency_key], meta=inst.meta, replayed=True)
-        meta = inst.meta if inst is not None else InstanceMeta()
+        digest = batch_digest(messages) if idempotency_key else ""
+        if inst is not None and idempotency_key:
+            self._prune_idempotency(inst)
+            record = inst.idempotency.get(idempotency_key)
+            if record is not None:
+                if record[0] != digest:
+                    raise IdempotencyConflict(
+                        "idempotency_key: already used for a different batch; nothing was stored (use a new key)"
+                    )
+                return AppendOutcome(refs=record[1], meta=inst.meta, replayed=True)
+        pinned_now = inst.meta.pinned_tokens if inst is not None else 0
         new_pinned = sum(m.token_count for m in messages if m.pinned)
-        if pinned_cap is not None and new_pinned and meta.pinned_tokens + new_pinned > pinned_cap:
-            raise PinnedTierFull(
-                f"pinned tier full: {meta.pinned_tokens} + {new_pinned} tokens > cap {pinned_cap}"
-            )
+        if pinned_cap is not None and new_pinned and pinned_now + new_pinned > pinned_cap:
+            raise PinnedTierFull(f"pinned tier full: {pinned_now} + {new_pinned} tokens > cap {pinned_cap}")
         if inst is None:
             inst = self._instances[addr] = _Instance()
+        meta = inst.meta
         now = _now_ms()
         seq = meta.last_seq
         refs = []
@@ -175,13 +197,23 @@ class EmbeddedStore:
             last_seq=seq,
         )
         if idempotency_key:
-            inst.idempotency[idempotency_key] = tuple(refs)
+            window = ttl_ms / 1000 if ttl_ms is not None and ttl_ms > 0 else self._idempotency_window_s
+            inst.idempotency[idempotency_key] = (digest, tuple(refs), self._clock() + window)
         if workflow_id is not None:
             inst.workflow_id = workflow_id
             self._workflows.setdefault((addr.project, workflow_id), set()).add(addr)
         self._touch(inst, ttl_ms)
         self._notify(addr)
         return AppendOutcome(refs=tuple(refs), meta=inst.meta)
+
+    def _prune_idempotency(self, inst: _Instance) -> None:
+        now = self._clock()
+        records = inst.idempotency
+        while records:
+            key = next(iter(records))
+            if records[key][2] > now:
+                return
+            del records[key]
 
     async def read(self, addr: InstanceAddr, *, after_seq: int = 0, limit: int = 0) -> list[StoredMessage]:
         inst = self._get(addr)
@@ -212,6 +244,8 @@ class EmbeddedStore:
         inst = self._get(addr)
         if inst is None:
             return FlushOutcome(removed_seqs=(), meta=InstanceMeta())
+        if plan.epoch and plan.epoch != inst.meta.epoch:
+            raise InstanceChanged("the instance was cleared and created again since the flush read it")
         removed = [inst.messages.pop(seq) for seq in plan.remove_seqs if seq in inst.messages]
         if removed:
             inst.seqs = list(inst.messages)

@@ -10,8 +10,9 @@
 Options: socket_timeout, socket_connect_timeout (seconds), max_connections,
 health_check_interval (seconds), client_name, ssl_ca_certs, ssl_certfile, ssl_keyfile,
 ssl_cert_reqs (required|optional|none), ssl_check_hostname (true|false),
-sentinel_username, sentinel_password. A password file (re-read at each new connection)
-overrides the URL's password.
+sentinel_username, sentinel_password, wire (lean|stock: ``stock`` uses redis-py's own
+connections, pools and Script objects instead of ``store/redis/wire.py``, to bisect a
+regression). A password file (re-read at each new connection) overrides the URL's password.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from memoryd.breaker import BreakerSettings
 from memoryd.errors import ConfigError
 from memoryd.store.base import MemoryStore
+from memoryd.store.redis.breaker import BreakerSettings
 from memoryd.store.redis.connection import ConnectionSettings, Mode
 
 _SCHEMES: dict[str, tuple[Mode, bool]] = {
@@ -138,6 +139,10 @@ def parse_url(url: str, *, password_file: str | None = None) -> ConnectionSettin
                 if value not in ("required", "optional", "none"):
                     raise ValueError
                 kw["tls_cert_reqs"] = value
+            elif name == "wire":
+                if value not in ("lean", "stock"):
+                    raise ValueError
+                kw["lean_wire"] = value == "lean"
             elif name == "ssl_check_hostname":
                 if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
                     raise ValueError

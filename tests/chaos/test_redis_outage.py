@@ -13,7 +13,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from memoryd_client import AsyncMemoryClient, RetryPolicy, UnavailableError
 
-from memoryd.breaker import BreakerSettings
+from memoryd.store.redis.breaker import BreakerSettings
 from memoryd.store.url import open_store
 from tests.redis_servers import start_standalone, temporary
 from tests.support import running_server

@@ -7,10 +7,10 @@ import pytest
 import redis.exceptions as rex
 from redis.crc import key_slot
 
-from memoryd.breaker import BreakerSettings
 from memoryd.models import NewMessage
 from memoryd.store.redis import RedisStore
 from memoryd.store.redis import scripts as lua
+from memoryd.store.redis.breaker import BreakerSettings
 from memoryd.store.redis.layout import InstanceKeys, workflow_index
 from memoryd.store.url import open_store
 from tests.redis_servers import RedisClusterProcs

@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 import pytest
 from memoryd_client import (
+    AlreadyExistsError,
     AsyncMemoryClient,
     InvalidArgumentError,
     MemorydClientError,
@@ -71,6 +72,15 @@ async def test_idempotent_retry_does_not_duplicate(server: RunningServer) -> Non
     assert [r.seq for r in again.results] == [r.seq for r in first.results] == [1, 2]
     assert [r.id for r in again.results] == [r.id for r in first.results]
     assert [m.content for m in got] == ["once", "twice?", "once"]
+
+
+async def test_idempotency_key_reused_for_another_batch_is_already_exists(server: RunningServer) -> None:
+    async with server.client() as c:
+        await c.append(MEM, [{"role": "user", "content": "order A-1"}], key="reuse", idempotency_key="req-7")
+        with pytest.raises(AlreadyExistsError) as err:
+            await c.append(MEM, [{"role": "user", "content": "order B-2"}], key="reuse", idempotency_key="req-7")
+        assert "idempotency_key" in err.value.details
+        assert [m.content for m in await raw(c, "reuse")] == ["order A-1"]
 
 
 def _msg(**kw: Any) -> pb.Message:

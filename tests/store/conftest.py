@@ -8,13 +8,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from memoryd.breaker import BreakerSettings
 from memoryd.keys import InstanceAddr
 from memoryd.store.base import MemoryStore
+from memoryd.store.redis.breaker import BreakerSettings
 from memoryd.store.url import open_store
 
 REDIS_BACKENDS = ("standalone", "cluster", "sentinel")
-ALL_BACKENDS = ("embedded", *REDIS_BACKENDS)
+# "stock": standalone with redis-py's own connections, pools and scripts (URL ``wire=stock``),
+# the fallback that bisects a regression of store/redis/wire.py; it must keep the protocol too.
+ALL_BACKENDS = ("embedded", *REDIS_BACKENDS, "stock")
 # Generous per-call timeout: the 2-core test machine also runs servers and sentinels.
 TEST_BREAKER = BreakerSettings(timeout_s=2.0, max_failures=5, reset_timeout_s=0.5)
 
@@ -30,6 +32,8 @@ async def make_store(request: pytest.FixtureRequest, backend: str) -> MemoryStor
         # Imported lazily: the embedded backend joins the suite as soon as it exists.
         embedded = importlib.import_module("memoryd.store.embedded")
         store: MemoryStore = embedded.EmbeddedStore()
+    elif backend == "stock":
+        store = open_store(backend_url(request, "standalone") + "?wire=stock", breaker=TEST_BREAKER)
     else:
         store = open_store(backend_url(request, backend), breaker=TEST_BREAKER)
     await store.start()

@@ -13,11 +13,11 @@ from collections.abc import Awaitable, Callable
 import pytest
 import redis.exceptions as rex
 
-from memoryd.breaker import Breaker, BreakerSettings, is_infrastructure_error
 from memoryd.errors import MemorydError, PinnedTierFull, StoreUnavailable
 from memoryd.keys import InstanceAddr
 from memoryd.models import NewMessage
 from memoryd.store.redis import RedisStore
+from memoryd.store.redis.breaker import Breaker, BreakerSettings, is_infrastructure_error
 from memoryd.store.redis.layout import InstanceKeys
 from memoryd.store.url import open_store
 from tests.redis_servers import RedisProcess

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
-from memoryd.errors import FenceRejected, LockContention, PinnedTierFull
+from memoryd.errors import FenceRejected, IdempotencyConflict, InstanceChanged, LockContention, PinnedTierFull
 from memoryd.keys import InstanceAddr
 from memoryd.models import FlushPlan, InstanceMeta, NewMessage, StoredMessage, Summary
 from memoryd.store.base import MemoryStore
@@ -107,6 +108,34 @@ async def test_idempotency_key_replays_and_stores_nothing(store: MemoryStore, ad
     other = await store.append(addr, [msg("new")], idempotency_key="req-2", ttl_ms=TTL_MS)
     assert [r.seq for r in other.refs] == [3]
     assert [m.content for m in await store.read(addr)] == ["once", "twice?", "new"]
+
+
+async def test_idempotency_key_reused_for_another_batch_is_refused(store: MemoryStore, addr: InstanceAddr) -> None:
+    """A retry must carry the same batch: different content under a used key stores nothing."""
+    first = await store.append(addr, [msg("once")], idempotency_key="req-1", ttl_ms=TTL_MS)
+    for other in ([msg("different")], [msg("once"), msg("more")], [msg("once", role="assistant")],
+                  [msg("once", metadata={"k": "v"})]):
+        with pytest.raises(IdempotencyConflict, match="idempotency_key"):
+            await store.append(addr, other, idempotency_key="req-1", ttl_ms=TTL_MS)
+    again = await store.append(addr, [msg("once")], idempotency_key="req-1", ttl_ms=TTL_MS)
+    assert again.replayed and again.refs == first.refs
+    assert [m.content for m in await store.read(addr)] == ["once"]
+    assert counters(await store.meta(addr)) == (1, 0, 10)
+
+
+async def test_a_flush_planned_on_a_wiped_incarnation_removes_nothing(store: MemoryStore, addr: InstanceAddr) -> None:
+    await store.append(addr, [msg("OLD a"), msg("OLD b")])
+    old = await store.state(addr)
+    assert old.meta.epoch
+    await store.clear(addr)
+    created = await store.append(addr, [msg("NEW a"), msg("NEW b")])
+    assert created.meta.epoch and created.meta.epoch != old.meta.epoch
+    async with store.lock(addr, ttl_ms=10_000, acquire_timeout_s=5) as lease:
+        stale = replace(plan([1, 2], Summary("S:OLD", 3, 2, 0)), epoch=old.meta.epoch)
+        with pytest.raises(InstanceChanged):
+            await store.apply_flush(addr, stale, fence=lease.fence)
+    state = await store.state(addr)
+    assert [m.content for m in state.messages] == ["NEW a", "NEW b"] and state.summary is None
 
 
 async def test_pinned_cap_refuses_whole_batch(store: MemoryStore, addr: InstanceAddr) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memoryd.errors import PinnedTierFull
+from memoryd.errors import IdempotencyConflict, PinnedTierFull
 from memoryd.models import FlushPlan, NewMessage, Summary
 from memoryd.store.base import MemoryStore
 from tests.store.conftest import new_addr
@@ -35,7 +35,7 @@ class Model:
     last_seq: int = 0
     summary_tokens: int = 0
     flushes: int = 0
-    keys: set[str] = field(default_factory=set)
+    keys: dict[str, object] = field(default_factory=dict)  # key -> the batch it stored
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -47,13 +47,17 @@ async def test_counters_match_content_after_random_operations(store: MemoryStore
             _, batch, key = op
             adding = sum(m.token_count for m in batch if m.pinned)
             pinned_now = sum(m.token_count for m in model.messages.values() if m.pinned)
+            same = [(m.role, m.content, m.content_type, m.priority, sorted(m.metadata.items())) for m in batch]
             try:
                 out = await store.append(addr, batch, idempotency_key=key, pinned_cap=PINNED_CAP)
             except PinnedTierFull:
                 assert key not in model.keys and adding and pinned_now + adding > PINNED_CAP
                 continue
+            except IdempotencyConflict:  # the key stored another batch: nothing stored now
+                assert key in model.keys and model.keys[key] != same
+                continue
             if key in model.keys:
-                assert out.replayed
+                assert out.replayed and model.keys[key] == same
                 continue
             assert not out.replayed and not (adding and pinned_now + adding > PINNED_CAP)
             for m, ref in zip(batch, out.refs, strict=True):
@@ -61,7 +65,7 @@ async def test_counters_match_content_after_random_operations(store: MemoryStore
                 assert ref.seq == model.last_seq
                 model.messages[ref.seq] = m
             if key:
-                model.keys.add(key)
+                model.keys[key] = same
         elif op[0] == "flush":
             _, remove, summary_tokens = op
             summary = None if summary_tokens is None else Summary("s", summary_tokens, 0, 0)

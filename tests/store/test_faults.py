@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from memoryd.breaker import BreakerSettings
 from memoryd.errors import StoreUnavailable
 from memoryd.models import AppendedRef, NewMessage
 from memoryd.store.redis import RedisStore
+from memoryd.store.redis.breaker import BreakerSettings
 from memoryd.store.url import open_store
 from tests.redis_servers import RedisProcess, start_standalone, temporary
 from tests.store.conftest import new_addr

@@ -9,10 +9,10 @@ import pytest
 
 from memoryd.errors import FenceRejected, LockContention
 from memoryd.keys import InstanceAddr
-from memoryd.lock import InstanceLock, backoff_s
 from memoryd.models import FlushPlan, NewMessage, Summary
 from memoryd.store.base import MemoryStore
 from memoryd.store.redis import RedisStore
+from memoryd.store.redis.lock import InstanceLock, backoff_s
 from memoryd.store.url import open_store
 from tests.store.conftest import TEST_BREAKER, backend_url
 

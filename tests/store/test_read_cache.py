@@ -155,11 +155,11 @@ async def test_pages_of_an_uncached_instance_come_straight_from_redis(
 async def test_cache_is_bounded() -> None:
     cache = ReadCache(max_messages=10)
     a, b, c = (InstanceAddr("p", "r", k) for k in "abc")
-    cache.put(a, CachedInstance([], 0, 0))
+    cache.put(a, CachedInstance([], "e", 0, 0))
     for addr, n in ((a, 0), (b, 6), (c, 6)):
-        cache.put(addr, CachedInstance([_stored(i) for i in range(n)], 0, n))
+        cache.put(addr, CachedInstance([_stored(i) for i in range(n)], "e", 0, n))
     assert cache.get(b) is None and cache.get(c) is not None  # b was least recently used
-    cache.put(a, CachedInstance([_stored(i) for i in range(11)], 0, 11))
+    cache.put(a, CachedInstance([_stored(i) for i in range(11)], "e", 0, 11))
     assert cache.get(a) is None  # larger than the whole cache: not kept
 
 

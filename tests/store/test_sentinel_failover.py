@@ -9,9 +9,9 @@ import asyncio
 import time
 from pathlib import Path
 
-from memoryd.breaker import BreakerSettings
 from memoryd.errors import StoreUnavailable
 from memoryd.models import NewMessage
+from memoryd.store.redis.breaker import BreakerSettings
 from memoryd.store.url import open_store
 from tests.redis_servers import start_sentinel, temporary
 from tests.store.conftest import new_addr

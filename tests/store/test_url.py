@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from memoryd.breaker import BreakerSettings
 from memoryd.errors import ConfigError, StoreUnavailable
 from memoryd.models import NewMessage
 from memoryd.store.embedded import EmbeddedStore
 from memoryd.store.redis import ConnectionSettings, RedisStore
+from memoryd.store.redis.breaker import BreakerSettings
 from memoryd.store.url import open_store, parse_url, redact
 from tests.redis_servers import start_standalone, start_tls_standalone, temporary
 from tests.store.conftest import new_addr
@@ -63,6 +63,7 @@ def test_parse(url: str, expected: ConnectionSettings) -> None:
         ("redis://h?nope=1", "unknown option"),
         ("redis://h?max_connections=0", "bad value"),
         ("redis://h?ssl_cert_reqs=maybe", "bad value"),
+        ("redis://h?wire=fast", "bad value"),
         ("redis://:secret@h?nope=1", "***"),
     ],
 )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from memoryd.breaker import BreakerSettings
 from memoryd.cli import breaker_settings
 from memoryd.config.model import CircuitBreaker, MemoryResource, Persistence, Project
+from memoryd.store.redis.breaker import BreakerSettings
 
 
 def project(*breakers: CircuitBreaker, embedded: CircuitBreaker | None = None) -> Project:

@@ -1,4 +1,4 @@
-"""The store's per-call timeout (memoryd.deadlines): one timer for all calls, with the
+"""The store's per-call timeout (memoryd.store.redis.deadlines): one timer for all calls, with the
 contract of asyncio.timeout. Pure asyncio: calls that never finish wait on an Event."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from memoryd.deadlines import Deadlines
+from memoryd.store.redis.deadlines import Deadlines
 
 TIMEOUT = 0.05
 NO_HANG = 2.0  # far above TIMEOUT: a call that is never cancelled would fail the test, not hang it

@@ -27,6 +27,7 @@ var (
 	ErrResourceExhausted = &Error{Code: codes.ResourceExhausted}
 	ErrUnavailable       = &Error{Code: codes.Unavailable} // safe to retry idempotent calls
 	ErrAborted           = &Error{Code: codes.Aborted}
+	ErrAlreadyExists     = &Error{Code: codes.AlreadyExists} // idempotency key reused for another batch
 	ErrDeadlineExceeded  = &Error{Code: codes.DeadlineExceeded}
 	ErrUnimplemented     = &Error{Code: codes.Unimplemented}
 	ErrCanceled          = &Error{Code: codes.Canceled}

@@ -27,6 +27,8 @@ export class ResourceExhaustedError extends MemorydError {}
 /** The daemon or its store is unavailable; safe to retry idempotent calls. */
 export class UnavailableError extends MemorydError {}
 export class AbortedError extends MemorydError {}
+/** The idempotency key already stored a different batch: nothing was stored; use a new key. */
+export class AlreadyExistsError extends MemorydError {}
 export class DeadlineExceededError extends MemorydError {}
 export class UnimplementedError extends MemorydError {}
 export class CancelledError extends MemorydError {}
@@ -39,6 +41,7 @@ const BY_CODE = new Map<status, new (code: status, details: string, md?: Metadat
   [status.RESOURCE_EXHAUSTED, ResourceExhaustedError],
   [status.UNAVAILABLE, UnavailableError],
   [status.ABORTED, AbortedError],
+  [status.ALREADY_EXISTS, AlreadyExistsError],
   [status.DEADLINE_EXCEEDED, DeadlineExceededError],
   [status.UNIMPLEMENTED, UnimplementedError],
   [status.CANCELLED, CancelledError],

@@ -11,6 +11,7 @@ from memoryd_client._common import Agent, RetryPolicy
 from memoryd_client.aio import AsyncMemoryClient
 from memoryd_client.errors import (
     AbortedError,
+    AlreadyExistsError,
     DeadlineExceededError,
     InvalidArgumentError,
     MemorydClientError,
@@ -27,6 +28,7 @@ from memoryd_client.v1 import memory_pb2 as pb
 __all__ = [
     "AbortedError",
     "Agent",
+    "AlreadyExistsError",
     "AsyncMemoryClient",
     "DeadlineExceededError",
     "InvalidArgumentError",

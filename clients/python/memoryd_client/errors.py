@@ -38,6 +38,10 @@ class UnavailableError(MemorydClientError):
 class AbortedError(MemorydClientError): ...
 
 
+class AlreadyExistsError(MemorydClientError):
+    """The idempotency key already stored a different batch: nothing was stored; use a new key."""
+
+
 class DeadlineExceededError(MemorydClientError): ...
 
 
@@ -52,6 +56,7 @@ _BY_CODE: dict[grpc.StatusCode, type[MemorydClientError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.ABORTED: AbortedError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.UNIMPLEMENTED: UnimplementedError,
 }

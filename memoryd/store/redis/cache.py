@@ -2,9 +2,9 @@
 
 A stored message never changes while its instance lives: seq -> message is immutable,
 and messages leave only by a flush (which increments ``flush_count``) or when the whole
-instance goes (Clear, TTL expiry; a re-created instance has new message ids). So a
-daemon may keep what it decoded, provided every read re-checks the instance in one
-round trip: the counters, the newest cached entry's id, and the entries appended since.
+instance goes (Clear, TTL expiry, EndWorkflow; the instance created again after that has
+a new ``epoch``). So a daemon may keep what it decoded, provided every read re-checks the
+instance in one round trip: the epoch, the counters, and the entries appended since.
 The check fails closed (any doubt: read everything again), so the cache never serves
 what another daemon changed; it only saves decoding what did not change.
 """
@@ -42,6 +42,7 @@ DEFAULT_MAX_MESSAGES = 50_000  # ~25-50 MB of typical chat messages per daemon
 @dataclass
 class CachedInstance:
     messages: list[StoredMessage]  # by seq
+    epoch: str  # the incarnation these messages belong to (InstanceMeta.epoch)
     flush_count: int
     covered_seq: int  # every stored message with seq <= covered_seq is in ``messages``
     seqs: list[int] = field(default_factory=list)
@@ -58,11 +59,6 @@ class CachedInstance:
         """Whether the cached messages plus ``new`` account exactly for ``meta``'s counters."""
         pinned, tokens = token_sums(new)
         return accounts_for(meta, len(self.messages) + len(new), self.pinned_tokens + pinned, self.tokens + tokens)
-
-    @property
-    def anchor(self) -> StoredMessage | None:
-        """The newest cached message: if it is gone or has another id, the instance was re-created."""
-        return self.messages[-1] if self.messages else None
 
     def extend(self, new: list[StoredMessage], covered_seq: int) -> None:
         self.messages.extend(new)

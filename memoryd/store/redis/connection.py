@@ -16,7 +16,8 @@ Choices (docs/redis.md, "Connections"):
   tells which parser is active. Standalone and Sentinel connections also pack commands
   with hiredis and write without a Task per command, and their pools check connections
   out and in without redis-py 8.1's per-call extras (``wire.py``); the Cluster client
-  creates its node connections itself and keeps redis-py's.
+  creates its node connections itself and keeps redis-py's. ``wire=stock`` in the URL
+  (``lean_wire=False``) turns all of that off.
 """
 
 from __future__ import annotations
@@ -28,8 +29,15 @@ from typing import Any, Literal
 
 from redis.asyncio import Redis, RedisCluster, Sentinel
 from redis.asyncio.cluster import ClusterNode
-from redis.asyncio.connection import DefaultParser
+from redis.asyncio.connection import (
+    Connection,
+    ConnectionPool,
+    DefaultParser,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedConnection, SentinelManagedSSLConnection
 from redis.backoff import NoBackoff
 from redis.credentials import CredentialProvider
 
@@ -72,6 +80,9 @@ class ConnectionSettings:
     max_connections: int = 64
     health_check_interval_s: float = 15.0
     client_name: str = "memoryd"
+    # False: redis-py's stock connections, pools and Script objects instead of wire.py's
+    # (URL option ``wire=stock``), to tell a regression of the performance layer from others.
+    lean_wire: bool = True
 
     def redacted(self) -> str:
         """A loggable description (never a password)."""
@@ -156,26 +167,33 @@ def make_client(s: ConnectionSettings) -> RedisClient:
             sentinel_kwargs.update(username=s.sentinel_username, password=s.sentinel_password)
         if s.tls:
             sentinel_kwargs.update(ssl=True, **_tls(s))
-        sentinel = Sentinel(list(s.hosts), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(list(s.hosts), sentinel_kwargs=sentinel_kwargs)
         if s.master_name is None:
             raise ValueError("sentinel mode needs a master name")
         extra = {"ssl": True, **_tls(s)} if s.tls else {}
+        if s.lean_wire:
+            pool_class: type[SentinelConnectionPool] = LeanSentinelConnectionPool
+            conn_class: type[Connection] = LeanSentinelSSLConnection if s.tls else LeanSentinelConnection
+        else:
+            pool_class = SentinelConnectionPool
+            conn_class = SentinelManagedSSLConnection if s.tls else SentinelManagedConnection
         client: Redis = sentinel.master_for(
             s.master_name, db=s.db, max_connections=s.max_connections, socket_keepalive=True,
-            connection_pool_class=LeanSentinelConnectionPool,
-            connection_class=LeanSentinelSSLConnection if s.tls else LeanSentinelConnection, **extra, **_common(s),
+            connection_pool_class=pool_class, connection_class=conn_class, **extra, **_common(s),
         )
         return client
-    kwargs: dict[str, Any] = {"db": s.db, "connection_class": LeanConnection, **_common(s)}
+    lean = s.lean_wire
+    kwargs: dict[str, Any] = {"db": s.db, "connection_class": LeanConnection if lean else Connection, **_common(s)}
     if s.unix_socket_path:
-        kwargs.update(connection_class=LeanUnixConnection, path=s.unix_socket_path)
+        kwargs.update(connection_class=LeanUnixConnection if lean else UnixDomainSocketConnection,
+                      path=s.unix_socket_path)
     else:
         host, port = s.hosts[0]
         kwargs.update(host=host, port=port, socket_keepalive=True)
         if s.tls:
-            kwargs.update(connection_class=LeanSSLConnection, **_tls(s))
+            kwargs.update(connection_class=LeanSSLConnection if lean else SSLConnection, **_tls(s))
     # A plain pool suffices: the store's semaphore never lets more calls in than it holds.
-    pool = LeanConnectionPool(max_connections=s.max_connections, **kwargs)
+    pool = (LeanConnectionPool if lean else ConnectionPool)(max_connections=s.max_connections, **kwargs)
     return Redis.from_pool(pool)
 
 

@@ -5,7 +5,7 @@ operator can find (or ACL-restrict) memoryd's keys with one pattern. The keys of
 instance share its cluster hash tag, so each Lua script touches exactly one slot::
 
     memoryd:v1:{<instance_hash>}:<project>:<resource>:msgs   Stream, entry id "<seq>-0"
-    ...:meta    Hash: counters, last_seq, flush stats, fence
+    ...:meta    Hash: counters, last_seq, flush stats, fence, epoch (the instance's identity)
     ...:sum     Hash: the rolling summary (content, token_count, through_seq, updated_at_ms)
     ...:idem    Hash: idempotency key -> remembered append outcome
     ...:idemx   Sorted set: idempotency key -> expiry (ms), to prune ``idem``
@@ -41,12 +41,13 @@ META_FIELDS = (
     "flush_count",
     "last_flush_at_ms",
     "fence",
+    "epoch",
 )
 SUMMARY_FIELDS = ("content", "token_count", "through_seq", "updated_at_ms")
 
-# Stream entry fields, written in this order (codec.py): t=token_count, p=effective_priority,
-# c=created_at_ms (Redis server time), i=id, r=role, x=content, y=content_type,
-# q=priority ("" unset), m=metadata JSON ("" empty).
+# Stream entry fields, in the order the append script writes them and codec.decode_entry
+# reads them: t=token_count, p=effective_priority, c=created_at_ms (Redis server time), i=id,
+# r=role, x=content, y=content_type, q=priority ("" unset), m=metadata JSON ("" empty).
 ENTRY_FIELDS = ("t", "p", "c", "i", "r", "x", "y", "q", "m")
 
 _COSMETIC = re.compile(r"[^A-Za-z0-9\-_.]")

@@ -10,16 +10,67 @@ Mutation scripts take KEYS = (msgs, meta, sum, idem, idemx) of one instance.
 Numbers handed to Redis are formatted with ``string.format('%d')``: Lua's own
 conversion prints large numbers in exponent form and a negated zero as "-0", which
 HINCRBY rejects (and a script that fails half-way keeps its earlier writes).
+
+Field lists (meta, summary, stream entry) come from ``layout.py`` and every reply code
+is a named constant beside its script: the Lua source is a ``string.Template`` filled
+with both at import, so the scripts and the Python that reads their replies cannot
+disagree on a number or an order.
 """
 
 from __future__ import annotations
+
+from enum import IntEnum
+from string import Template
+
+from memoryd.store.redis.layout import ENTRY_FIELDS, META_FIELDS, SUMMARY_FIELDS
+
+
+class AppendReply(IntEnum):
+    """The first element of APPEND's reply."""
+
+    STORED = 0  # {STORED, first_seq, now_ms, meta}
+    REPLAYED = 1  # {REPLAYED, record, meta}: a known idempotency key with the same batch
+    PINNED_FULL = 2  # {PINNED_FULL, pinned_tokens, adding}: nothing stored
+    KEY_CONFLICT = 3  # {KEY_CONFLICT}: the idempotency key stored a batch with another digest
+
+
+class ApplyFlushReply(IntEnum):
+    """The first element of APPLY_FLUSH's reply."""
+
+    APPLIED = 0  # {APPLIED, removed seqs, meta}
+    STALE_FENCE = 1  # {STALE_FENCE, current fence}: the lock was lost
+    GONE = 2  # {GONE}: the instance does not exist
+    OTHER_EPOCH = 3  # {OTHER_EPOCH, current epoch}: wiped and created again since the plan's read
+
+
+_ARGV_FIELDS = tuple(f for f in ENTRY_FIELDS if f != "c")  # per message, as codec.message_args
+
+
+def _lua_list(names: tuple[str, ...]) -> str:
+    return ", ".join(f"'{n}'" for n in names)
+
+
+def _xadd_fields() -> str:
+    """XADD's field/value list in ``ENTRY_FIELDS`` order: ``c`` is the server time, the others
+    are the message's ARGV values in ``codec.message_args`` order (the entry order less ``c``)."""
+    return ", ".join("'c', created" if name == "c" else f"'{name}', ARGV[b + {_ARGV_FIELDS.index(name)}]"
+                     for name in ENTRY_FIELDS)
+
+
+def _script(source: str) -> str:
+    names = {f"APPEND_{r.name}": str(int(r)) for r in AppendReply}
+    names |= {f"FLUSH_{r.name}": str(int(r)) for r in ApplyFlushReply}
+    return Template(source).substitute(
+        names, META=_lua_list(META_FIELDS), SUMMARY=_lua_list(SUMMARY_FIELDS), XADD_FIELDS=_xadd_fields(),
+        PER_MESSAGE=str(len(_ARGV_FIELDS)), FIRST_ID=str(8 + _ARGV_FIELDS.index("i")),
+    )
+
 
 # Shared prelude: server time, the meta reply and the TTL refresh of all five keys.
 _PRELUDE = """
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local META = {'message_count', 'pinned_tokens', 'recent_tokens', 'summary_tokens',
-              'last_seq', 'flush_count', 'last_flush_at_ms', 'fence'}
+local META = {$META}
 local function meta()
   return redis.call('HMGET', KEYS[2], unpack(META))
 end
@@ -31,28 +82,36 @@ end
 """
 
 # ARGV: ttl_ms (<=0: no expiry), pinned_cap (<0: none), idempotency field, idempotency
-# window ms, record tail, n, then per message (8 each): token_count, effective_priority, id,
-# role, content, content_type, priority ('' = unset), metadata JSON ('' = empty).
-# Reply: {0, first_seq, now_ms, meta} | {1, record, meta} (replay) | {2, pinned_tokens, adding}.
-APPEND = _PRELUDE + """
+# window ms, record tail, n, batch digest, then per message (8 each, ``codec.message_args``):
+# token_count, effective_priority, id, role, content, content_type, priority ('' = unset),
+# metadata JSON ('' = empty). Reply: ``AppendReply``.
+# An idempotency record is "<first seq>:<ms>:<digest>:<tail>" (codec.parse_record); records
+# written before digests existed ("<first seq>:<ms>:<tail>") replay without the check.
+# A new instance (no epoch in meta: created now, or written by a daemon that predates epochs)
+# takes the first message's id as its epoch: ids are unique across daemons and calls.
+APPEND = _script(_PRELUDE + """
 local ik = ARGV[3]
 if ik ~= '' then
   local rec = redis.call('HGET', KEYS[4], ik)
   if rec then
     local exp = redis.call('ZSCORE', KEYS[5], ik)
-    if exp and tonumber(exp) > now_ms then return {1, rec, meta()} end
+    if exp and tonumber(exp) > now_ms then
+      local digest = string.match(rec, '^%d+:%d+:([0-9a-f]+):')
+      if digest and digest ~= ARGV[7] then return {$APPEND_KEY_CONFLICT} end
+      return {$APPEND_REPLAYED, rec, meta()}
+    end
   end
 end
 local n = tonumber(ARGV[6])
 local add_pinned, add_recent = 0, 0
 for i = 0, n - 1 do
-  local tok = tonumber(ARGV[7 + 8 * i])
-  if ARGV[8 + 8 * i] == '0' then add_pinned = add_pinned + tok else add_recent = add_recent + tok end
+  local tok = tonumber(ARGV[8 + $PER_MESSAGE * i])
+  if ARGV[9 + $PER_MESSAGE * i] == '0' then add_pinned = add_pinned + tok else add_recent = add_recent + tok end
 end
 local cap = tonumber(ARGV[2])
 if cap >= 0 and add_pinned > 0 then
   local cur = tonumber(redis.call('HGET', KEYS[2], 'pinned_tokens') or '0')
-  if cur + add_pinned > cap then return {2, cur, add_pinned} end
+  if cur + add_pinned > cap then return {$APPEND_PINNED_FULL, cur, add_pinned} end
 end
 local last = redis.call('HGET', KEYS[2], 'last_seq')
 if last then
@@ -64,17 +123,17 @@ else
   if tail[1] then last = tonumber(string.match(tail[1][1], '^(%d+)')) end
 end
 local created = string.format('%d', now_ms)
+if redis.call('HEXISTS', KEYS[2], 'epoch') == 0 then redis.call('HSET', KEYS[2], 'epoch', ARGV[$FIRST_ID]) end
 for i = 0, n - 1 do
-  local b = 7 + 8 * i
-  redis.call('XADD', KEYS[1], string.format('%d-0', last + 1 + i), 't', ARGV[b], 'p', ARGV[b + 1], 'c', created,
-    'i', ARGV[b + 2], 'r', ARGV[b + 3], 'x', ARGV[b + 4], 'y', ARGV[b + 5], 'q', ARGV[b + 6], 'm', ARGV[b + 7])
+  local b = 8 + $PER_MESSAGE * i
+  redis.call('XADD', KEYS[1], string.format('%d-0', last + 1 + i), $XADD_FIELDS)
 end
 redis.call('HINCRBY', KEYS[2], 'message_count', string.format('%d', n))
 redis.call('HINCRBY', KEYS[2], 'pinned_tokens', string.format('%d', add_pinned))
 redis.call('HINCRBY', KEYS[2], 'recent_tokens', string.format('%d', add_recent))
 redis.call('HSET', KEYS[2], 'last_seq', string.format('%d', last + n))
 if ik ~= '' then
-  redis.call('HSET', KEYS[4], ik, string.format('%d:%d:', last + 1, now_ms) .. ARGV[5])
+  redis.call('HSET', KEYS[4], ik, string.format('%d:%d:', last + 1, now_ms) .. ARGV[7] .. ':' .. ARGV[5])
   redis.call('ZADD', KEYS[5], string.format('%d', now_ms + tonumber(ARGV[4])), ik)
   local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', string.format('%d', now_ms), 'LIMIT', 0, 16)
   if #old > 0 then
@@ -83,19 +142,21 @@ if ik ~= '' then
   end
 end
 touch(tonumber(ARGV[1]))
-return {0, last + 1, now_ms, meta()}
-"""
+return {$APPEND_STORED, last + 1, now_ms, meta()}
+""")
 
 # ARGV: fence, ttl_ms, has_summary ('1'/'0'), summary content, summary tokens, through_seq,
-# updated_at_ms, then the seqs to remove.
-# Reply: {0, removed seqs, meta} | {2, current fence} | {3} (the instance does not exist).
-APPLY_FLUSH = _PRELUDE + """
-if redis.call('EXISTS', KEYS[2]) == 0 then return {3} end
+# updated_at_ms, epoch the plan was made from ('' = not checked), then the seqs to remove.
+# Reply: ``ApplyFlushReply``.
+APPLY_FLUSH = _script(_PRELUDE + """
+if redis.call('EXISTS', KEYS[2]) == 0 then return {$FLUSH_GONE} end
+local epoch = redis.call('HGET', KEYS[2], 'epoch') or ''
+if ARGV[8] ~= '' and epoch ~= ARGV[8] then return {$FLUSH_OTHER_EPOCH, epoch} end
 local cur = redis.call('HGET', KEYS[2], 'fence')
-if (not cur) or tonumber(cur) ~= tonumber(ARGV[1]) then return {2, cur or '0'} end
+if (not cur) or tonumber(cur) ~= tonumber(ARGV[1]) then return {$FLUSH_STALE_FENCE, cur or '0'} end
 local removed = {}
 local rm_pinned, rm_recent = 0, 0
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   local id = ARGV[i] .. '-0'
   local e = redis.call('XRANGE', KEYS[1], id, id)
   if e[1] then
@@ -117,14 +178,14 @@ end
 if ARGV[3] == '1' then
   redis.call('DEL', KEYS[3])
   redis.call('HSET', KEYS[3], 'content', ARGV[4], 'token_count', ARGV[5],
-    'through_seq', ARGV[6], 'updated_at_ms', ARGV[7])
+    'through_seq', ARGV[6], 'updated_at_ms', ARGV[7])  -- SUMMARY_FIELDS
   redis.call('HSET', KEYS[2], 'summary_tokens', ARGV[5])
 end
 redis.call('HINCRBY', KEYS[2], 'flush_count', 1)
 redis.call('HSET', KEYS[2], 'last_flush_at_ms', string.format('%d', now_ms))
 touch(tonumber(ARGV[2]))
-return {0, removed, meta()}
-"""
+return {$FLUSH_APPLIED, removed, meta()}
+""")
 
 # Deletes every data key of the instance (the lock expires by itself).
 # Reply: {messages deleted, number of keys that existed}.
@@ -168,14 +229,13 @@ return 1
 """
 
 # Counters, summary and all messages in one consistent read. KEYS = (msgs, meta, sum).
-STATE = """
+STATE = _script("""
 return {
-  redis.call('HMGET', KEYS[2], 'message_count', 'pinned_tokens', 'recent_tokens', 'summary_tokens',
-             'last_seq', 'flush_count', 'last_flush_at_ms', 'fence'),
-  redis.call('HMGET', KEYS[3], 'content', 'token_count', 'through_seq', 'updated_at_ms'),
+  redis.call('HMGET', KEYS[2], $META),
+  redis.call('HMGET', KEYS[3], $SUMMARY),
   redis.call('XRANGE', KEYS[1], '-', '+')
 }
-"""
+""")
 
 ALL = {
     "append": APPEND,

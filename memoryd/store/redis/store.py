@@ -3,8 +3,9 @@
 Every mutation is one Lua script (``scripts.py``) over keys sharing the instance's
 hash tag (``layout.py``); scripts are called by SHA through redis-py's Script objects,
 which re-load them on NOSCRIPT (after SCRIPT FLUSH, a restart or a failover). Every
-call runs under the circuit breaker with the per-call timeout (``memoryd.breaker``).
-Nothing about an instance is cached in the daemon: another daemon may change it.
+call runs under the circuit breaker with the per-call timeout (``memoryd.store.redis.breaker``).
+Decoded messages are cached per instance (``cache.py``) and re-validated against the
+instance's identity (epoch) and counters on every read: another daemon may change it.
 """
 
 from __future__ import annotations
@@ -24,10 +25,15 @@ from typing import Any, TypeVar
 import redis.exceptions as rex
 from redis.asyncio import Redis
 
-from memoryd.breaker import Breaker, BreakerSettings
-from memoryd.errors import FenceRejected, MemorydError, PinnedTierFull, StoreUnavailable
+from memoryd.errors import (
+    FenceRejected,
+    IdempotencyConflict,
+    InstanceChanged,
+    MemorydError,
+    PinnedTierFull,
+    StoreUnavailable,
+)
 from memoryd.keys import InstanceAddr
-from memoryd.lock import InstanceLock
 from memoryd.models import (
     NO_METADATA,
     AppendedRef,
@@ -41,7 +47,9 @@ from memoryd.models import (
     Summary,
 )
 from memoryd.store.base import LockLease
+from memoryd.store.digest import batch_digest
 from memoryd.store.redis import codec, scripts
+from memoryd.store.redis.breaker import Breaker, BreakerSettings
 from memoryd.store.redis.cache import DEFAULT_MAX_MESSAGES as DEFAULT_CACHE_MESSAGES
 from memoryd.store.redis.cache import CachedInstance, ReadCache, accounts_for, token_sums
 from memoryd.store.redis.connection import (
@@ -52,6 +60,8 @@ from memoryd.store.redis.connection import (
     parser_name,
 )
 from memoryd.store.redis.layout import META_FIELDS, SUMMARY_FIELDS, InstanceKeys, workflow_index
+from memoryd.store.redis.lock import InstanceLock
+from memoryd.store.redis.scripts import AppendReply, ApplyFlushReply
 from memoryd.store.redis.wire import LeanCheckout, ScriptCaller
 
 log = logging.getLogger(__name__)
@@ -77,10 +87,10 @@ _id_counter = itertools.count(1)
 ScriptCall = Callable[[Sequence[Any], Sequence[Any]], Awaitable[Any]]
 
 
-def _script_caller(client: RedisClient, source: str) -> ScriptCall:
+def _script_caller(client: RedisClient, source: str, *, lean: bool) -> ScriptCall:
     """EVALSHA through the pool on standalone/Sentinel (``wire.ScriptCaller``); a Cluster
-    routes by key, through redis-py's ``Script``."""
-    if isinstance(client, Redis):
+    routes by key, and ``wire=stock`` asks for, redis-py's ``Script``."""
+    if lean and isinstance(client, Redis):
         return ScriptCaller(client, source)
     script = client.register_script(source)
     return lambda keys, args: script(keys=keys, args=args)
@@ -162,7 +172,8 @@ class RedisStore:
         # watchers can never starve the calls of the memory API. No socket timeout: the
         # asyncio timeout around each XREAD bounds it (cancellation drops the connection).
         self._blocking = make_client(replace(self.settings, socket_timeout_s=None))
-        self._scripts = {name: _script_caller(client, src) for name, src in scripts.ALL.items()}
+        self._scripts = {name: _script_caller(client, src, lean=self.settings.lean_wire)
+                         for name, src in scripts.ALL.items()}
         if "Hiredis" not in self.parser:
             log.warning("hiredis is not active: replies parse several times slower", extra={"event": "no_hiredis"})
         try:
@@ -263,7 +274,8 @@ class RedisStore:
             field, window = "s:" + new_id(), RETRY_WINDOW_MS
         ids = [new_id() for _ in messages]
         args: list[Any] = [ttl, -1 if pinned_cap is None else pinned_cap, field, window,
-                           codec.record_tail(ids, messages), len(messages)]
+                           codec.record_tail(ids, messages), len(messages),
+                           batch_digest(messages) if idempotency_key else ""]
         for msg, mid in zip(messages, ids, strict=True):
             args.extend(codec.message_args(msg, mid))
         if workflow_id is not None:
@@ -273,10 +285,14 @@ class RedisStore:
             await self._run(self._script("workflow_add", [index], [keys.prefix, ttl]), retry=True)
         reply = await self._run(self._script("append", keys.data, args), retry=True)
         code = reply[0]
-        if code == 2:
+        if code == AppendReply.PINNED_FULL:
             raise PinnedTierFull(f"pinned tier full: {reply[1]} + {reply[2]} tokens > cap {pinned_cap}")
+        if code == AppendReply.KEY_CONFLICT:
+            raise IdempotencyConflict(
+                "idempotency_key: already used for a different batch; nothing was stored (use a new key)"
+            )
         meta = codec.decode_meta(reply[-1])
-        if code == 1:
+        if code == AppendReply.REPLAYED:
             refs = codec.parse_record(reply[1])
             # Our own retry after a lost reply finds the record of this very call: not a replay.
             own = [r.id for r in refs] == ids
@@ -360,13 +376,17 @@ class RedisStore:
         meta: InstanceMeta,
     ) -> None:
         """What this daemon has just stored is exactly what a read would decode: keep it when
-        it starts the instance or continues the cached copy, so that reading back what one
-        wrote (the common sidecar pattern) needs no full read. Anything else leaves the cache
-        as it was: every read re-validates it anyway."""
+        it starts the instance or continues the cached copy of the same incarnation (epoch),
+        so that reading back what one wrote (the common sidecar pattern) needs no full read.
+        A cached copy of another incarnation is dropped; anything else leaves the cache as it
+        was: every read re-validates it anyway."""
         cached = self._cache.get(addr)
         if cached is None:
             if not (first_seq == 1 and meta.message_count == len(messages) and meta.flush_count == 0):
                 return
+        elif cached.epoch != meta.epoch:
+            self._cache.drop(addr)
+            return
         elif cached.covered_seq != first_seq - 1 or cached.flush_count != meta.flush_count:
             return
         stored = [
@@ -376,43 +396,47 @@ class RedisStore:
             for i, (mid, m) in enumerate(zip(ids, messages, strict=True))
         ]
         if cached is None:
-            self._cache.put(addr, CachedInstance(stored, meta.flush_count, meta.last_seq))
+            self._cache.put(addr, CachedInstance(stored, meta.epoch, meta.flush_count, meta.last_seq))
         elif cached.counters_match(meta, stored):
             cached.extend(stored, meta.last_seq)
             self._cache.grew(len(stored))
 
     def _remember(self, addr: InstanceAddr, state: InstanceState) -> None:
-        self._cache.put(addr, CachedInstance(list(state.messages), state.meta.flush_count, state.meta.last_seq))
+        meta = state.meta
+        if not meta.epoch:  # gone, or written only by daemons that predate epochs: not cacheable
+            self._cache.drop(addr)
+            return
+        self._cache.put(addr, CachedInstance(list(state.messages), meta.epoch, meta.flush_count, meta.last_seq))
 
     async def _revalidate(
         self, keys: InstanceKeys, cached: CachedInstance
     ) -> tuple[InstanceMeta, Summary | None] | None:
         """Bring ``cached`` up to date with what was appended since, and return the meta and
-        summary of that moment; None when anything else changed (a flush, a clear, a
-        re-created instance, or a mutation during the read). Callers take the messages
-        from ``cached`` (a RAW page needs no copy of all of them)."""
+        summary of that moment; None when anything else changed (another incarnation of the
+        instance, a flush, or a mutation during the read). Callers take the messages from
+        ``cached`` (a RAW page needs no copy of all of them).
+
+        The epoch is what makes this safe: a cleared (or expired) instance that is appended
+        to again restarts at seq 1 and may reach the cached seq with the same counters, but
+        never with the same epoch."""
         fields = list(META_FIELDS)
-        anchor = cached.anchor
 
         async def snapshot() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
             pipe.hmget(keys.meta, fields)
             pipe.hmget(keys.summary, list(SUMMARY_FIELDS))
             pipe.xrange(keys.msgs, min=f"{cached.covered_seq + 1}-0")
-            if anchor is not None:
-                pipe.xrange(keys.msgs, min=f"{anchor.seq}-0", max=f"{anchor.seq}-0")
             pipe.hmget(keys.meta, fields)
             return list(await pipe.execute())
 
-        replies = await self._run(snapshot, retry=True)
-        before, summary, new_rows, after = replies[0], replies[1], replies[2], replies[-1]
+        before, summary, new_rows, after = await self._run(snapshot, retry=True)
         if before != after:
             return None
-        if anchor is not None and not (replies[3] and codec.decode_entry(replies[3][0]).id == anchor.id):
-            return None
         meta = codec.decode_meta(after)
+        if meta.epoch != cached.epoch or meta.flush_count != cached.flush_count:
+            return None
         new = [codec.decode_entry(r) for r in new_rows]
-        if meta.flush_count != cached.flush_count or not cached.counters_match(meta, new):
+        if not cached.counters_match(meta, new):
             return None
         cached.extend(new, meta.last_seq)
         self._cache.grew(len(new))
@@ -436,12 +460,16 @@ class RedisStore:
             s.token_count if s is not None else 0,
             s.through_seq if s is not None else 0,
             s.updated_at_ms if s is not None else 0,
+            plan.epoch,
             *plan.remove_seqs,
         ]
         reply = await self._run(self._script("apply_flush", keys.data, args))
-        if reply[0] == 2:
+        if reply[0] == ApplyFlushReply.STALE_FENCE:
             raise FenceRejected(f"stale fence {fence}, instance is at {int(reply[1])}")
-        if reply[0] == 3:
+        if reply[0] == ApplyFlushReply.OTHER_EPOCH:
+            self._cache.drop(addr)
+            raise InstanceChanged("the instance was cleared and created again since the flush read it")
+        if reply[0] == ApplyFlushReply.GONE:
             return FlushOutcome(removed_seqs=(), meta=InstanceMeta())
         return FlushOutcome(removed_seqs=tuple(int(x) for x in reply[1]), meta=codec.decode_meta(reply[2]))
 

@@ -37,8 +37,8 @@ import pybreaker
 import redis.exceptions as rex
 
 from memoryd.config.model import CircuitBreaker as CircuitBreakerConfig
-from memoryd.deadlines import Deadlines
 from memoryd.errors import StoreUnavailable
+from memoryd.store.redis.deadlines import Deadlines
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
