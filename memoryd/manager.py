@@ -162,6 +162,19 @@ def _minus(runs: Runs, known: Runs) -> list[int]:
     return out
 
 
+def _wiped(seen: InstanceMeta, now: InstanceMeta, cursor: int) -> bool:
+    """Whether the instance a watcher last saw as ``seen`` was wiped (Clear, TTL expiry,
+    EndWorkflow) by the time it reads ``now``: its epoch changed (to "" when it is gone,
+    to another when it was created again), or, for an instance written only by daemons
+    that predate epochs, its sequence went back. An instance that did not exist when
+    last seen is wiped if the watcher's cursor points into an incarnation before it."""
+    if seen.epoch:
+        return now.epoch != seen.epoch
+    if now.last_seq < seen.last_seq:
+        return True
+    return seen.last_seq == 0 and now.last_seq > 0 and cursor > 0
+
+
 def _event_size(page: Sequence[StoredMessage]) -> int:
     """How many of ``page``'s first messages fit one event (at least one)."""
     size = 0
@@ -486,17 +499,18 @@ class MemoryManager:
         start = cursor = after_seq  # delivered: the stored seqs in (start, cursor] ...
         gone: Runs = []  # ... except these (missing when read, or already reported removed)
         limit = chunk
-        flushes = (await store.meta(addr)).flush_count
+        seen = await store.meta(addr)  # the incarnation after_seq refers to: trusted, never "cleared"
+        flushes = seen.flush_count
         while True:
             if stop.is_set():
                 raise ShuttingDown("Watch: the daemon is shutting down; resume with after_seq")
             meta = await store.meta(addr)
-            if meta.last_seq < cursor:  # the sequence went back: the instance was cleared or expired
+            if _wiped(seen, meta, cursor):
                 start = cursor = 0
-                flushes = meta.flush_count
-                gone = []
+                seen, flushes, gone, limit = meta, meta.flush_count, [], chunk
                 yield Cleared()
                 continue
+            seen = meta
             if meta.flush_count != flushes:
                 flushes = meta.flush_count
                 state = await store.state(addr)

@@ -198,3 +198,61 @@ async def test_watchers_that_stop_reading_hold_bounded_memory(server: RunningSer
         finally:
             tracemalloc.stop()
     assert (stalled - released) / watchers < per_watcher_bound, (stalled - released) / watchers
+
+
+# -- the instance's identity (issue 15, item 2) --------------------------------------------
+
+
+async def test_a_clear_then_new_appends_reach_the_watcher_as_cleared_and_every_new_message(
+    server: RunningServer,
+) -> None:
+    """Clear, then 150 appends before the watcher looks again (on Redis a Clear wakes no
+    watcher): the seqs are back past the watcher's cursor, yet it must report the Clear
+    and deliver all 150, not only those above its old cursor."""
+    async with server.client() as c:
+        await c.append(MEM, [{"role": "user", "content": f"old{i}"} for i in range(100)], key="cl")
+        events: list[pb.WatchResponse] = []
+        delivered = 0
+        caught_up, done = asyncio.Event(), asyncio.Event()
+
+        async def watch() -> None:
+            nonlocal delivered
+            async for event in c.watch(MEM, key="cl"):
+                events.append(event)
+                delivered += len(event.appended.messages)
+                if delivered == 100:
+                    caught_up.set()
+                if delivered == 250:
+                    done.set()
+                    return
+
+        task = asyncio.create_task(watch())
+        await asyncio.wait_for(caught_up.wait(), 10)
+        await c.clear(MEM, key="cl")
+        for start in range(0, 150, 50):
+            await c.append(MEM, [{"role": "user", "content": f"new{i}"} for i in range(start, start + 50)], key="cl")
+        await asyncio.wait_for(done.wait(), 10)
+        await task
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds.count("cleared") == 1
+    after = [m for e in events[kinds.index("cleared") + 1:] for m in e.appended.messages]
+    assert [(m.seq, m.content) for m in after] == [(i + 1, f"new{i}") for i in range(150)]
+
+
+async def test_a_watch_started_past_the_last_seq_reports_no_clear(server: RunningServer) -> None:
+    """after_seq beyond the end of an instance that was never cleared: nothing happened to
+    report; the watcher gets the messages after its after_seq when they come."""
+    async with server.client() as c:
+        await c.append(MEM, [{"role": "user", "content": f"m{i}"} for i in range(1, 6)], key="past")
+        stream = c.watch(MEM, key="past", after_seq=10).__aiter__()
+        first = asyncio.ensure_future(stream.__anext__())
+        for i in range(6, 16):
+            await c.append(MEM, [{"role": "user", "content": f"m{i}"}], key="past")
+        events = [await first]
+        got = list(events[0].appended.messages)
+        while len(got) < 5:
+            events.append(await stream.__anext__())
+            got.extend(events[-1].appended.messages)
+        await stream.aclose()  # type: ignore[attr-defined]
+    assert [e.WhichOneof("event") for e in events] == ["appended"] * len(events)
+    assert [(m.seq, m.content) for m in got] == [(i, f"m{i}") for i in range(11, 16)]
