@@ -14,9 +14,9 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from memoryd import engine, tokens
 from memoryd.config.model import MemoryResource, Project
@@ -49,6 +49,7 @@ from memoryd.store.base import MemoryStore
 from memoryd.validation import IncomingMessage, RefSpec
 
 log = logging.getLogger("memoryd.manager")
+T = TypeVar("T")
 
 # A lock acquisition that waited this long found the lock held (the first retry backs off >= 5 ms).
 LOCK_CONTENDED_S = 0.005
@@ -121,9 +122,16 @@ class Cleared:
 
 WatchEvent = Appended | Flushed | Cleared
 WATCH_WAKE_S = 1.0  # longest a watcher sleeps without re-reading the store
+# Watchers reading the store at once, all watchers of the daemon together: beyond it they
+# queue here, outside the store's per-call timeout, so that hundreds of watchers woken by
+# one append never make the memory API's own calls wait past theirs (and trip the breaker).
+WATCH_READ_CONCURRENCY = 8
 # Content characters in one Appended event (at least one message): what a watcher whose
 # client stopped reading holds, as the event gRPC has not sent yet.
 WATCH_EVENT_CHARS = 16 * 1024
+# Messages in a watcher's first read, before it knows their size (the next reads aim at
+# one event's worth: a read never fetches many messages only to drop them).
+WATCH_FIRST_READ = 16
 
 Runs = list[tuple[int, int]]  # ascending, disjoint [lo, hi] ranges of seqs
 
@@ -175,14 +183,15 @@ def _wiped(seen: InstanceMeta, now: InstanceMeta, cursor: int) -> bool:
     return seen.last_seq == 0 and now.last_seq > 0 and cursor > 0
 
 
-def _event_size(page: Sequence[StoredMessage]) -> int:
-    """How many of ``page``'s first messages fit one event (at least one)."""
+def _event_size(page: Sequence[StoredMessage]) -> tuple[int, int]:
+    """How many of ``page``'s first messages fit one event (at least one), and their size."""
     size = 0
     for n, m in enumerate(page):
-        size += len(m.content) + sum(len(k) + len(v) for k, v in m.metadata.items())
-        if size > WATCH_EVENT_CHARS:
-            return max(n, 1)
-    return len(page)
+        chars = len(m.content) + sum(len(k) + len(v) for k, v in m.metadata.items())
+        if size + chars > WATCH_EVENT_CHARS and n:
+            return n, size
+        size += chars
+    return len(page), size
 
 
 def _now_ms() -> int:
@@ -233,6 +242,7 @@ class MemoryManager:
         self._flushes: dict[InstanceAddr, asyncio.Task[None]] = {}
         self._direct: dict[tuple[str, str], Target] = {}
         self._watchers = 0  # Watch streams running now
+        self._watch_reads = asyncio.Semaphore(WATCH_READ_CONCURRENCY)
 
     def _embedded(self) -> MemoryStore:
         from memoryd.store.embedded import EmbeddedStore
@@ -498,32 +508,33 @@ class MemoryManager:
         store, addr = target.runtime.store, target.addr
         start = cursor = after_seq  # delivered: the stored seqs in (start, cursor] ...
         gone: Runs = []  # ... except these (missing when read, or already reported removed)
-        limit = chunk
-        seen = await store.meta(addr)  # the incarnation after_seq refers to: trusted, never "cleared"
+        limit = min(chunk, WATCH_FIRST_READ)
+        # the incarnation after_seq refers to: trusted, never reported as cleared
+        seen = await self._watch_read(functools.partial(store.meta, addr))
         flushes = seen.flush_count
         while True:
             if stop.is_set():
                 raise ShuttingDown("Watch: the daemon is shutting down; resume with after_seq")
-            meta = await store.meta(addr)
+            meta = await self._watch_read(functools.partial(store.meta, addr))
             if _wiped(seen, meta, cursor):
                 start = cursor = 0
-                seen, flushes, gone, limit = meta, meta.flush_count, [], chunk
+                seen, flushes, gone, limit = meta, meta.flush_count, [], min(chunk, WATCH_FIRST_READ)
                 yield Cleared()
                 continue
             seen = meta
             if meta.flush_count != flushes:
                 flushes = meta.flush_count
-                state = await store.state(addr)
+                state = await self._watch_read(functools.partial(store.state, addr))
                 missing = _gaps((m.seq for m in state.messages), start, cursor)
                 removed, gone = _minus(missing, gone), missing
                 yield Flushed(removed, state.summary)
-            page = await store.read(addr, after_seq=cursor, limit=limit)
+            page = await self._watch_read(functools.partial(store.read, addr, after_seq=cursor, limit=limit))
             if page:
-                n = _event_size(page)
-                if n < len(page):  # the rest is read again next time, with a smaller limit
-                    page, limit = page[:n], n
-                elif len(page) == limit:
-                    limit = min(chunk, limit * 2)
+                n, size = _event_size(page)
+                if n < len(page):  # the rest is read again next time
+                    page = page[:n]
+                # the next read: about one event's worth at the size of these messages
+                limit = max(1, min(chunk, WATCH_EVENT_CHARS * n // max(size, 1)))
                 for run in _gaps((m.seq for m in page), cursor, page[-1].seq):
                     if gone and gone[-1][1] + 1 == run[0]:
                         gone[-1] = (gone[-1][0], run[1])
@@ -539,6 +550,10 @@ class MemoryManager:
             finally:
                 for fut in (waiter, stopper):
                     fut.cancel()
+
+    async def _watch_read(self, call: Callable[[], Awaitable[T]]) -> T:
+        async with self._watch_reads:
+            return await call()
 
     async def clear(self, target: Target) -> int:
         target.require_write("Clear")
