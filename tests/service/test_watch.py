@@ -90,6 +90,45 @@ async def test_slow_watcher_lags_without_losing_anything(server: RunningServer) 
     assert [m.content for m in got] == ["first"] + [f"s{i}" for i in range(5000)]
 
 
+async def test_each_flush_reports_exactly_the_delivered_messages_it_removed(server: RunningServer) -> None:
+    """Two flushes, with appends between and a watcher that started mid-instance: every
+    removed seq the watcher had delivered is reported once, by the flush that removed it."""
+    async with server.client() as c:
+        await c.append(MEM, [{"role": "user", "content": f"a{i}"} for i in range(5)], key="ff")
+        flushes = asyncio.Queue[pb.Flushed]()
+        delivered: set[int] = set()
+        seen_up_to = asyncio.Queue[int]()
+
+        async def watch() -> None:
+            async for event in c.watch(MEM, key="ff", after_seq=3):
+                if event.HasField("flushed"):
+                    await flushes.put(event.flushed)
+                for m in event.appended.messages:
+                    delivered.add(m.seq)
+                    await seen_up_to.put(m.seq)
+
+        async def until_seen(seq: int) -> None:
+            while await seen_up_to.get() < seq:
+                pass
+
+        task = asyncio.create_task(watch())
+        await c.append(MEM, [{"role": "user", "content": f"b{i}"} for i in range(10)], key="ff")
+        await asyncio.wait_for(until_seen(15), 10)
+        first = await c.flush(MEM, key="ff")
+        reported = list((await asyncio.wait_for(flushes.get(), 10)).removed_seqs)
+        await c.append(MEM, [{"role": "user", "content": f"c{i}"} for i in range(10)], key="ff")
+        await asyncio.wait_for(until_seen(25), 10)
+        second = await c.flush(MEM, key="ff")
+        reported += list((await asyncio.wait_for(flushes.get(), 10)).removed_seqs)
+        task.cancel()
+        stored = {m.seq for m in await c.read_all(MEM, key="ff", view="raw")}
+    removed = set(first.removed_seqs) | set(second.removed_seqs)
+    assert delivered == set(range(4, 26))
+    assert first.removed_seqs and second.removed_seqs
+    assert sorted(reported) == sorted(removed & delivered)  # each once, only what it delivered
+    assert delivered - removed <= stored
+
+
 # -- limits (issue 15, item 7) ------------------------------------------------------------
 
 
