@@ -170,17 +170,14 @@ def _minus(runs: Runs, known: Runs) -> list[int]:
     return out
 
 
-def _wiped(seen: InstanceMeta, now: InstanceMeta, cursor: int) -> bool:
+def _wiped(seen: InstanceMeta, now: InstanceMeta) -> bool:
     """Whether the instance a watcher last saw as ``seen`` was wiped (Clear, TTL expiry,
     EndWorkflow) by the time it reads ``now``: its epoch changed (to "" when it is gone,
     to another when it was created again), or, for an instance written only by daemons
-    that predate epochs, its sequence went back. An instance that did not exist when
-    last seen is wiped if the watcher's cursor points into an incarnation before it."""
+    that predate epochs, its sequence went back."""
     if seen.epoch:
         return now.epoch != seen.epoch
-    if now.last_seq < seen.last_seq:
-        return True
-    return seen.last_seq == 0 and now.last_seq > 0 and cursor > 0
+    return now.last_seq < seen.last_seq
 
 
 def _event_size(page: Sequence[StoredMessage]) -> tuple[int, int]:
@@ -509,14 +506,15 @@ class MemoryManager:
         start = cursor = after_seq  # delivered: the stored seqs in (start, cursor] ...
         gone: Runs = []  # ... except these (missing when read, or already reported removed)
         limit = min(chunk, WATCH_FIRST_READ)
-        # the incarnation after_seq refers to: trusted, never reported as cleared
+        # after_seq is taken to refer to the incarnation that exists now: past its end is no Clear
         seen = await self._watch_read(functools.partial(store.meta, addr))
         flushes = seen.flush_count
         while True:
             if stop.is_set():
                 raise ShuttingDown("Watch: the daemon is shutting down; resume with after_seq")
             meta = await self._watch_read(functools.partial(store.meta, addr))
-            if _wiped(seen, meta, cursor):
+            absent = not meta.epoch and not meta.last_seq
+            if _wiped(seen, meta) or (absent and cursor):  # gone under the cursor: a wiped incarnation
                 start = cursor = 0
                 seen, flushes, gone, limit = meta, meta.flush_count, [], min(chunk, WATCH_FIRST_READ)
                 yield Cleared()

@@ -299,11 +299,28 @@ async def test_a_watch_started_past_the_last_seq_reports_no_clear(server: Runnin
         first = asyncio.ensure_future(stream.__anext__())
         for i in range(6, 16):
             await c.append(MEM, [{"role": "user", "content": f"m{i}"}], key="past")
-        events = [await first]
+        events = [await asyncio.wait_for(first, 10)]
         got = list(events[0].appended.messages)
         while len(got) < 5:
-            events.append(await stream.__anext__())
+            events.append(await asyncio.wait_for(stream.__anext__(), 10))
             got.extend(events[-1].appended.messages)
         await stream.aclose()  # type: ignore[attr-defined]
     assert [e.WhichOneof("event") for e in events] == ["appended"] * len(events)
     assert [(m.seq, m.content) for m in got] == [(i, f"m{i}") for i in range(11, 16)]
+
+
+async def test_a_watch_resumed_on_an_instance_wiped_meanwhile_reports_the_clear(server: RunningServer) -> None:
+    """after_seq 7 of an instance that no longer exists (cleared while the client was away):
+    the watcher gets Cleared at once, and then every message of the new incarnation, not
+    only those above 7."""
+    async with server.client() as c:
+        stream = c.watch(MEM, key="gone", after_seq=7).__aiter__()
+        assert (await asyncio.wait_for(stream.__anext__(), 10)).HasField("cleared")
+        await c.append(MEM, [{"role": "user", "content": f"n{i}"} for i in range(1, 4)], key="gone")
+        got: list[pb.Message] = []
+        while len(got) < 3:
+            event = await asyncio.wait_for(stream.__anext__(), 10)
+            assert event.HasField("appended")
+            got.extend(event.appended.messages)
+        await stream.aclose()  # type: ignore[attr-defined]
+    assert [(m.seq, m.content) for m in got] == [(i, f"n{i}") for i in range(1, 4)]
