@@ -9,6 +9,18 @@ from __future__ import annotations
 
 from enum import Enum
 
+#: Characters of a client-supplied value an error message may quote: the message travels
+#: in a gRPC trailer (the client's limit is 16 KiB), and a 20 KB memory id would turn a
+#: NOT_FOUND into a RESOURCE_EXHAUSTED.
+MAX_ECHO = 100
+
+
+def echo(value: str) -> str:
+    """``value`` quoted for an error message, cut to ``MAX_ECHO`` characters."""
+    if len(value) <= MAX_ECHO:
+        return f"'{value}'"
+    return f"'{value[:MAX_ECHO]}...' ({len(value)} characters)"
+
 
 class Status(Enum):
     """Abstract status of a failure; mirrors the gRPC codes memoryd uses."""

@@ -21,5 +21,17 @@ GRPC_CODES: dict[Status, grpc.StatusCode] = {
 }
 
 
+#: The longest status message sent: it travels in a trailer, and a client refuses
+#: trailers over its limit (16 KiB by default), reporting RESOURCE_EXHAUSTED instead.
+MAX_DETAILS = 512
+
+
 def grpc_code(err: MemorydError) -> grpc.StatusCode:
     return GRPC_CODES[err.status]
+
+
+def details(err: MemorydError) -> str:
+    """The status message of ``err``; messages quote client input through ``errors.echo``,
+    and this cap keeps any other message (a store's error text) within the trailer too."""
+    msg = err.message
+    return msg if len(msg) <= MAX_DETAILS else msg[: MAX_DETAILS - 3] + "..."

@@ -1,4 +1,4 @@
-"""The budget B of a resource and its split into tiers (DESIGN §5).
+"""The budget B of a resource and its split into tiers (docs/tokens-and-budget.md).
 
 All caps are whole tokens. Ratio shares are floored, so the three shares of a
 ``token_allocation`` never add up to more than B:

@@ -1,6 +1,6 @@
 """Effective priority of a message: the one number the budget rules look at.
 
-Order of precedence (DESIGN §5): an explicit priority, else the priority of the
+Order of precedence (docs/tokens-and-budget.md): an explicit priority, else the priority of the
 ``priority_blocks`` entry listing the content type, else 0 for the ``system`` role
 (pinned), else the resource's ``default_priority``. 0 is pinned; higher numbers are
 evicted first.

@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator
 import pytest
 from memoryd_client import AsyncMemoryClient, ResourceExhaustedError, UnavailableError, pb
 
+from memoryd.config.model import CircuitBreaker
 from memoryd.manager import WATCH_EVENT_CHARS, MemoryManager
 from memoryd.server import Server
 from memoryd.settings import Settings
 from memoryd.store.embedded import EmbeddedStore
-from memoryd.store.redis.breaker import BreakerSettings
 from memoryd.store.url import open_store
 from tests.support import RunningServer, free_port, running_server, storage_project
 
@@ -149,7 +149,7 @@ async def unhurried(request: pytest.FixtureRequest) -> AsyncIterator[RunningServ
     under tracemalloc (everything runs slower), where a store timeout would be noise."""
     store = None
     if request.param == "redis":
-        store = open_store(request.getfixturevalue("redis_standalone").url, breaker=BreakerSettings(timeout_s=30))
+        store = open_store(request.getfixturevalue("redis_standalone").url, breaker=CircuitBreaker(timeout_s=30))
     async with running_server(storage_project(project_id=f"t{uuid.uuid4().hex[:12]}"), store=store) as srv:
         yield srv
 
