@@ -533,21 +533,26 @@ class MemoryManager:
         while True:
             if stop.is_set():
                 raise ShuttingDown("Watch: the daemon is shutting down; resume with after_seq")
+            # The page first, then the meta that vouches for it: an unchanged epoch (and flush
+            # count) since the last look means no Clear or flush came before the read either.
+            page = await self._watch_read(functools.partial(store.read, addr, after_seq=cursor, limit=limit))
             meta = await self._watch_read(functools.partial(store.meta, addr))
             absent = not meta.epoch and not meta.last_seq
             if _wiped(seen, meta) or (absent and cursor):  # gone under the cursor: a wiped incarnation
                 start = cursor = 0
                 seen, flushes, gone, limit = meta, meta.flush_count, [], min(chunk, WATCH_FIRST_READ)
                 yield Cleared()
-                continue
+                continue  # the page may be the new incarnation's: read again from 0
             seen = meta
             if meta.flush_count != flushes:
                 flushes = meta.flush_count
                 state = await self._watch_read(functools.partial(store.state, addr))
+                if state.meta.epoch != meta.epoch:
+                    continue  # wiped meanwhile: the next look reports it
                 missing = _gaps((m.seq for m in state.messages), start, cursor)
                 removed, gone = _minus(missing, gone), missing
                 yield Flushed(removed, state.summary)
-            page = await self._watch_read(functools.partial(store.read, addr, after_seq=cursor, limit=limit))
+                continue  # the page may hold messages this flush removed: read again
             if page:
                 n, size = _event_size(page)
                 if n < len(page):  # the rest is read again next time

@@ -6,17 +6,22 @@ import asyncio
 import gc
 import tracemalloc
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
 
 import pytest
 from memoryd_client import AsyncMemoryClient, ResourceExhaustedError, UnavailableError, pb
 
 from memoryd.config.model import CircuitBreaker
-from memoryd.manager import WATCH_EVENT_CHARS, MemoryManager
+from memoryd.keys import InstanceAddr
+from memoryd.manager import WATCH_EVENT_CHARS, Appended, Cleared, MemoryManager
+from memoryd.models import InstanceMeta
 from memoryd.server import Server
 from memoryd.settings import Settings
+from memoryd.store.base import MemoryStore
 from memoryd.store.embedded import EmbeddedStore
 from memoryd.store.url import open_store
+from memoryd.validation import IncomingMessage, RefSpec
 from tests.support import RunningServer, free_port, running_server, storage_project
 
 MEM = "default"
@@ -324,3 +329,66 @@ async def test_a_watch_resumed_on_an_instance_wiped_meanwhile_reports_the_clear(
             got.extend(event.appended.messages)
         await stream.aclose()  # type: ignore[attr-defined]
     assert [(m.seq, m.content) for m in got] == [(i, f"n{i}") for i in range(1, 4)]
+
+
+class _WipesAfterMeta:
+    """The real store, except that once ``armed`` it runs that action (another client's
+    Clear and appends) right after answering one meta read: the moment between a
+    watcher's look at the instance and its read of the messages. Everything else is the
+    real store's."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+        self.armed: Callable[[], Awaitable[None]] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def meta(self, addr: InstanceAddr) -> InstanceMeta:
+        meta = await self._store.meta(addr)
+        if self.armed is not None:
+            action, self.armed = self.armed, None
+            await action()
+        return meta
+
+
+@pytest.mark.parametrize("backend", ["embedded", "redis"])
+async def test_a_clear_between_a_watchers_look_and_its_read_delivers_nothing_before_cleared(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    """A Clear and new appends land after the watcher read the instance's meta and before
+    it reads the messages: the new incarnation's messages must come after Cleared, never
+    before it as if they continued the old one."""
+    real = open_store(request.getfixturevalue("redis_standalone").url) if backend == "redis" else EmbeddedStore()
+    store = _WipesAfterMeta(real)
+    project = storage_project(project_id=f"t{uuid.uuid4().hex[:12]}")
+    settings = Settings()
+    manager = MemoryManager(project, cast(MemoryStore, store), settings)
+    await manager.start()
+    try:
+        target = manager.resolve(RefSpec(memory_id=MEM, key="race", agent_id=None, context={}))
+
+        async def append(*contents: str) -> None:
+            await manager.append(target, [IncomingMessage("user", c, "text", None, {}, True) for c in contents], None)
+
+        await append("old1", "old2", "old3")
+        events = manager.watch(target, after_seq=0, chunk=256, stop=asyncio.Event())
+        first = await asyncio.wait_for(events.__anext__(), 10)
+        assert isinstance(first, Appended) and [m.content for m in first.messages] == ["old1", "old2", "old3"]
+
+        async def wipe() -> None:
+            await manager.clear(target)
+            await append("new1", "new2", "new3", "new4", "new5")
+
+        store.armed = wipe
+        seen: list[str] = []
+        while len(seen) < 6:
+            event = await asyncio.wait_for(events.__anext__(), 10)
+            if isinstance(event, Cleared):
+                seen.append("cleared")
+            elif isinstance(event, Appended):
+                seen.extend(m.content for m in event.messages)
+        await events.aclose()
+    finally:
+        await manager.close()
+    assert seen == ["cleared", "new1", "new2", "new3", "new4", "new5"]
