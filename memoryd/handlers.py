@@ -43,7 +43,9 @@ from google.protobuf.message import DecodeError
 
 from memoryd import logs
 from memoryd.auth import TokenCheck
+from memoryd.errors import UndecodableRequest
 from memoryd.metrics import GrpcMethod, Metrics
+from memoryd.status import abort
 
 access_log = logging.getLogger("memoryd.access")
 
@@ -180,11 +182,11 @@ async def _refuse(info: _MethodInfo, call: _Call, context: Context) -> None:
     assert info.token is not None
     refusal = info.token.refusal(call.authorization)
     if refusal is not None:
-        await context.abort(*refusal)
+        await abort(context, refusal, info.method)
 
 
-async def _refuse_undecodable(request: Undecodable, context: Context) -> None:
-    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request body could not be decoded: {request.reason}")
+async def _refuse_undecodable(info: _MethodInfo, request: Undecodable, context: Context) -> None:
+    await abort(context, UndecodableRequest(f"request body could not be decoded: {request.reason}"), info.method)
 
 
 # Server-side faults an operator must see even at level warning.
@@ -225,7 +227,7 @@ def _observed(behavior: Callable[..., Any], info: _MethodInfo) -> Callable[..., 
                 if info.token is not None:
                     await _refuse(info, call, context)
                 if type(request) is Undecodable:
-                    await _refuse_undecodable(request, context)
+                    await _refuse_undecodable(info, request, context)
                 response = await behavior(request, context)
             except BaseException as exc:
                 _end(info, context, call, exc)
@@ -242,7 +244,7 @@ def _observed(behavior: Callable[..., Any], info: _MethodInfo) -> Callable[..., 
                 if info.token is not None:
                     await _refuse(info, call, context)
                 if type(request) is Undecodable:
-                    await _refuse_undecodable(request, context)
+                    await _refuse_undecodable(info, request, context)
                 async for item in behavior(request, context):
                     yield item
             except BaseException as exc:
@@ -258,7 +260,7 @@ def _observed(behavior: Callable[..., Any], info: _MethodInfo) -> Callable[..., 
             if info.token is not None:
                 await _refuse(info, call, context)
             if type(request) is Undecodable:
-                await _refuse_undecodable(request, context)
+                await _refuse_undecodable(info, request, context)
             await behavior(request, context)
         except BaseException as exc:
             _end(info, context, call, exc)

@@ -39,15 +39,16 @@ from memoryd.models import (
     AppendOutcome,
     FlushOutcome,
     FlushPlan,
+    IncomingMessage,
     InstanceMeta,
     NewMessage,
+    RefSpec,
     StoredMessage,
     Summary,
 )
 from memoryd.privacy import PrivacyFilter
 from memoryd.settings import Settings
 from memoryd.store.base import MemoryStore
-from memoryd.validation import IncomingMessage, RefSpec
 
 log = logging.getLogger("memoryd.manager")
 T = TypeVar("T")

@@ -31,10 +31,10 @@ from memoryd.convert import (
     struct_to_dict,
 )
 from memoryd.engine import summary_message
-from memoryd.errors import InvalidArgument, MemorydError
+from memoryd.errors import InvalidArgument, MemorydError, ShuttingDown
 from memoryd.manager import Appended, Flushed, MemoryManager, Target
 from memoryd.models import InstanceMeta, StoredMessage
-from memoryd.status import details, grpc_code
+from memoryd.status import abort
 
 log = logging.getLogger("memoryd.service")
 
@@ -49,13 +49,6 @@ LEVELS = {1: pb.CONFIG_LEVEL_SINGLE, 2: pb.CONFIG_LEVEL_MULTI, 3: pb.CONFIG_LEVE
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Ctx = grpc.aio.ServicerContext[Any, Any]
-
-
-async def _abort(context: Ctx, exc: BaseException, method: str) -> None:
-    if isinstance(exc, MemorydError):
-        await context.abort(grpc_code(exc), details(exc))
-    log.exception("unexpected error in %s", method)
-    await context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error (see daemon log)")
 
 
 def _operation_name(method: str) -> str:
@@ -81,7 +74,7 @@ def _unary(
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:
-            await _abort(context, exc, fn.__name__)
+            await abort(context, exc, fn.__name__)
             raise AssertionError("unreachable") from exc
 
     return wrapper
@@ -103,7 +96,7 @@ def _stream(
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:
-            await _abort(context, exc, fn.__name__)
+            await abort(context, exc, fn.__name__)
 
     return wrapper
 
@@ -179,7 +172,7 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
         budget = self._item_bytes
         async for page in pages:
             if self.shutdown.is_set():
-                await context.abort(grpc.StatusCode.UNAVAILABLE, "daemon is shutting down; retry")
+                raise ShuttingDown("daemon is shutting down; retry")
             for part in _parts(page, budget):
                 resp = pb.ReadResponse()
                 add_messages(resp.messages, part)

@@ -92,7 +92,9 @@ async def test_redacting_a_large_message_does_not_stall_the_daemon() -> None:
     pattern works through 200 KB of digits, the daemon's loop keeps turning. A ticker task
     notes the longest gap between its turns during the append: a loop blocked by the
     redaction shows one gap as long as the redaction, a large share of the whole call."""
-    res = MemoryResource(id="digits", max_tokens=10_000_000, privacy_policy=PrivacyPolicy(redact_patterns=(r"\d",)))
+    # "#" keeps the output small, so nearly all of the call is the redaction itself
+    policy = PrivacyPolicy(redact_patterns=(r"\d",), default_redaction_string="#")
+    res = MemoryResource(id="digits", max_tokens=10_000_000, privacy_policy=policy)
     longest = 0.0
     done = asyncio.Event()
 
@@ -113,7 +115,7 @@ async def test_redacting_a_large_message_does_not_stall_the_daemon() -> None:
         done.set()
         await task
     assert resp.results[0].redactions == 200_000
-    assert longest < elapsed / 4, f"the loop stalled {longest:.3f}s of a {elapsed:.3f}s append"
+    assert longest < elapsed / 2, f"the loop stalled {longest:.3f}s of a {elapsed:.3f}s append"
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
