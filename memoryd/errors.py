@@ -135,12 +135,6 @@ class StoreUnavailable(MemorydError):
     status = Status.UNAVAILABLE
 
 
-class ShuttingDown(MemorydError):
-    """The daemon is stopping: a long stream ends with this so that its client resumes elsewhere."""
-
-    status = Status.UNAVAILABLE
-
-
 class LockContention(MemorydError):
     """The instance lock could not be acquired in time."""
 
