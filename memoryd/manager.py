@@ -273,11 +273,21 @@ class MemoryManager:
         for store in self.stores:
             await store.start()
 
-    async def close(self) -> None:
-        """Let running flushes finish (they hold the instance lock), then close the stores."""
+    async def close(self, *, flush_grace_s: float | None = None) -> None:
+        """Let running flushes finish (they hold the instance lock) for at most
+        ``flush_grace_s`` (None: as long as they take), cancel the rest, close the stores.
+
+        A cancelled flush loses nothing: it either applied its plan atomically or did not
+        (the fence and the apply-flush script), and its lock lapses within its lease."""
         pending = list(self._flushes.values())
         if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+            _done, late = await asyncio.wait(pending, timeout=flush_grace_s)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("shutdown cancelled %d flush(es) still running after %ss", len(late), flush_grace_s,
+                            extra={"event": "flush_cancelled"})
+                await asyncio.gather(*late, return_exceptions=True)
         for store in self.stores:
             await store.close()
 
