@@ -56,9 +56,10 @@ async def main(listen: str, redis_url: str, simple: bool) -> None:
         async def call(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
             n = next(calls)
             mid = f"f{n:015x}"
-            # ttl, pinned cap, idempotency field, window, record tail, n, then one message:
-            # tokens, effective priority, id, role, content, content type, priority, metadata
-            args = [-1, -1, f"s:{n}", 60_000, f'[["{mid}",100,5]]', 1,
+            # ttl, pinned cap, idempotency field, window, record tail, n, batch digest ("": an
+            # internal retry key, as the store sends), then one message: tokens, effective
+            # priority, id, role, content, content type, priority, metadata
+            args = [-1, -1, f"s:{n}", 60_000, f'[["{mid}",100,5]]', 1, "",
                     100, 5, mid, "user", request, "text", "", ""]
             reply = await script(keys=KEYS, args=args)
             return str(reply[1]).encode()
