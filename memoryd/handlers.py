@@ -33,7 +33,7 @@ from typing import Any, TypeAlias
 import grpc
 import grpc.aio
 
-from memoryd import logs
+from memoryd import logs, tracing
 from memoryd.auth import TokenCheck
 from memoryd.metrics import GrpcMethod, Metrics
 
@@ -259,6 +259,9 @@ class Listener:
             log_level=logging.DEBUG if method.startswith(QUIET_PREFIXES) else logging.INFO,
             token=None if method.startswith(self._exempt) else self._token,
         )
+        if tracing.enabled() and not method.startswith(QUIET_PREFIXES):
+            return with_behavior(handler, lambda behavior: tracing.server_behavior(
+                _observed(behavior, info), method, status_of))
         return with_behavior(handler, lambda behavior: _observed(behavior, info))
 
     # -- what generated registration code calls -----------------------------------------------

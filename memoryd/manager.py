@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from memoryd import engine, tokens
+from memoryd import engine, tokens, tracing
 from memoryd.config.model import MemoryResource, Project
 from memoryd.config.resolve import ResolvedRef, resolve_agent, resolve_direct, resolve_reference
 from memoryd.engine import Budget, ContextView
@@ -173,7 +173,7 @@ class MemoryManager:
 
         extra = next((s for s in self.stores if s.backend == "embedded"), None)
         if extra is None:
-            extra = EmbeddedStore()
+            extra = tracing.traced(EmbeddedStore())
             self.stores.append(extra)
         return extra
 
@@ -297,7 +297,8 @@ class MemoryManager:
     async def _background_flush(self, target: Target) -> None:
         fields = {"event": "flush", "memory_id": target.resource.id, "instance_hash": target.addr.instance_hash}
         try:
-            with self.metrics.operation("background_flush", target.resource.id):
+            with self.metrics.operation("background_flush", target.resource.id), \
+                    tracing.span("memoryd.background_flush", target.addr):
                 result = await self.flush(target)
             log.info("flush", extra={**fields, "status": "ok", "removed": len(result.removed_seqs)})
         except LockContention:  # another daemon is flushing this instance: nothing to do
@@ -309,13 +310,15 @@ class MemoryManager:
 
     async def _plan(self, target: Target) -> FlushPlan:
         rt = target.runtime
-        state = await rt.store.state(target.addr)
-        count = functools.partial(rt.counter.count_message, "system")
-        args = (state, rt.resource, rt.budget, count, _now_ms())
-        if len(state.messages) > THREAD_THRESHOLD:
-            plan = await asyncio.to_thread(engine.plan_flush, *args)
-        else:
-            plan = engine.plan_flush(*args)
+        with tracing.span("memoryd.fold", target.addr) as fold:  # the read and the planning
+            state = await rt.store.state(target.addr)
+            count = functools.partial(rt.counter.count_message, "system")
+            args = (state, rt.resource, rt.budget, count, _now_ms())
+            if len(state.messages) > THREAD_THRESHOLD:
+                plan = await asyncio.to_thread(engine.plan_flush, *args)
+            else:
+                plan = engine.plan_flush(*args)
+            tracing.planned(fold, plan)
         return dataclasses.replace(plan, epoch=state.meta.epoch)
 
     async def flush(self, target: Target, *, dry_run: bool = False) -> FlushResult:
