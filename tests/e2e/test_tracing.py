@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -29,7 +30,8 @@ from memoryd_client.v1 import memory_pb2_grpc as pb_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 
-from tests.redis_servers import RedisProcess
+import memoryd
+from tests.redis_servers import RedisProcess, start_standalone
 from tests.support import REPO, daemon_process, free_port, wait_serving
 
 SERVICE = "memoryd.v1.MemoryService"
@@ -38,10 +40,21 @@ APPEND_TRACE = uuid.uuid4().hex
 FLUSH_TRACE = uuid.uuid4().hex
 EXPLICIT_TRACE = uuid.uuid4().hex
 REFUSED_TRACE = uuid.uuid4().hex
+WATCH_TRACE = uuid.uuid4().hex
+BACKGROUND_TRACE = uuid.uuid4().hex
+REQUEST_ID = f"agent-{uuid.uuid4().hex}"
 UNKNOWN_MEMORY = f"nosuch-{uuid.uuid4().hex}"  # quoted back in the NOT_FOUND details
 CONTENT = f"the vault code is {uuid.uuid4().hex}"
 KEY = f"tenant-secret-{uuid.uuid4().hex}"
 REF = pb.MemoryRef(memory_id="default", key=KEY)
+# "tiny" flushes in the background after one large append.
+PROJECT = """
+project: traced
+memories:
+  - id: default
+  - id: tiny
+    max_tokens: 2000
+"""
 
 
 def traceparent(trace_id: str) -> tuple[tuple[str, str]]:
@@ -74,11 +87,13 @@ class ConsoleRun:
 
 
 @pytest.fixture(scope="module")
-def console_run(redis_standalone: RedisProcess) -> ConsoleRun:
+def console_run(redis_standalone: RedisProcess, tmp_path_factory: pytest.TempPathFactory) -> ConsoleRun:
     api = f"127.0.0.1:{free_port()}"
+    config = tmp_path_factory.mktemp("traced") / "memoryd.yaml"
+    config.write_text(PROJECT)
     env = {"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "memoryd-under-test"}
     with daemon_process("--listen", api, "--redis-url", redis_standalone.url, "--log-level", "debug",
-                        env=env) as proc:
+                        "--config", str(config), env=env) as proc:
         wait_serving(api, SERVICE)
         with grpc.insecure_channel(api) as ch:
             stub = pb_grpc.MemoryServiceStub(ch)
@@ -89,11 +104,21 @@ def console_run(redis_standalone: RedisProcess) -> ConsoleRun:
                 stub.GetStats(pb.GetStatsRequest(ref=pb.MemoryRef(memory_id=UNKNOWN_MEMORY, key=KEY)),
                               metadata=traceparent(REFUSED_TRACE), timeout=10)
             assert UNKNOWN_MEMORY in str(refused.value.details())
+            big = [pb.Message(role=pb.ROLE_USER, content=f"{i}: {CONTENT} " * 8) for i in range(20)]
+            scheduled = stub.Append(pb.AppendRequest(ref=pb.MemoryRef(memory_id="tiny", key=KEY), messages=big),
+                                    metadata=traceparent(BACKGROUND_TRACE), timeout=10)
+            assert scheduled.flush_scheduled
+            stub.Append(pb.AppendRequest(ref=REF, messages=[pb.Message(role=pb.ROLE_USER, content="more")]),
+                        timeout=10)
+            watch = stub.Watch(pb.WatchRequest(ref=REF), metadata=traceparent(WATCH_TRACE))
+            assert next(watch).appended.messages[0].content == "more"
+            watch.cancel()
         tracer = TracerProvider().get_tracer("agent")  # the caller's own tracing; exports nowhere
         with tracer.start_as_current_span("agent turn") as agent, MemoryClient(api) as client:
             client.stats("default", key=KEY)
             agent_trace = format(agent.get_span_context().trace_id, "032x")
-        with MemoryClient(api) as client, call_metadata(traceparent=traceparent(EXPLICIT_TRACE)[0][1]):
+        with tracer.start_as_current_span("another turn"), MemoryClient(api) as client, \
+                call_metadata(("x-request-id", REQUEST_ID), traceparent=traceparent(EXPLICIT_TRACE)[0][1]):
             client.stats("default", key=KEY)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
@@ -108,6 +133,7 @@ def test_append_server_span_continues_the_callers_trace(console_run: ConsoleRun)
     assert span["parent_id"] == "0x" + CALLER_SPAN
     attrs = span["attributes"]
     assert attrs["rpc.system.name"] == "grpc" and attrs["rpc.method"] == f"{SERVICE}/Append"
+    assert attrs["rpc.system"] == "grpc" and attrs["rpc.service"] == SERVICE
     assert attrs["rpc.response.status_code"] == "OK" and attrs["rpc.grpc.status_code"] == 0
     assert attrs["memoryd.memory.id"] == "default" and len(attrs["memoryd.instance.hash"]) == 16
     assert span["resource"]["attributes"]["service.name"] == "memoryd-under-test"
@@ -150,15 +176,31 @@ def test_client_errors_are_a_status_not_a_span_error(console_run: ConsoleRun) ->
 
 def test_python_client_propagates_the_callers_context(console_run: ConsoleRun) -> None:
     agent = console_run.server_span(console_run.agent_trace, "GetStats")
-    explicit = console_run.server_span(EXPLICIT_TRACE, "GetStats")
+    explicit = console_run.server_span(EXPLICIT_TRACE, "GetStats")  # call_metadata's traceparent wins
     assert agent["parent_id"] != "0x" + CALLER_SPAN and explicit["parent_id"] == "0x" + CALLER_SPAN
+    (access,) = [line for line in console_run.log_lines if line.get("request_id") == REQUEST_ID]
+    assert access["trace_id"] == EXPLICIT_TRACE
+
+
+def test_background_flush_continues_the_appends_trace(console_run: ConsoleRun) -> None:
+    append = console_run.server_span(BACKGROUND_TRACE, "Append")
+    by_name = {s["name"]: s for s in console_run.in_trace(BACKGROUND_TRACE)}
+    assert by_name["memoryd.background_flush"]["parent_id"] == append["context"]["span_id"]
+    assert by_name["memoryd.fold"]["parent_id"] == by_name["memoryd.background_flush"]["context"]["span_id"]
+    assert by_name["memoryd.fold"]["attributes"]["memoryd.flush.removed_count"] > 0
+    assert by_name["redis apply_flush"]["attributes"]["memoryd.messages.removed"] > 0
+
+
+def test_a_watch_is_one_span_without_its_store_polls(console_run: ConsoleRun) -> None:
+    (watch,) = console_run.in_trace(WATCH_TRACE)
+    assert watch["name"] == f"{SERVICE}/Watch" and watch["attributes"]["rpc.response.status_code"] == "CANCELLED"
 
 
 def test_log_lines_carry_trace_and_span_ids(console_run: ConsoleRun) -> None:
     server = console_run.server_span(APPEND_TRACE, "Append")
     (access,) = [line for line in console_run.log_lines
-                 if line.get("event") == "rpc" and line["method"] == f"/{SERVICE}/Append"]
-    assert access["trace_id"] == APPEND_TRACE and "0x" + access["span_id"] == server["context"]["span_id"]
+                 if line.get("event") == "rpc" and line.get("trace_id") == APPEND_TRACE]
+    assert access["method"] == f"/{SERVICE}/Append" and "0x" + access["span_id"] == server["context"]["span_id"]
 
 
 def test_health_checks_make_no_spans(console_run: ConsoleRun) -> None:
@@ -199,6 +241,9 @@ def test_otlp_exporter_sends_spans_to_the_endpoint(collector: tuple[str, _Collec
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0  # exit flushes the batch processor
     spans = [s for r in received.requests for rs in r.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    resource = {a.key: a.value.string_value for r in received.requests for rs in r.resource_spans
+                for a in rs.resource.attributes}
+    assert resource["service.name"] == "memoryd" and resource["service.version"] == memoryd.__version__
     (server,) = [s for s in spans if s.trace_id.hex() == trace_id and s.name == f"{SERVICE}/GetStats"]
     assert server.parent_span_id.hex() == CALLER_SPAN
     assert {s.name for s in spans if s.trace_id.hex() == trace_id} == {f"{SERVICE}/GetStats", "embedded meta"}
@@ -233,3 +278,28 @@ def test_tracing_off_loads_no_opentelemetry() -> None:
     done = subprocess.run([sys.executable, "-c", OFF_SCRIPT], cwd=REPO, capture_output=True, text=True,
                           timeout=60, env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")})
     assert done.returncode == 0, done.stderr
+
+
+def test_server_faults_are_span_errors(tmp_path: Path) -> None:
+    api, trace_id = f"127.0.0.1:{free_port()}", uuid.uuid4().hex
+    redis = start_standalone(tmp_path / "redis")
+    with daemon_process("--listen", api, "--redis-url", redis.url,
+                        env={"OTEL_TRACES_EXPORTER": "console"}) as proc:
+        try:
+            wait_serving(api, SERVICE)
+        finally:
+            redis.stop()  # Redis goes away: calls fail UNAVAILABLE
+        with grpc.insecure_channel(api) as ch, pytest.raises(grpc.RpcError) as failed:
+            pb_grpc.MemoryServiceStub(ch).GetStats(pb.GetStatsRequest(ref=REF), metadata=traceparent(trace_id),
+                                                   timeout=10)
+        assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert proc.stdout is not None
+        spans = [s for s in parse_console(proc.stdout.read().decode()) if s["context"]["trace_id"] == "0x" + trace_id]
+    by_name = {s["name"]: s for s in spans}
+    server = by_name[f"{SERVICE}/GetStats"]
+    assert server["status"]["status_code"] == "ERROR" and server["attributes"]["error.type"] == "UNAVAILABLE"
+    assert by_name["redis meta"]["status"]["status_code"] == "ERROR"
+    assert by_name["redis meta"]["attributes"]["error.type"] == "StoreUnavailable"
+    assert not any(s["events"] for s in spans)  # no exception events (their messages)
