@@ -278,7 +278,7 @@ async def bench_tracing(store: str, n: int, rounds: int, before: str | None) -> 
                 if store == "redis":
                     args += ["--redis-url", redis_proc.url]
                 daemons[name] = spawn(args, env=env)
-                wait_serving(api, "memoryd.v1.MemoryService")
+                wait_serving(api, "memoryd.v1.MemoryService", timeout_s=120)  # the host is shared
                 chans = [grpc.aio.insecure_channel(api) for _ in range(16)]
                 channels += chans
                 stubs[name] = [pb_grpc.MemoryServiceStub(ch) for ch in chans]

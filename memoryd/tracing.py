@@ -48,6 +48,7 @@ from memoryd.models import (
 from memoryd.store.base import LockLease, MemoryStore
 
 _tracer: Any = None  # opentelemetry.trace.Tracer while tracing is on
+_get_current_span: Any = None  # opentelemetry.trace.get_current_span while tracing is on
 _NULL: contextlib.nullcontext[None] = contextlib.nullcontext()
 # False inside a Watch: its store polls (about two a second, for as long as the
 # client watches) would outnumber every other span. The Watch's own span stays.
@@ -94,7 +95,7 @@ def configure(env: Mapping[str, str] | None = None) -> bool:
     ValueError (a usage error) names the variable when an exporter is unknown or the
     ``memoryd[otel]`` extra is not installed.
     """
-    global _tracer
+    global _tracer, _get_current_span
     env = os.environ if env is None else env
     names = exporter_names(env)
     if not names:
@@ -122,15 +123,14 @@ def configure(env: Mapping[str, str] | None = None) -> bool:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     _tracer = provider.get_tracer("memoryd", __version__)
+    _get_current_span = trace.get_current_span
     logs.TRACE_IDS = _current_ids
     return True
 
 
 def _current_ids() -> tuple[str, str] | None:
     """Trace and span id of the current span, for the JSON log lines."""
-    from opentelemetry import trace
-
-    ctx = trace.get_current_span().get_span_context()
+    ctx = _get_current_span().get_span_context()
     if not ctx.is_valid:
         return None
     return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
@@ -280,8 +280,9 @@ class TracedStore:
 
     @contextlib.contextmanager
     def _span(self, operation: str, addr: InstanceAddr | None, **attributes: Any) -> Iterator[Any]:
-        if not _STORE_SPANS.get():
-            yield None
+        parent = _get_current_span()
+        if not _STORE_SPANS.get() or (not parent.is_recording() and parent.get_span_context().is_valid):
+            yield None  # inside a Watch, or a trace the sampler dropped: nothing to build
             return
         attrs: dict[str, Any] = {**self._system, "db.operation.name": operation, **attributes}
         if addr is not None:

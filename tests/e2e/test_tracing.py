@@ -41,6 +41,7 @@ FLUSH_TRACE = uuid.uuid4().hex
 EXPLICIT_TRACE = uuid.uuid4().hex
 REFUSED_TRACE = uuid.uuid4().hex
 WATCH_TRACE = uuid.uuid4().hex
+UNSAMPLED_TRACE = uuid.uuid4().hex
 BACKGROUND_TRACE = uuid.uuid4().hex
 REQUEST_ID = f"agent-{uuid.uuid4().hex}"
 UNKNOWN_MEMORY = f"nosuch-{uuid.uuid4().hex}"  # quoted back in the NOT_FOUND details
@@ -110,6 +111,8 @@ def console_run(redis_standalone: RedisProcess, tmp_path_factory: pytest.TempPat
             assert scheduled.flush_scheduled
             stub.Append(pb.AppendRequest(ref=REF, messages=[pb.Message(role=pb.ROLE_USER, content="more")]),
                         timeout=10)
+            stub.GetStats(pb.GetStatsRequest(ref=REF), timeout=10,  # the caller did not sample this trace
+                          metadata=(("traceparent", f"00-{UNSAMPLED_TRACE}-{CALLER_SPAN}-00"),))
             watch = stub.Watch(pb.WatchRequest(ref=REF), metadata=traceparent(WATCH_TRACE))
             assert next(watch).appended.messages[0].content == "more"
             watch.cancel()
@@ -201,6 +204,12 @@ def test_log_lines_carry_trace_and_span_ids(console_run: ConsoleRun) -> None:
     (access,) = [line for line in console_run.log_lines
                  if line.get("event") == "rpc" and line.get("trace_id") == APPEND_TRACE]
     assert access["method"] == f"/{SERVICE}/Append" and "0x" + access["span_id"] == server["context"]["span_id"]
+
+
+def test_the_callers_sampling_decision_is_followed(console_run: ConsoleRun) -> None:
+    assert not console_run.in_trace(UNSAMPLED_TRACE)
+    (access,) = [line for line in console_run.log_lines if line.get("trace_id") == UNSAMPLED_TRACE]
+    assert access["method"] == f"/{SERVICE}/GetStats"  # the log still leads to the caller's trace
 
 
 def test_health_checks_make_no_spans(console_run: ConsoleRun) -> None:
