@@ -212,6 +212,11 @@ def test_the_callers_sampling_decision_is_followed(console_run: ConsoleRun) -> N
     assert access["method"] == f"/{SERVICE}/GetStats"  # the log still leads to the caller's trace
 
 
+def test_tracing_logs_no_errors(console_run: ConsoleRun) -> None:
+    """E.g. no "Failed to detach context" from spans of streams that ended by cancellation."""
+    assert not [line for line in console_run.log_lines if line["level"] in ("warning", "error")]
+
+
 def test_health_checks_make_no_spans(console_run: ConsoleRun) -> None:
     assert not [s for s in console_run.spans if s["name"].startswith("grpc.health")]
 
