@@ -294,11 +294,11 @@ class MemoryManager:
         self._flushes[target.addr] = task
         return True
 
+    @tracing.background_flush
     async def _background_flush(self, target: Target) -> None:
         fields = {"event": "flush", "memory_id": target.resource.id, "instance_hash": target.addr.instance_hash}
         try:
-            with self.metrics.operation("background_flush", target.resource.id), \
-                    tracing.span("memoryd.background_flush", target.addr):
+            with self.metrics.operation("background_flush", target.resource.id):
                 result = await self.flush(target)
             log.info("flush", extra={**fields, "status": "ok", "removed": len(result.removed_seqs)})
         except LockContention:  # another daemon is flushing this instance: nothing to do
@@ -308,17 +308,16 @@ class MemoryManager:
         finally:
             self._flushes.pop(target.addr, None)
 
+    @tracing.fold
     async def _plan(self, target: Target) -> FlushPlan:
         rt = target.runtime
-        with tracing.span("memoryd.fold", target.addr) as fold:  # the read and the planning
-            state = await rt.store.state(target.addr)
-            count = functools.partial(rt.counter.count_message, "system")
-            args = (state, rt.resource, rt.budget, count, _now_ms())
-            if len(state.messages) > THREAD_THRESHOLD:
-                plan = await asyncio.to_thread(engine.plan_flush, *args)
-            else:
-                plan = engine.plan_flush(*args)
-            tracing.planned(fold, plan)
+        state = await rt.store.state(target.addr)
+        count = functools.partial(rt.counter.count_message, "system")
+        args = (state, rt.resource, rt.budget, count, _now_ms())
+        if len(state.messages) > THREAD_THRESHOLD:
+            plan = await asyncio.to_thread(engine.plan_flush, *args)
+        else:
+            plan = engine.plan_flush(*args)
         return dataclasses.replace(plan, epoch=state.meta.epoch)
 
     async def flush(self, target: Target, *, dry_run: bool = False) -> FlushResult:

@@ -3,8 +3,8 @@
 Off unless ``OTEL_TRACES_EXPORTER`` names an exporter (``console``, ``otlp``...). The
 OpenTelemetry default would be ``otlp``; a sidecar must not start exporting to a
 collector nobody runs. When off, nothing of ``opentelemetry`` is imported, the RPC
-handlers and the store are not wrapped, and ``span()`` hands back one shared null
-context: tracing off costs an attribute check where flushes are planned.
+handlers and the store are not wrapped, and the manager's two decorated flush steps
+check one module variable: tracing off adds nothing to an append.
 
 When on: a SERVER span per RPC (health and reflection excepted: kubelet probes would
 flood the backend) continuing the caller's ``traceparent`` (the global propagator,
@@ -26,13 +26,14 @@ exception messages as span events, and would run as a per-call interceptor outsi
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import os
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, TypeVar
 
 from memoryd import __version__, logs
 from memoryd.keys import InstanceAddr
@@ -47,9 +48,9 @@ from memoryd.models import (
 )
 from memoryd.store.base import LockLease, MemoryStore
 
+T = TypeVar("T")
 _tracer: Any = None  # opentelemetry.trace.Tracer while tracing is on
 _get_current_span: Any = None  # opentelemetry.trace.get_current_span while tracing is on
-_NULL: contextlib.nullcontext[None] = contextlib.nullcontext()
 # False inside a Watch: its store polls (about two a second, for as long as the
 # client watches) would outnumber every other span. The Watch's own span stays.
 _STORE_SPANS: ContextVar[bool] = ContextVar("memoryd_store_spans", default=True)
@@ -221,13 +222,6 @@ def server_behavior(
 
 # -- internal spans (manager) ------------------------------------------------------------
 
-def span(name: str, addr: InstanceAddr, **attributes: Any) -> contextlib.AbstractContextManager[Any]:
-    """An INTERNAL span about one instance (a ``with`` block yielding the span, or None when off)."""
-    if _tracer is None:
-        return _NULL
-    return _internal(name, addr, attributes)
-
-
 @contextlib.contextmanager
 def _internal(name: str, addr: InstanceAddr, attributes: dict[str, Any]) -> Iterator[Any]:
     attrs = {"memoryd.memory.id": addr.resource, "memoryd.instance.hash": addr.instance_hash, **attributes}
@@ -240,14 +234,39 @@ def _internal(name: str, addr: InstanceAddr, attributes: dict[str, Any]) -> Iter
             raise
 
 
-def planned(current: Any, plan: FlushPlan) -> None:
-    """What a fold decided, on its span (no-op when tracing is off)."""
-    if current is not None:
-        current.set_attribute("memoryd.flush.strategy", plan.strategy)
-        current.set_attribute("memoryd.flush.removed_count", len(plan.remove_seqs))
-        current.set_attribute("memoryd.flush.summarized", plan.summary is not None)
-        current.set_attribute("memoryd.tokens.before", plan.tokens_before)
-        current.set_attribute("memoryd.tokens.after", plan.tokens_after)
+def instance_span(
+    name: str, describe: Callable[[Any], dict[str, Any]] | None = None
+) -> Callable[[Callable[..., Coroutine[Any, Any, T]]], Callable[..., Coroutine[Any, Any, T]]]:
+    """Decorate a manager method ``(self, target, ...)``: an INTERNAL span about the target's
+    instance, with ``describe(result)`` as attributes. Off: one check per call. A decorator,
+    so the manager's code is not re-indented around a span."""
+
+    def decorate(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Coroutine[Any, Any, T]]:
+        @functools.wraps(fn)
+        async def traced_call(owner: Any, target: Any, *args: Any, **kwargs: Any) -> T:
+            if _tracer is None:
+                return await fn(owner, target, *args, **kwargs)
+            with _internal(name, target.addr, {}) as current:
+                out = await fn(owner, target, *args, **kwargs)
+                if describe is not None:
+                    current.set_attributes(describe(out))
+                return out
+
+        return traced_call
+
+    return decorate
+
+
+def _plan_attributes(plan: FlushPlan) -> dict[str, Any]:
+    return {"memoryd.flush.strategy": plan.strategy, "memoryd.flush.removed_count": len(plan.remove_seqs),
+            "memoryd.flush.summarized": plan.summary is not None, "memoryd.tokens.before": plan.tokens_before,
+            "memoryd.tokens.after": plan.tokens_after}
+
+
+# The read of an instance and the flush plan made from it (engine.plan_flush).
+fold = instance_span("memoryd.fold", _plan_attributes)
+# A flush started by the budget threshold, under the Append that scheduled it.
+background_flush = instance_span("memoryd.background_flush")
 
 
 # -- store spans -------------------------------------------------------------------------
