@@ -26,10 +26,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from memoryd.config.model import CircuitBreaker
 from memoryd.keys import InstanceAddr
 from memoryd.models import NewMessage, StoredMessage
 from memoryd.store.redis import RedisStore, codec
-from memoryd.store.redis.breaker import BreakerSettings
 from memoryd.store.url import open_store
 
 CONTENT = ("The customer asked about the refund policy for annual plans; the agent explained the "
@@ -81,7 +81,7 @@ def row(name: str, samples: list[float], floor: list[float] | None) -> str:
 
 
 async def run(url: str, n: int) -> None:
-    store = open_store(url, breaker=BreakerSettings(timeout_s=2.0))
+    store = open_store(url, breaker=CircuitBreaker(timeout_s=2.0))
     assert isinstance(store, RedisStore)
     await store.start()
     raw = Redis.from_url(url)
@@ -123,7 +123,7 @@ async def run(url: str, n: int) -> None:
 
     # Decoding is measured on a store without a read cache; the cached rows use the store
     # that appended the messages (it keeps what it appended, and re-validates per read).
-    uncached = RedisStore(store.settings, breaker=BreakerSettings(timeout_s=2.0), read_cache_messages=0)
+    uncached = RedisStore(store.settings, breaker=CircuitBreaker(timeout_s=2.0), read_cache_messages=0)
     await uncached.start()
 
     async def store_read(i: int) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 import grpc
 
+from memoryd.errors import MemorydError, PermissionDenied, Unauthenticated
 from memoryd.settings import Settings
 
 TOKEN_ENV = "MEMORYD_AUTH_TOKEN"
@@ -64,16 +65,16 @@ class TokenCheck:
         # Compare digests: equal length, so not even the token's length leaks through timing.
         self._expected = hashlib.sha256(token.encode("ascii")).digest()
 
-    def refusal(self, header: str | None) -> tuple[grpc.StatusCode, str] | None:
-        """None when ``header`` (the ``authorization`` metadata) carries the token, else the status."""
+    def refusal(self, header: str | None) -> MemorydError | None:
+        """None when ``header`` (the ``authorization`` metadata) carries the token, else the error."""
         if header is None:
-            return grpc.StatusCode.UNAUTHENTICATED, "missing credentials: send metadata 'authorization: Bearer <token>'"
+            return Unauthenticated("missing credentials: send metadata 'authorization: Bearer <token>'")
         scheme, _, presented = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
-            return grpc.StatusCode.UNAUTHENTICATED, "malformed credentials: expected 'authorization: Bearer <token>'"
+            return Unauthenticated("malformed credentials: expected 'authorization: Bearer <token>'")
         digest = hashlib.sha256(presented.strip().encode("utf-8", "replace")).digest()
         if not hmac.compare_digest(digest, self._expected):
-            return grpc.StatusCode.PERMISSION_DENIED, "invalid bearer token"
+            return PermissionDenied("invalid bearer token")
         return None
 
 

@@ -11,14 +11,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from memoryd import __version__, auth, logs, settings, tracing
-from memoryd.config.model import Project, default_project
+from memoryd import __version__, auth, keys, logs, settings, tracing
+from memoryd.config.model import CircuitBreaker, Project, default_project
 from memoryd.errors import ConfigError, MemorydError
 from memoryd.manager import MemoryManager
 from memoryd.metrics import Metrics
 from memoryd.server import Server, is_loopback
 from memoryd.store.base import MemoryStore
-from memoryd.store.redis.breaker import BreakerSettings
 
 log = logging.getLogger("memoryd.cli")
 
@@ -31,14 +30,14 @@ def load_project(path: str) -> Project:
     return load(path)
 
 
-def breaker_settings(project: Project) -> BreakerSettings:
+def breaker_settings(project: Project) -> CircuitBreaker:
     """One breaker guards the daemon's Redis (it is the deployment that fails, not a
     resource). Resources that state ``persistence.circuit_breaker`` differently are
     combined strictly: the shortest timeout, the fewest failures, the longest reset."""
     configs = [r.persistence.circuit_breaker for r in project.resources.values() if r.persistence.type != "embedded"]
     if not configs:
-        return BreakerSettings()
-    return BreakerSettings(
+        return CircuitBreaker()
+    return CircuitBreaker(
         timeout_s=min(c.timeout_s for c in configs),
         max_failures=min(c.max_failures for c in configs),
         reset_timeout_s=max(c.reset_timeout_s for c in configs),
@@ -78,6 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"memoryd serve: {exc}", file=sys.stderr)
         return 2
     logs.configure(s.log_level)
+    keys.set_log_hash_key(s.log_hash_key)
     try:
         project = load_project(s.config)
         metrics = Metrics.from_settings(s, project.resources)

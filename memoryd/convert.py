@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from memoryd_client.v1 import memory_pb2 as pb
 
@@ -87,7 +87,27 @@ def fill_stats(
 
 
 def struct_to_dict(value: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(value)
+    """A Struct as plain Python values, numbers as floats (NaN and infinities included).
+
+    Not json_format.MessageToDict: it raises ValueError on a non-finite number anywhere in
+    the Struct, but a context value matters only where a key template uses it (and the
+    template refuses a non-finite number, naming the field)."""
+    return {k: _value(v) for k, v in value.fields.items()}
+
+
+def _value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        return value.number_value
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value)
+    if kind == "list_value":
+        return [_value(v) for v in value.list_value.values]
+    return None  # null_value, or no kind set
 
 
 def dict_to_struct(value: dict[str, Any]) -> struct_pb2.Struct:

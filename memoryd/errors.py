@@ -1,13 +1,45 @@
 """One exception hierarchy for the daemon.
 
 Every foreseeable failure is a ``MemorydError`` subclass carrying a ``Status``; the
-servicer maps ``Status`` to a gRPC code in exactly one place (``memoryd.status``).
-The store and the engine raise these without knowing anything of gRPC.
+status becomes a gRPC code in exactly one place (``memoryd.status.abort``), for the
+servicer's errors, a refused token and an undecodable body alike. The store, the
+engine and the configuration raise these without knowing anything of gRPC::
+
+    MemorydError                      status
+    ├── InvalidArgument               INVALID_ARGUMENT  (.field names the request field)
+    ├── UndecodableRequest            INVALID_ARGUMENT  (the body is not the method's message)
+    ├── ConfigError                   INVALID_ARGUMENT  (.problems; load time: file, line, field)
+    ├── NotFound                      NOT_FOUND
+    ├── PermissionDenied              PERMISSION_DENIED (read-only reference, bad token)
+    ├── Unauthenticated               UNAUTHENTICATED   (no token where one is required)
+    ├── ResourceExhausted             RESOURCE_EXHAUSTED
+    │   └── PinnedTierFull
+    ├── FailedPrecondition            FAILED_PRECONDITION
+    ├── IdempotencyConflict           ALREADY_EXISTS    (a key reused for another batch)
+    ├── ShuttingDown                  UNAVAILABLE       (the daemon cut a stream)
+    ├── StoreUnavailable              UNAVAILABLE       (Redis down, breaker open: retry)
+    └── LockContention                ABORTED           (plan again, later)
+        ├── FenceRejected                               (the lock was lost)
+        └── InstanceChanged                             (wiped and created again meanwhile)
+
+Anything else reaching the wire is a bug: INTERNAL, with the traceback only in the log.
 """
 
 from __future__ import annotations
 
 from enum import Enum
+
+#: Characters of a client-supplied value an error message may quote: the message travels
+#: in a gRPC trailer (the client's limit is 16 KiB), and a 20 KB memory id would turn a
+#: NOT_FOUND into a RESOURCE_EXHAUSTED.
+MAX_ECHO = 100
+
+
+def echo(value: str) -> str:
+    """``value`` quoted for an error message, cut to ``MAX_ECHO`` characters."""
+    if len(value) <= MAX_ECHO:
+        return f"'{value}'"
+    return f"'{value[:MAX_ECHO]}...' ({len(value)} characters)"
 
 
 class Status(Enum):
@@ -22,7 +54,6 @@ class Status(Enum):
     ALREADY_EXISTS = "already_exists"
     UNAVAILABLE = "unavailable"
     ABORTED = "aborted"
-    DEADLINE_EXCEEDED = "deadline_exceeded"
     INTERNAL = "internal"
 
 
@@ -44,6 +75,12 @@ class InvalidArgument(MemorydError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+
+
+class UndecodableRequest(MemorydError):
+    """The request body is not a valid message of the method's type (grpcio would say UNKNOWN)."""
+
+    status = Status.INVALID_ARGUMENT
 
 
 class NotFound(MemorydError):
@@ -86,6 +123,12 @@ class IdempotencyConflict(MemorydError):
     status = Status.ALREADY_EXISTS
 
 
+class ShuttingDown(MemorydError):
+    """The daemon is stopping: a stream it cuts ends UNAVAILABLE, so the client resumes elsewhere."""
+
+    status = Status.UNAVAILABLE
+
+
 class StoreUnavailable(MemorydError):
     """The store cannot be reached (connection error, timeout, breaker open). Safe to retry."""
 
@@ -106,14 +149,10 @@ class InstanceChanged(LockContention):
     """A flush plan was refused because the instance was wiped and created again since it was read."""
 
 
-class DeadlineExceeded(MemorydError):
-    """The operation ran out of time."""
+class ConfigError(MemorydError):
+    """The project configuration (or a store URL) is invalid; ``problems`` lists every error found."""
 
-    status = Status.DEADLINE_EXCEEDED
-
-
-class ConfigError(Exception):
-    """The project configuration is invalid; ``problems`` lists every error found."""
+    status = Status.INVALID_ARGUMENT
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))

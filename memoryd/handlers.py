@@ -11,6 +11,13 @@ the wrapped one to the real ``grpc.aio.Server``; unknown methods never reach a w
 (grpcio answers UNIMPLEMENTED and nothing is counted: their names are client-chosen
 and unbounded).
 
+A request body that does not decode (random bytes, invalid UTF-8 in a string field, a
+message nested deeper than protobuf's limit) is answered INVALID_ARGUMENT: grpcio would
+answer UNKNOWN for an exception in the request deserializer, which runs before any
+behaviour. The wrapped deserializer hands the behaviour an ``Undecodable`` instead, and
+the behaviour refuses it after the token check (an unauthenticated caller learns nothing
+about its body).
+
 A wrapped behaviour reads what it needs from the context when the call begins (peer,
 deadline, metadata) and never touches the context after a cancellation: grpcio 1.85 can
 crash the process on a context method of a cancelled stream. Each RPC runs in its own
@@ -32,10 +39,13 @@ from typing import Any, TypeAlias
 
 import grpc
 import grpc.aio
+from google.protobuf.message import DecodeError
 
 from memoryd import logs, tracing
 from memoryd.auth import TokenCheck
+from memoryd.errors import UndecodableRequest
 from memoryd.metrics import GrpcMethod, Metrics
+from memoryd.status import abort
 
 access_log = logging.getLogger("memoryd.access")
 
@@ -52,6 +62,33 @@ Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in the ty
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
+# The decoder's reason is protobuf's own text (no client bytes); capped all the same.
+_MAX_REASON = 200
+
+
+class Undecodable:
+    """What a unary method's behaviour receives when the request body did not decode."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """``deserializer``, returning an ``Undecodable`` where it raises DecodeError."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as exc:
+            return Undecodable(str(exc)[:_MAX_REASON])
+
+    return deserialize
+
+
 def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_ids):016x}"
 
@@ -63,9 +100,14 @@ def rpc_type(handler: Handler) -> str:
     return "server_stream" if handler.response_streaming else "unary"
 
 
-def with_behavior(handler: Handler, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Handler:
-    """A copy of ``handler`` whose behaviour is ``wrap(original behaviour)``, same kind and codecs."""
-    des, ser = handler.request_deserializer, handler.response_serializer
+def with_behavior(
+    handler: Handler,
+    wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
+    request_deserializer: Callable[[bytes], Any] | None = None,
+) -> Handler:
+    """A copy of ``handler`` whose behaviour is ``wrap(original behaviour)``, same kind and
+    codecs (or ``request_deserializer`` when given)."""
+    des, ser = request_deserializer or handler.request_deserializer, handler.response_serializer
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary), des, ser)
     if handler.unary_stream is not None:
@@ -128,8 +170,11 @@ def _begin(info: _MethodInfo, context: Context) -> _Call:
     if info.metrics is not None:
         info.metrics.started.inc()
     remaining = context.time_remaining()
-    return _Call(request_id, time.perf_counter(), context.peer(),
+    call = _Call(request_id, time.perf_counter(), context.peer(),
                  None if remaining is None else time.monotonic() + remaining, authorization)
+    if info.metrics is not None and info.metrics.streams is not None:
+        info.metrics.streams.inc()  # last: _end, which decrements, runs only once _begin returned
+    return call
 
 
 async def _refuse(info: _MethodInfo, call: _Call, context: Context) -> None:
@@ -137,7 +182,11 @@ async def _refuse(info: _MethodInfo, call: _Call, context: Context) -> None:
     assert info.token is not None
     refusal = info.token.refusal(call.authorization)
     if refusal is not None:
-        await context.abort(*refusal)
+        await abort(context, refusal, info.method)
+
+
+async def _refuse_undecodable(info: _MethodInfo, request: Undecodable, context: Context) -> None:
+    await abort(context, UndecodableRequest(f"request body could not be decoded: {request.reason}"), info.method)
 
 
 # Server-side faults an operator must see even at level warning.
@@ -160,6 +209,8 @@ def _end(info: _MethodInfo, context: Context, call: _Call, exc: BaseException | 
     if info.metrics is not None:
         info.metrics.handled(code.name).inc()
         info.metrics.handling.observe(elapsed)
+        if info.metrics.streams is not None:
+            info.metrics.streams.dec()
     level = _access_level(info, code)
     if access_log.isEnabledFor(level):
         access_log.log(level, "%s %s", info.method, code.name, extra={
@@ -175,6 +226,8 @@ def _observed(behavior: Callable[..., Any], info: _MethodInfo) -> Callable[..., 
             try:
                 if info.token is not None:
                     await _refuse(info, call, context)
+                if type(request) is Undecodable:
+                    await _refuse_undecodable(info, request, context)
                 response = await behavior(request, context)
             except BaseException as exc:
                 _end(info, context, call, exc)
@@ -190,6 +243,8 @@ def _observed(behavior: Callable[..., Any], info: _MethodInfo) -> Callable[..., 
             try:
                 if info.token is not None:
                     await _refuse(info, call, context)
+                if type(request) is Undecodable:
+                    await _refuse_undecodable(info, request, context)
                 async for item in behavior(request, context):
                     yield item
             except BaseException as exc:
@@ -204,6 +259,8 @@ def _observed(behavior: Callable[..., Any], info: _MethodInfo) -> Callable[..., 
         try:
             if info.token is not None:
                 await _refuse(info, call, context)
+            if type(request) is Undecodable:
+                await _refuse_undecodable(info, request, context)
             await behavior(request, context)
         except BaseException as exc:
             _end(info, context, call, exc)
@@ -259,10 +316,13 @@ class Listener:
             log_level=logging.DEBUG if method.startswith(QUIET_PREFIXES) else logging.INFO,
             token=None if method.startswith(self._exempt) else self._token,
         )
+        # Only a unary request is decoded before the behaviour; a streamed request is
+        # decoded as the behaviour iterates it (reflection's, the only one served).
+        des = None if handler.request_streaming else tolerant(handler.request_deserializer)
         if tracing.enabled() and not method.startswith(QUIET_PREFIXES):
             return with_behavior(handler, lambda behavior: tracing.server_behavior(
-                _observed(behavior, info), method, status_of))
-        return with_behavior(handler, lambda behavior: _observed(behavior, info))
+                _observed(behavior, info), method, status_of), des)
+        return with_behavior(handler, lambda behavior: _observed(behavior, info), des)
 
     # -- what generated registration code calls -----------------------------------------------
 

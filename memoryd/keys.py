@@ -3,19 +3,26 @@
 A rendered key is reduced to ``[A-Za-z0-9-_.:]`` and at most 512 characters; when
 that changes anything, a hash of the original is appended, so two different inputs
 can never share an instance. Template rendering lives in ``memoryd.config.templates``.
+
+An instance has two hashes. ``storage_hash`` (unkeyed SHA-256) names its Redis keys and
+must never change, or stored data would be orphaned; it is never logged, since keys are
+often guessable (``support-48213``) and an unkeyed hash of one is reversed by trying
+them. ``instance_hash``, the one logs and metrics carry, is an HMAC-SHA256 keyed with
+the deployment's ``log_hash_key`` (random per process when unset).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
+import secrets
 from dataclasses import dataclass, field
 
 from memoryd.errors import InvalidArgument
 
 MAX_KEY_LENGTH = 512
 MAX_DIRECT_KEY_BYTES = 1024  # a direct key longer than this is a client bug, not a tenant id
-KEY_NAMESPACE = "memoryd"
 _HASH_LEN = 16  # hex chars of sha256 appended when sanitising changed the key
 _DISALLOWED = re.compile(r"[^A-Za-z0-9\-_.:]")
 
@@ -45,9 +52,21 @@ def validate_direct_key(key: str, field: str = "ref.key", max_bytes: int = MAX_D
     return sanitize_key(key)
 
 
-def resource_prefix(project: str, resource: str) -> str:
-    """Prefix of every storage key of one resource (ids contain no ':', '{' or '}')."""
-    return f"{KEY_NAMESPACE}:{project}:{resource}:"
+def _log_hmac(secret: bytes) -> hmac.HMAC:
+    return hmac.new(secret, digestmod=hashlib.sha256)
+
+
+_LOG_HMAC = _log_hmac(secrets.token_bytes(32))
+
+
+def set_log_hash_key(secret: str) -> None:
+    """Key the instance hashes of logs and metrics with ``secret`` (the ``log_hash_key``
+    setting); empty: a random key, so hashes correlate only within this process.
+
+    Call it at startup, before any InstanceAddr exists: an address keeps the hash it was
+    built with."""
+    global _LOG_HMAC
+    _LOG_HMAC = _log_hmac(secret.encode("utf-8") if secret else secrets.token_bytes(32))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +76,16 @@ class InstanceAddr:
     project: str
     resource: str
     key: str
-    # Short stable hash of instance_id, safe to log; computed once (it is on every call's path).
-    instance_hash: str = field(init=False, repr=False, compare=False)
+    # Both computed once (they are on every call's path); see the module docstring.
+    storage_hash: str = field(init=False, repr=False, compare=False)  # Redis key names; never logged
+    instance_hash: str = field(init=False, repr=False, compare=False)  # keyed: for logs and metrics
 
     def __post_init__(self) -> None:
-        digest = hashlib.sha256(self.instance_id.encode()).hexdigest()[:16]
-        object.__setattr__(self, "instance_hash", digest)
+        ident = self.instance_id.encode()
+        object.__setattr__(self, "storage_hash", hashlib.sha256(ident).hexdigest()[:16])
+        keyed = _LOG_HMAC.copy()
+        keyed.update(ident)
+        object.__setattr__(self, "instance_hash", keyed.hexdigest()[:16])
 
     @property
     def instance_id(self) -> str:
@@ -72,13 +95,4 @@ class InstanceAddr:
     @property
     def hash_tag(self) -> str:
         """Redis Cluster hash tag shared by every key of this instance."""
-        return "{" + self.instance_hash + "}"
-
-    @property
-    def key_prefix(self) -> str:
-        """``memoryd:<project>:<resource>:{<hash>}:`` -- namespaced, one cluster slot per instance.
-
-        It carries the instance hash, never the key itself, so no crafted key can
-        imitate another instance's names or escape its resource's namespace.
-        """
-        return resource_prefix(self.project, self.resource) + self.hash_tag + ":"
+        return "{" + self.storage_hash + "}"

@@ -28,6 +28,8 @@ from memoryd.errors import (
     LockContention,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
+    echo,
 )
 from memoryd.keys import InstanceAddr
 from memoryd.metrics import Metrics, status_label
@@ -161,7 +163,8 @@ class MemoryManager:
                 problems.extend(exc.problems)
                 continue
             self.runtimes[res.id] = ResourceRuntime(
-                res, budget, tokens.counter_for_model(res.model), res_store, PrivacyFilter(res.privacy_policy)
+                res, budget, tokens.counter_for_model(res.model), res_store,
+                PrivacyFilter(res.privacy_policy, max_bytes=settings.max_message_bytes),
             )
         if problems:
             raise ConfigError(problems)
@@ -199,7 +202,7 @@ class MemoryManager:
             return target
         assert ref.agent_id is not None
         if ref.memory_id not in self.project.resources:
-            raise NotFound(f"ref.memory_id: unknown memory '{ref.memory_id}'")
+            raise NotFound(f"ref.memory_id: unknown memory {echo(ref.memory_id)}")
         resolved = resolve_reference(self.project, ref.agent_id, ref.memory_id, ref.context)
         self.metrics.config_resolved(resolved.level or "direct")
         return self._target(resolved)
@@ -238,18 +241,37 @@ class MemoryManager:
     async def append(
         self, target: Target, incoming: Sequence[IncomingMessage], idempotency_key: str | None
     ) -> AppendResult:
-        """Redact, drop what is not persistable, count, then store the batch atomically."""
+        """Redact, drop what is not persistable, count, then store the batch atomically.
+
+        Redaction can grow content: a redacted message is bounded by ``max_message_bytes``
+        and a redacted batch by ``max_request_bytes``, as the client's own would be."""
         target.require_write("Append")
         rt = target.runtime
         mid = rt.resource.id
         prepared: list[NewMessage | None] = []
         redactions: list[int] = []
-        for m in incoming:
+        redacted_bytes = 0
+        for i, m in enumerate(incoming):
             if not rt.privacy.persistable(m.role, m.content_type, m.persist):
                 prepared.append(None)
                 redactions.append(0)
                 continue
-            content, n = rt.privacy.redact(m.content)
+            if rt.privacy.redacts:
+                try:
+                    if tokens.counts_inline(m.content):
+                        content, n, size = rt.privacy.redact_measured(m.content)
+                    else:  # a pattern like \d over 1 MiB of digits takes seconds: off the loop
+                        content, n, size = await asyncio.to_thread(rt.privacy.redact_measured, m.content)
+                except ResourceExhausted as exc:
+                    raise ResourceExhausted(f"messages[{i}].content: {exc.message}") from None
+                redacted_bytes += size
+                if redacted_bytes > self.settings.max_request_bytes:
+                    raise ResourceExhausted(
+                        f"messages[{i}].content: redaction makes the batch's content more than "
+                        f"{self.settings.max_request_bytes} bytes (the request size limit)"
+                    )
+            else:
+                content, n = m.content, 0
             redactions.append(n)
             if tokens.counts_inline(content):  # not count_message_async: a coroutine per message costs more
                 count = rt.counter.count_message(m.role, content)

@@ -6,24 +6,38 @@ keeps answering while the event loop is busy. Labels are bounded: memory ids com
 from the project configuration (anything else is reported as ``_other``), operations
 and statuses are fixed sets, gRPC methods are the registered ones. Instance keys are
 never a label. Labelled children are bound once and cached (``.labels()`` costs more
-than the observation itself).
+than the observation itself). The registry also carries prometheus-client's process,
+platform and GC collectors (``process_*``, ``python_*``), as the default registry would.
 """
 
 from __future__ import annotations
 
 import asyncio
+import platform
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import grpc
+import redis
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from memoryd import __version__
 from memoryd.errors import MemorydError
 from memoryd.settings import Settings
 
@@ -33,6 +47,25 @@ LOCK_WAIT_BUCKETS = (*LATENCY_BUCKETS, 5.0, 10.0)  # waits run up to lock_acquir
 BREAKER_STATES = {"closed": 0.0, "half-open": 1.0, "open": 2.0}
 OTHER = "_other"
 DEFAULT_MAX_TRACKED = 10_000
+
+
+def build_labels() -> dict[str, str]:
+    """``memoryd_build_info``'s labels: what a bug report needs to know about this process."""
+    return {"version": __version__, "python": platform.python_version(),
+            "grpcio": grpc.__version__, "redis_py": redis.__version__}
+
+
+@runtime_checkable
+class PooledStore(Protocol):
+    """What a store with a connection pool shows the metrics (the Redis store does)."""
+
+    observe_command: Callable[[float], None] | None
+
+    @property
+    def in_flight(self) -> int: ...
+
+    @property
+    def pool_size(self) -> int: ...
 
 
 def status_label(exc: BaseException | None) -> str:
@@ -155,6 +188,7 @@ class GrpcMethod:
     started: Any
     handling: Any
     handled: Callable[[str], Any]
+    streams: Any  # memoryd_open_streams child for streaming methods, None for unary ones
 
 
 class Metrics:
@@ -230,6 +264,24 @@ class Metrics:
             "grpc_server_handling_seconds", "Response latency of RPCs handled by the server.",
             grpc_labels, buckets=LATENCY_BUCKETS, registry=r,
         )
+        self.open_streams = Gauge(
+            "memoryd_open_streams", "Streaming RPCs in progress (Read, Watch, reflection), by method.",
+            ["grpc_service", "grpc_method"], registry=r,
+        )
+        self.build_info = Gauge(
+            "memoryd_build_info", "Always 1; the labels say which memoryd, Python, grpcio and redis-py run.",
+            list(build_labels()), registry=r,
+        )
+        self.build_info.labels(**build_labels()).set(1)
+        self.ready = Gauge(
+            "memoryd_ready", "1 while the daemon reports readiness SERVING (store reachable, breaker not "
+            "open, not stopping), else 0; read at scrape time.", registry=r,
+        )
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
+        PlatformCollector(registry=r)  # python_info
+        GCCollector(registry=r)  # python_gc_*
+        # Created by track_store, so a daemon without Redis exports no empty Redis families.
+        self.redis_command: Histogram | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, resources: Iterable[str]) -> Metrics:
@@ -326,7 +378,39 @@ class Metrics:
             started=self._child(self.grpc_started, *labels),
             handling=self._child(self.grpc_handling, *labels),
             handled=lambda code: self._child(self.grpc_handled, *labels, code),
+            streams=None if rpc_type == "unary" else self._child(self.open_streams, service, method),
         )
+
+    def track_ready(self, ready: Callable[[], bool]) -> None:
+        """Read the daemon's readiness at every scrape (``memoryd_ready``)."""
+        if self.enabled:
+            self.ready.set_function(lambda: 1.0 if ready() else 0.0)
+
+    def track_store(self, store: object) -> None:
+        """Redis command latency and pool usage of a pooled store (no-op for the embedded one).
+
+        The store calls ``observe_command(seconds)`` once per command or script round trip
+        (pool wait excluded); the pool gauges are read at scrape time.
+        """
+        if not self.enabled or not isinstance(store, PooledStore):
+            return
+        pooled: PooledStore = store
+        r = self.registry
+        if self.redis_command is None:
+            self.redis_command = Histogram(
+                "memoryd_redis_command_duration_seconds",
+                "Duration of one Redis round trip of the store (a command, script or pipeline; each "
+                "retry counts once), from the moment it holds a connection.",
+                buckets=LATENCY_BUCKETS, registry=r,
+            )
+            in_use = Gauge("memoryd_redis_pool_connections_in_use",
+                           "Store calls holding a Redis connection right now.", registry=r)
+            size = Gauge("memoryd_redis_pool_max_connections",
+                         "Connections the store may hold at once (the Redis URL's max_connections); "
+                         "calls beyond wait for one.", registry=r)
+            in_use.set_function(lambda: float(pooled.in_flight))
+            size.set(pooled.pool_size)
+        pooled.observe_command = self.redis_command.observe
 
     # -- exposition ------------------------------------------------------------------
 

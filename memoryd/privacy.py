@@ -5,16 +5,21 @@ client-controlled text: they are compiled with RE2, whose matching time is linea
 in the input for every pattern, so no pattern (``(a+)+$`` included) can stall the
 daemon. What RE2 cannot compile (backreferences, lookarounds) is rejected with the
 reason; the configuration loader checks the same way at load time.
+
+Redaction can also grow a message (a digit pattern replaced by ``[REDACTED]`` makes it ten times
+larger), so its output is bounded too: beyond ``max_bytes`` it raises ResourceExhausted
+before the output is built, and nothing is stored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import re2
 
 from memoryd.config.model import PrivacyPolicy
+from memoryd.errors import ResourceExhausted
 
 Pattern = Any  # re2._Regexp (google-re2 ships no type information)
 
@@ -46,6 +51,12 @@ def _folded(names: Iterable[str]) -> frozenset[str]:
     return frozenset(n.casefold() for n in names)
 
 
+class Redacted(NamedTuple):
+    content: str
+    replacements: int
+    size: int  # bytes of ``content`` in UTF-8
+
+
 class PrivacyFilter:
     """Applies a ``PrivacyPolicy``; build one per resource at startup (compiling is the costly part).
 
@@ -58,9 +69,11 @@ class PrivacyFilter:
     form); RE2's ``\\d``, ``\\w`` and ``\\b`` are ASCII-only, unlike Python's ``re``.
     """
 
-    __slots__ = ("_any", "_excluded", "_patterns", "_replacement")
+    __slots__ = ("_any", "_excluded", "_max_bytes", "_patterns", "_replacement")
 
-    def __init__(self, policy: PrivacyPolicy) -> None:
+    def __init__(self, policy: PrivacyPolicy, max_bytes: int | None = None) -> None:
+        """``max_bytes``: the largest redacted content allowed (the daemon's message size limit)."""
+        self._max_bytes = max_bytes
         self._patterns: tuple[Pattern, ...] = tuple(compile_pattern(p) for p in policy.redact_patterns)
         self._replacement = policy.default_redaction_string.encode("utf-8")
         self._excluded = _folded(policy.non_persistable_message_types)
@@ -79,11 +92,16 @@ class PrivacyFilter:
 
     def redact(self, content: str) -> tuple[str, int]:
         """Return the redacted content and the number of replacements made."""
+        content, count, _ = self.redact_measured(content)
+        return content, count
+
+    def redact_measured(self, content: str) -> Redacted:
+        """Redact, and give the output's size; ResourceExhausted if it exceeds ``max_bytes``."""
         if not self._patterns or not content:
-            return content, 0
+            return Redacted(content, 0, len(content.encode("utf-8")))
         data = content.encode("utf-8")
         if self._any is not None and self._any.search(data) is None:
-            return content, 0
+            return Redacted(content, 0, len(data))
         spans: list[tuple[int, int]] = []
         for pattern in self._patterns:
             for match in pattern.finditer(data):
@@ -91,22 +109,29 @@ class PrivacyFilter:
                 if end > start:
                     spans.append(_whole_chars(data, start, end))
         if not spans:
-            return content, 0
+            return Redacted(content, 0, len(data))
         spans.sort()
-        out: list[bytes] = []
-        count = 0
-        cursor = 0
+        merged: list[tuple[int, int]] = []
         cur_start, cur_end = spans[0]
         for start, end in spans[1:]:
             if start < cur_end:  # overlaps the current range: extend it
                 cur_end = max(cur_end, end)
                 continue
-            out += (data[cursor:cur_start], self._replacement)
-            count += 1
-            cursor = cur_end
+            merged.append((cur_start, cur_end))
             cur_start, cur_end = start, end
-        out += (data[cursor:cur_start], self._replacement, data[cur_end:])
-        return b"".join(out).decode("utf-8"), count + 1
+        merged.append((cur_start, cur_end))
+        size = len(data) + len(merged) * len(self._replacement) - sum(end - start for start, end in merged)
+        if self._max_bytes is not None and size > self._max_bytes:
+            raise ResourceExhausted(
+                f"redaction makes it {size} bytes ({len(merged)} replacements), over the limit of {self._max_bytes}"
+            )
+        out: list[bytes] = []
+        cursor = 0
+        for start, end in merged:
+            out += (data[cursor:start], self._replacement)
+            cursor = end
+        out.append(data[cursor:])
+        return Redacted(b"".join(out).decode("utf-8"), len(merged), size)
 
     def persistable(self, role: str, content_type: str, explicit: bool | None) -> bool:
         """Whether a message may be stored.

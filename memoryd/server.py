@@ -20,11 +20,10 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from memoryd_client.v1 import memory_pb2 as pb
 from memoryd_client.v1 import memory_pb2_grpc as pb_grpc
 
-from memoryd import auth
+from memoryd import auth, reflection
 from memoryd.errors import MemorydError
 from memoryd.handlers import Listener
 from memoryd.manager import MemoryManager
@@ -59,18 +58,13 @@ def _breaker_state_of(store: MemoryStore) -> Callable[[], str]:
 
 
 def register_api(listener: Listener, service: MemoryService, health_servicer: health.aio.HealthServicer) -> None:
-    """The API listener's services: memoryd.v1, grpc.health.v1 and server reflection."""
+    """The API listener's services: memoryd.v1, grpc.health.v1 and server reflection (v1 and v1alpha)."""
     target: Any = listener  # the generated functions are typed for a server; they call only what Listener has
     pb_grpc.add_MemoryServiceServicer_to_server(service, target)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, target)
-    # enable_server_reflection picks its servicer by isinstance(server, grpc.aio.Server):
-    # register the asyncio one explicitly.
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # type: ignore[no-untyped-call]
-        reflection.aio.ReflectionServicer(  # public: "Exposes AsyncReflectionServicer as public API"
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
-        ),
-        target,
-    )
+    # grpc.reflection.v1 and v1alpha, the asyncio servicer registered explicitly
+    # (enable_server_reflection picks its servicer by isinstance(server, grpc.aio.Server)).
+    reflection.add_reflection(target, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
 
 
 class Server:
@@ -83,6 +77,7 @@ class Server:
         self._readiness_task: asyncio.Task[None] | None = None
         self._metrics_endpoint: MetricsEndpoint | None = None
         self.ports: dict[str, int] = {}
+        self.ready = False  # the last readiness check passed (memoryd_ready)
 
     def _options(self) -> list[tuple[str, Any]]:
         size = self.settings.max_request_bytes
@@ -131,6 +126,8 @@ class Server:
             os.chmod(self.settings.listen[len("unix:"):], 0o660)
         for store in self.manager.stores:
             metrics.track_breaker(store.backend, _breaker_state_of(store))
+            metrics.track_store(store)
+        metrics.track_ready(lambda: self.ready and not self.shutdown_event.is_set())
         if self.settings.metrics_listen:
             self._metrics_endpoint = metrics.start_http(self.settings.metrics_listen)
             self.ports["metrics"] = self._metrics_endpoint.port
@@ -148,6 +145,7 @@ class Server:
             status = health_pb2.HealthCheckResponse.NOT_SERVING
         if self.shutdown_event.is_set():
             return
+        self.ready = status == health_pb2.HealthCheckResponse.SERVING
         for name in READINESS_NAMES:
             await self.health.set(name, status)
 

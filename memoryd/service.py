@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -31,25 +31,24 @@ from memoryd.convert import (
     struct_to_dict,
 )
 from memoryd.engine import summary_message
-from memoryd.errors import InvalidArgument, MemorydError
+from memoryd.errors import InvalidArgument, MemorydError, ShuttingDown
 from memoryd.manager import Appended, Flushed, MemoryManager, Target
 from memoryd.models import InstanceMeta, StoredMessage
-from memoryd.status import grpc_code
+from memoryd.status import abort
 
 log = logging.getLogger("memoryd.service")
+
+ITEM_BYTES = 4 * 1024 * 1024  # gRPC's default receive limit (grpcurl, plain stubs)
+ITEM_HEADROOM = 64 * 1024  # ReadInfo and framing, within max_request_bytes
+# A message's encoded size beyond its content and metadata: content_type (<= 128
+# characters), id, numbers, timestamp, field tags.
+_ENVELOPE = 1024
 
 LEVELS = {1: pb.CONFIG_LEVEL_SINGLE, 2: pb.CONFIG_LEVEL_MULTI, 3: pb.CONFIG_LEVEL_ADVANCED}
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Ctx = grpc.aio.ServicerContext[Any, Any]
-
-
-async def _abort(context: Ctx, exc: BaseException, method: str) -> None:
-    if isinstance(exc, MemorydError):
-        await context.abort(grpc_code(exc), exc.message)
-    log.exception("unexpected error in %s", method)
-    await context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error (see daemon log)")
 
 
 def _operation_name(method: str) -> str:
@@ -75,7 +74,7 @@ def _unary(
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:
-            await _abort(context, exc, fn.__name__)
+            await abort(context, exc, fn.__name__)
             raise AssertionError("unreachable") from exc
 
     return wrapper
@@ -97,7 +96,7 @@ def _stream(
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:
-            await _abort(context, exc, fn.__name__)
+            await abort(context, exc, fn.__name__)
 
     return wrapper
 
@@ -107,6 +106,9 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
         self.manager = manager
         self.settings = manager.settings
         self.shutdown = shutdown
+        # The daemon sends at most max_request_bytes per message (server.py), most clients
+        # receive at most 4 MiB: a stream item of messages stays under both.
+        self._item_bytes = min(ITEM_BYTES, self.settings.max_request_bytes - ITEM_HEADROOM)
 
     def _target(self, ref: pb.MemoryRef, present: bool) -> Target:
         target = self.manager.resolve(validation.ref(ref, self.settings, present=present))
@@ -149,14 +151,15 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
     async def Read(self, request: pb.ReadRequest, context: Ctx) -> AsyncIterator[pb.ReadResponse]:
         target = self._target(request.ref, request.HasField("ref"))
         validation.read(request)
+        after = validation.after_seq(request.after_seq)
         chunk = request.chunk_size or self.settings.read_chunk_messages
         if request.view == pb.READ_VIEW_RAW:
-            pages = self.manager.read_raw(target, after_seq=request.after_seq, limit=request.limit, chunk=chunk)
+            pages = self.manager.read_raw(target, after_seq=after, limit=request.limit, chunk=chunk)
             info = pb.ReadInfo(instance_id=target.addr.instance_id,
                                last_seq=(await self.manager.meta(target)).last_seq)
         else:
             view, meta = await self.manager.read_context(target, max_tokens=request.max_tokens)
-            selected = [m for m in view.messages if m.seq > request.after_seq]
+            selected = [m for m in view.messages if m.seq > after]
             if request.limit:
                 selected = selected[: request.limit]
             info = pb.ReadInfo(
@@ -166,15 +169,17 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
             )
             pages = _chunks(selected, chunk)
         first = True
+        budget = self._item_bytes
         async for page in pages:
             if self.shutdown.is_set():
-                await context.abort(grpc.StatusCode.UNAVAILABLE, "daemon is shutting down; retry")
-            resp = pb.ReadResponse()
-            add_messages(resp.messages, page)
-            if first:
-                resp.info.CopyFrom(info)
-                first = False
-            yield resp
+                raise ShuttingDown("daemon is shutting down; retry")
+            for part in _parts(page, budget):
+                resp = pb.ReadResponse()
+                add_messages(resp.messages, part)
+                if first:
+                    resp.info.CopyFrom(info)
+                    first = False
+                yield resp
         if first:
             yield pb.ReadResponse(info=info)
 
@@ -275,9 +280,10 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
                                     chunk=self.settings.read_chunk_messages, stop=self.shutdown)
         async for event in events:
             if isinstance(event, Appended):
-                resp = pb.WatchResponse()
-                add_messages(resp.appended.messages, event.messages)
-                yield resp
+                for part in _parts(event.messages, self._item_bytes):
+                    resp = pb.WatchResponse()
+                    add_messages(resp.appended.messages, part)
+                    yield resp
             elif isinstance(event, Flushed):
                 flushed = pb.Flushed(removed_seqs=event.removed_seqs)
                 if event.summary is not None:
@@ -285,6 +291,28 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
                 yield pb.WatchResponse(flushed=flushed)
             else:
                 yield pb.WatchResponse(cleared=pb.Cleared())
+
+
+def _parts(page: list[StoredMessage], budget: int) -> Iterator[list[StoredMessage]]:
+    """``page`` cut into runs whose encoded size stays under ``budget`` bytes (each run
+    holds at least one message). A page is cut by message count (``chunk_size``); 256
+    messages of up to 1 MiB each would exceed the send limit and fail the whole stream
+    with RESOURCE_EXHAUSTED. Sizes are counted, not encoded: ~0.15 us per message."""
+    start = total = 0
+    for i, msg in enumerate(page):
+        content, metadata = msg[3], msg[9]
+        size = (len(content) if content.isascii() else len(content.encode("utf-8", "surrogatepass"))) + _ENVELOPE
+        if metadata:
+            size += sum(len(k.encode()) + len(v.encode()) + 16 for k, v in metadata.items())
+        if total + size > budget and i > start:
+            yield page[start:i]
+            start, total = i, 0
+        total += size
+    if start == 0:
+        if page:
+            yield page  # the common case: the whole page fits
+    else:
+        yield page[start:]
 
 
 async def _chunks(items: list[StoredMessage], size: int) -> AsyncIterator[list[StoredMessage]]:

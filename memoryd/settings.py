@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -32,13 +32,14 @@ class Settings:
     allow_insecure_bind: bool = False
     shutdown_grace: float = 10.0
     log_level: str = "info"
+    log_hash_key: str = field(default="", repr=False)  # a secret
     max_message_bytes: int = 1_048_576
     max_batch_messages: int = 1000
     max_request_bytes: int = 16_777_216
     max_key_bytes: int = 1024
     read_chunk_messages: int = 256
-    flush_lock_ttl_ms: int = 10_000
-    lock_acquire_timeout: float = 2.0
+    flush_lock_ttl_ms: int = 2_000
+    lock_acquire_timeout: float = 2.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,13 +69,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("allow_insecure_bind", "Allow a non-loopback API address without token or TLS."),
     Setting("shutdown_grace", "Seconds to drain in-flight calls after SIGTERM/SIGINT."),
     Setting("log_level", "debug, info, warning or error (JSON lines on stderr)."),
+    Setting("log_hash_key", "Secret keying the instance_hash of logs (HMAC-SHA256), so it cannot be reversed "
+            "by hashing likely keys. Give daemons whose logs you correlate the same one, from a Secret via the "
+            "environment (a flag shows in ps). Empty: random per process, so hashes differ between daemons and "
+            "restarts."),
     Setting("max_message_bytes", "Largest message content accepted (bytes, UTF-8)."),
     Setting("max_batch_messages", "Most messages in one Append call."),
     Setting("max_request_bytes", "Largest gRPC request accepted (bytes)."),
     Setting("max_key_bytes", "Largest direct key accepted before sanitising (bytes)."),
     Setting("read_chunk_messages", "Default messages per Read stream item."),
-    Setting("flush_lock_ttl_ms", "Instance lock TTL while flushing (extended automatically while held)."),
-    Setting("lock_acquire_timeout", "Seconds a flush waits for the instance lock before ABORTED."),
+    Setting("flush_lock_ttl_ms", "Lease of the instance lock while flushing (ms). Renewed every third of it "
+            "while held, so a long flush keeps it; a holder that dies blocks flushes at most this long."),
+    Setting("lock_acquire_timeout", "Seconds a flush waits for the instance lock before ABORTED. Longer than the "
+            "lease (plus the 0.25 s retry cap), so a flush waiting on a dead holder gets the lock."),
 )
 
 _LEVELS = ("debug", "info", "warning", "error")

@@ -2,9 +2,10 @@
 
 Off unless ``OTEL_TRACES_EXPORTER`` names an exporter (``console``, ``otlp``...). The
 OpenTelemetry default would be ``otlp``; a sidecar must not start exporting to a
-collector nobody runs. When off, nothing of ``opentelemetry`` is imported, the RPC
-handlers and the store are not wrapped, and the manager's two decorated flush steps
-check one module variable: tracing off adds nothing to an append.
+collector nobody runs. When off, memoryd imports nothing of ``opentelemetry`` (redis-py
+8.2 may, for its own metrics, when the package is installed), the RPC handlers and
+the store are not wrapped, and the manager's two decorated flush steps check one
+module variable: tracing off adds nothing to an append.
 
 When on: a SERVER span per RPC (health and reflection excepted: kubelet probes would
 flood the backend) continuing the caller's ``traceparent`` (the global propagator,

@@ -15,6 +15,8 @@ MAX_CONTENT_TYPE = 128
 MAX_IDEMPOTENCY_KEY = 256
 MAX_METADATA_BYTES = 16_384
 MAX_CHUNK = 10_000
+#: The largest seq any store can assign (Redis INCR counts in a signed 64-bit integer).
+MAX_SEQ = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,3 +98,10 @@ def read(req: pb.ReadRequest) -> None:
         raise InvalidArgument("view", "must be CONTEXT or RAW")
     if req.chunk_size > MAX_CHUNK:
         raise InvalidArgument("chunk_size", f"must be <= {MAX_CHUNK}")
+
+
+def after_seq(value: int) -> int:
+    """``after_seq`` clamped to ``MAX_SEQ``: no message follows MAX_SEQ, so a larger value
+    (up to the wire's 2^64-1) means the same (nothing), and every store sees a seq it can
+    handle (Redis refuses a stream id past 2^64-1)."""
+    return value if value <= MAX_SEQ else MAX_SEQ

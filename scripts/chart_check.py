@@ -16,8 +16,15 @@ Three steps per values set:
    records the objects Helm creates) with HELM_DRIVER=memory. Helm renders exactly as
    `helm install` would and returns the manifest; template errors come back as text.
 3. validate -- every rendered object is checked by `kubernetes-validate` (strict:
-   unknown fields are errors) for each requested Kubernetes version. Custom resources
-   (ServiceMonitor) have no bundled schema and are reported as skipped.
+   unknown fields are errors) for each requested Kubernetes version. The
+   prometheus-operator custom resources (ServiceMonitor, PrometheusRule) are checked
+   against the models that `cloudcoil-models-prometheus-operator` generates from the
+   operator's CRD schemas (types, required fields, patterns), strictly: a field the
+   model does not know is an error, as with kubernetes-validate.
+4. promql -- every PromQL expression the chart ships (PrometheusRule rules, the Grafana
+   dashboard's queries and variables, Grafana's `$variables` replaced by plain values) is
+   parsed with `promql-parser` (a port of Prometheus' parser); the result lists the
+   metric names each one selects, so a test can compare them with a real scrape.
 
 `--batch` reads {"chart", "kube_version", "validate_versions", "scenarios": [{"name",
 "values", and any of the former to override}], "manifests": {name: YAML text}} as
@@ -32,6 +39,7 @@ import asyncio
 import copy
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -48,7 +56,10 @@ if os.environ.get("HELM_DRIVER") != "memory":
 
 import helm_sdkpy
 import kubernetes_validate
+import promql_parser
+import pydantic
 import yaml
+from cloudcoil.models.prometheus_operator import v1 as prometheus_operator_v1
 
 SEVERITY = {0: "unknown", 1: "info", 2: "warning", 3: "error"}
 CRD_GROUPS = ("monitoring.coreos.com",)
@@ -64,7 +75,13 @@ RESOURCES: dict[tuple[str, str], list[tuple[str, str, bool]]] = {
     ],
     ("apps", "v1"): [("deployments", "Deployment", True), ("statefulsets", "StatefulSet", True)],
     ("policy", "v1"): [("poddisruptionbudgets", "PodDisruptionBudget", True)],
-    ("monitoring.coreos.com", "v1"): [("servicemonitors", "ServiceMonitor", True)],
+    ("networking.k8s.io", "v1"): [("networkpolicies", "NetworkPolicy", True)],
+    ("monitoring.coreos.com", "v1"): [("servicemonitors", "ServiceMonitor", True),
+                                      ("prometheusrules", "PrometheusRule", True)],
+}
+CRD_MODELS: dict[str, type[pydantic.BaseModel]] = {
+    "monitoring.coreos.com/v1/ServiceMonitor": prometheus_operator_v1.ServiceMonitor,
+    "monitoring.coreos.com/v1/PrometheusRule": prometheus_operator_v1.PrometheusRule,
 }
 
 
@@ -174,6 +191,87 @@ def render(chart: Path, values: dict[str, Any], kube_version: str, release: str,
         server.server_close()
 
 
+def _unknown_fields(given: Any, kept: Any, path: str = "") -> list[str]:
+    """Paths present in ``given`` that the model dropped (pydantic ignores extra fields)."""
+    if isinstance(given, dict) and isinstance(kept, dict):
+        return [p for k, v in given.items()
+                for p in ([f"{path}.{k}"] if k not in kept else _unknown_fields(v, kept[k], f"{path}.{k}"))]
+    if isinstance(given, list) and isinstance(kept, list):
+        return [p for i, (g, k) in enumerate(zip(given, kept, strict=False))
+                for p in _unknown_fields(g, k, f"{path}[{i}]")]
+    return []
+
+
+def validate_custom(doc: dict[str, Any]) -> str:
+    """A prometheus-operator object against its CRD model: types, patterns, no unknown field."""
+    model = CRD_MODELS.get(f"{doc.get('apiVersion')}/{doc.get('kind')}")
+    if model is None:
+        return "invalid: no schema for this custom resource"
+    try:
+        obj = model.model_validate(doc)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        return f"invalid: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    unknown = _unknown_fields(doc, obj.model_dump(mode="json", by_alias=True, exclude_unset=True))
+    return f"invalid: unknown field {unknown[0]}" if unknown else "valid"
+
+
+GRAFANA_INTERVALS = re.compile(r"\$(__rate_interval|__interval|__range)\b|\$\{(__rate_interval|__interval|__range)\}")
+GRAFANA_VARIABLE = re.compile(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?")
+
+
+def promql(expr: str) -> dict[str, Any]:
+    """Parse one expression (Grafana variables replaced) and list the metric names it selects."""
+    text = GRAFANA_VARIABLE.sub(".*", GRAFANA_INTERVALS.sub("5m", expr))
+    text = re.sub(r"^label_values\((.*?)(,\s*\w+)?\)$", r"\1", text.strip())  # a Grafana variable query
+    names: set[str] = set()
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql_parser.VectorSelector) and node.name:
+            names.add(node.name)
+
+    try:
+        promql_parser.walk(promql_parser.parse(text), pre_visit=visit)
+    except (ValueError, TypeError) as exc:
+        return {"expr": expr, "metrics": [], "error": str(exc)}
+    return {"expr": expr, "metrics": sorted(names), "error": None}
+
+
+def _dashboard_queries(node: Any) -> list[str]:
+    """Every target ``expr`` and variable ``query`` of a Grafana dashboard."""
+    if isinstance(node, list):
+        return [q for item in node for q in _dashboard_queries(item)]
+    if not isinstance(node, dict):
+        return []
+    found = [node["expr"]] if isinstance(node.get("expr"), str) else []
+    query = node.get("query")
+    if node.get("type") == "query" and isinstance(query, dict | str):
+        found.append(query["query"] if isinstance(query, dict) else query)
+    return found + [q for value in node.values() for q in _dashboard_queries(value)]
+
+
+def shipped_promql(manifest: str) -> list[dict[str, Any]]:
+    """The PromQL of every PrometheusRule and of every dashboard ConfigMap (JSON with panels)."""
+    report = []
+    for doc in yaml.safe_load_all(manifest):
+        if not doc:
+            continue
+        name = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+        if doc.get("kind") == "PrometheusRule":
+            for group in doc["spec"]["groups"]:
+                for rule in group["rules"]:
+                    report.append({"object": name, "rule": rule.get("alert") or rule.get("record"),
+                                   **promql(str(rule["expr"]))})
+        elif doc.get("kind") == "ConfigMap":
+            for key, text in (doc.get("data") or {}).items():
+                if not key.endswith(".json"):
+                    continue
+                dashboard = json.loads(text)
+                if isinstance(dashboard, dict) and "panels" in dashboard:
+                    report.extend({"object": name, "rule": key, **promql(q)} for q in _dashboard_queries(dashboard))
+    return report
+
+
 def validate(manifest: str, versions: list[str]) -> list[dict[str, Any]]:
     """Check every object against the Kubernetes schemas (strict) of each version."""
     report = []
@@ -182,7 +280,7 @@ def validate(manifest: str, versions: list[str]) -> list[dict[str, Any]]:
             continue
         name = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
         if str(doc.get("apiVersion", "")).split("/")[0] in CRD_GROUPS:
-            report.append({"object": name, "version": None, "status": "skipped (custom resource)"})
+            report.append({"object": name, "version": None, "status": validate_custom(doc)})
             continue
         for version in versions:
             try:
@@ -199,13 +297,15 @@ def validate(manifest: str, versions: list[str]) -> list[dict[str, Any]]:
 def check(chart: Path, values: dict[str, Any], kube_version: str, versions: list[str],
           release: str = "demo", namespace: str = "agents") -> dict[str, Any]:
     """Lint, render and validate one values set; errors are data, not exceptions."""
-    out: dict[str, Any] = {"lint": lint(chart, values), "manifest": None, "render_error": None, "validation": []}
+    out: dict[str, Any] = {"lint": lint(chart, values), "manifest": None, "render_error": None, "validation": [],
+                           "promql": []}
     try:
         out["manifest"] = render(chart, values, kube_version, release, namespace)
     except helm_sdkpy.HelmError as exc:
         out["render_error"] = str(exc)
         return out
     out["validation"] = validate(out["manifest"], versions)
+    out["promql"] = shipped_promql(out["manifest"])
     return out
 
 
@@ -253,6 +353,9 @@ def main() -> int:
     for entry in result["validation"]:
         failed |= entry["status"].startswith("invalid")
         print(f"{entry['object']} (Kubernetes {entry['version']}): {entry['status']}")
+    for entry in result["promql"]:
+        failed |= entry["error"] is not None
+        print(f"{entry['object']} {entry['rule']}: {entry['error'] or 'parses'}")
     if args.show:
         print(result["manifest"])
     return 1 if failed else 0

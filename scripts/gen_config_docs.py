@@ -173,10 +173,10 @@ The rendered key is then sanitised: characters outside `[A-Za-z0-9-_.:]` become
 key is empty, or already ends like a hashed key, `.h` + 16 hex digits) `.h` + the
 first 16 hex digits of the SHA-256 of the original are appended. Two different
 rendered keys therefore never share an instance. The storage namespace of an
-instance (`memoryd.keys.InstanceAddr.key_prefix`) is
-`memoryd:<project>:<resource>:{<instance hash>}:` — project and resource
-namespace it, the hash tag keeps all of an instance's keys in one Redis Cluster
-slot while instances spread over the cluster, and the key itself never appears in
+instance on Redis (`memoryd.store.redis.layout.InstanceKeys`) is
+`memoryd:v1:{<instance hash>}:<project>:<resource>` — the hash tag keeps all of an
+instance's keys in one Redis Cluster slot while instances spread over the cluster,
+project and resource make the names readable, and the key itself never appears in
 it.
 
 A template that uses `workflow.id` makes its instances **workflow-scoped**:

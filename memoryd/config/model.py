@@ -40,11 +40,27 @@ class FlushingStrategy:
     summarize_oldest_percent: float = 30.0
 
 
+BULK_TIMEOUT_FACTOR = 20  # a bulk read may take this many per-call timeouts ...
+BULK_TIMEOUT_MIN_S = 10.0  # ... and at least this long
+
+
 @dataclass(frozen=True, slots=True)
 class CircuitBreaker:
+    """The Redis store's breaker (``store/redis/breaker.py``): per-call timeout, consecutive
+    failures that open it, seconds until a trial, and the timeout of bulk reads (None:
+    ``max(BULK_TIMEOUT_MIN_S, BULK_TIMEOUT_FACTOR * timeout_s)``). The one settings type of
+    the breaker, configured per resource and combined by ``cli.breaker_settings``."""
+
     timeout_s: float = 0.5
     max_failures: int = 5
     reset_timeout_s: float = 10.0
+    bulk_timeout_s: float | None = None
+
+    @property
+    def bulk_timeout(self) -> float:
+        if self.bulk_timeout_s is not None:
+            return max(self.bulk_timeout_s, self.timeout_s)
+        return max(BULK_TIMEOUT_MIN_S, BULK_TIMEOUT_FACTOR * self.timeout_s)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 from memoryd.config.model import AccessMode, Agent, MemoryReference, MemoryResource, Project
 from memoryd.config.templates import DEFAULT_FIELD_PREFIX, compile_template, lookup_text
-from memoryd.errors import NotFound, PermissionDenied
+from memoryd.errors import NotFound, PermissionDenied, echo
 from memoryd.keys import MAX_DIRECT_KEY_BYTES, InstanceAddr, sanitize_key, validate_direct_key
 
 
@@ -44,7 +44,7 @@ def daemon_context(
 def _agent(project: Project, agent_id: str) -> Agent:
     agent = project.agents.get(agent_id)
     if agent is None:
-        raise NotFound(f"unknown agent '{agent_id}'")
+        raise NotFound(f"unknown agent {echo(agent_id)}")
     return agent
 
 
@@ -80,7 +80,7 @@ def resolve_reference(
     agent = _agent(project, agent_id)
     ref = next((r for r in agent.references if r.memory_id == memory_id), None)
     if ref is None:
-        raise NotFound(f"agent '{agent_id}' has no reference to memory '{memory_id}'")
+        raise NotFound(f"agent {echo(agent_id)} has no reference to memory {echo(memory_id)}")
     return _render(project, agent, ref, daemon_context(context, project.id, agent_id, now), field_prefix)
 
 
@@ -104,9 +104,9 @@ def resolve_direct(
     """A direct-key address, governed by the resource's ``access.direct``."""
     resource = project.resources.get(memory_id)
     if resource is None:
-        raise NotFound(f"unknown memory '{memory_id}'")
+        raise NotFound(f"unknown memory {echo(memory_id)}")
     if resource.direct_access == "deny":
-        raise PermissionDenied(f"memory '{memory_id}' does not allow direct keys (access.direct: deny); "
+        raise PermissionDenied(f"memory {echo(memory_id)} does not allow direct keys (access.direct: deny); "
                                "address it through an agent reference")
     clean = validate_direct_key(key, "ref.key", max_key_bytes)
     mode: AccessMode = "read-only" if resource.direct_access == "read-only" else "read-write"

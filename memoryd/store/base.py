@@ -45,7 +45,9 @@ class MemoryStore(Protocol):
         ...
 
     async def start(self) -> None:
-        """Connect / load scripts; raise StoreUnavailable if the store cannot be reached."""
+        """Connect / load scripts. A store that cannot be reached yet does not fail here: it keeps
+        trying in the background, and its calls (``ping`` included) raise StoreUnavailable until
+        it is reached; errors of configuration (the store answered with an error) are raised."""
         ...
 
     async def close(self) -> None: ...

@@ -21,9 +21,9 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from memoryd.config.model import CircuitBreaker
 from memoryd.errors import ConfigError
 from memoryd.store.base import MemoryStore
-from memoryd.store.redis.breaker import BreakerSettings
 from memoryd.store.redis.connection import ConnectionSettings, Mode
 
 _SCHEMES: dict[str, tuple[Mode, bool]] = {
@@ -158,7 +158,7 @@ def open_store(
     url: str,
     *,
     password_file: str | None = None,
-    breaker: BreakerSettings | None = None,
+    breaker: CircuitBreaker | None = None,
     settings_overrides: dict[str, Any] | None = None,
 ) -> MemoryStore:
     """The store a URL names (not started: ``await store.start()``)."""

@@ -13,12 +13,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from memoryd_client import AsyncMemoryClient, RetryPolicy, UnavailableError
 
-from memoryd.store.redis.breaker import BreakerSettings
+from memoryd.config.model import CircuitBreaker
 from memoryd.store.url import open_store
 from tests.redis_servers import start_standalone, temporary
 from tests.support import running_server
 
-BREAKER = BreakerSettings(timeout_s=0.5, max_failures=3, reset_timeout_s=0.3)
+BREAKER = CircuitBreaker(timeout_s=0.5, max_failures=3, reset_timeout_s=0.3)
 HANG_MARGIN_S = 2.0
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 

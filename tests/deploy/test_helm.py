@@ -10,6 +10,7 @@ right container and no other, and the grace period must cover the shutdown order
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,9 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
+from memoryd.store.url import open_store
 from tests.deploy.conftest import REPO, ChartCheck
 from tests.deploy.pods import (
     agent_containers,
@@ -30,6 +33,9 @@ from tests.deploy.pods import (
     mount_for,
     volume,
 )
+from tests.redis_servers import RedisProcess
+from tests.service.test_metrics_scrape import scrape
+from tests.support import running_server
 
 # The first test also creates the tool virtualenv (.tool-venv) on a fresh machine.
 pytestmark = pytest.mark.timeout(600)
@@ -65,6 +71,16 @@ BAD: dict[str, dict[str, Any]] = {
     # A typo the values schema lets through (securityContext is free-form) must be
     # caught by the strict Kubernetes schemas: proves validation really runs.
     "k8s-typo": {"values": {"securityContext": {"runAsNonRot": True}}},
+    "pdb-both-bounds": {"values": {"podDisruptionBudget": {"enabled": True, "minAvailable": 1, "maxUnavailable": 1}}},
+    "shared-api-without-peers": {"values": {**CI_VALUES["shared"], "networkPolicy": {"enabled": True}}},
+}
+# Custom resources with a mistake the prometheus-operator CRD schemas reject (validation only).
+BAD_CUSTOM = {
+    "rule-typo": {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule", "metadata": {"name": "r"},
+                  "spec": {"groups": [{"name": "g", "rules": [{"alert": "A", "expr": "up == 0", "fore": "1m"}]}]}},
+    "monitor-bad-interval": {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+                             "metadata": {"name": "m"},
+                             "spec": {"selector": {}, "endpoints": [{"port": "metrics", "interval": "30 seconds"}]}},
 }
 
 
@@ -84,7 +100,8 @@ def results(chart_check: ChartCheck, app_chart: Path) -> dict[str, Any]:
     scenarios.append({"name": "app-chart-classic", "chart": str(app_chart),
                       "values": {"memoryd": {"sidecar": {"native": False}}}})
     out = chart_check({"chart": str(CHART), "kube_version": "1.33.0", "validate_versions": VALIDATE_VERSIONS,
-                       "scenarios": scenarios})
+                       "scenarios": scenarios,
+                       "manifests": {name: yaml.safe_dump(doc) for name, doc in BAD_CUSTOM.items()}})
     return dict(out["results"])
 
 
@@ -114,9 +131,9 @@ def test_lints_renders_and_validates(results: dict[str, Any], name: str) -> None
     assert result["render_error"] is None, result["render_error"]
     invalid = [v for v in result["validation"] if v["status"].startswith("invalid")]
     assert invalid == []
-    skipped = {v["object"].split("/")[0] for v in result["validation"] if v["status"].startswith("skipped")}
-    assert skipped <= {"ServiceMonitor"}
+    assert all(v["status"] == "valid" for v in result["validation"])  # custom resources too: none skipped
     assert result["validation"], "nothing was rendered"
+    assert [e for e in result["promql"] if e["error"]] == []
 
 
 @pytest.mark.parametrize(
@@ -129,6 +146,8 @@ def test_lints_renders_and_validates(results: dict[str, Any], name: str) -> None
         ("schema-native-not-bool", "/sidecar/native"),
         ("schema-listen-no-port", "/listen"),
         ("schema-unknown-value", "replicas"),
+        ("pdb-both-bounds", "exactly one of minAvailable and maxUnavailable"),
+        ("shared-api-without-peers", "networkPolicy.apiFrom is empty"),
     ],
 )
 def test_refuses_values_that_cannot_work(results: dict[str, Any], name: str, reason: str) -> None:
@@ -148,6 +167,13 @@ def test_daemon_accepts_the_rendered_command_line(results: dict[str, Any], name:
 def test_strict_kubernetes_validation_catches_a_misspelt_field(results: dict[str, Any]) -> None:
     invalid = [v for v in results["k8s-typo"]["validation"] if v["status"].startswith("invalid")]
     assert invalid and all("runAsNonRot" in v["status"] for v in invalid)
+
+
+def test_custom_resources_are_checked_against_the_operator_schemas(results: dict[str, Any]) -> None:
+    (typo,) = results["rule-typo"]["validation"]
+    assert typo["status"].startswith("invalid") and "fore" in typo["status"]
+    (interval,) = results["monitor-bad-interval"]["validation"]
+    assert interval["status"].startswith("invalid") and "interval" in interval["status"]
 
 
 def test_default_is_a_native_sidecar_with_a_pod_local_api(results: dict[str, Any]) -> None:
@@ -382,7 +408,7 @@ def test_app_chart_gets_the_same_sidecar_as_the_example(results: dict[str, Any])
 
 
 # Kubernetes objects passed through whole: documented as one value.
-PASSTHROUGH = {"resources", "securityContext", "podSecurityContext"}
+PASSTHROUGH = {"resources", "securityContext", "podSecurityContext", "labels"}
 
 
 def _leaf_paths(values: Any, prefix: str = "") -> list[str]:
@@ -403,3 +429,107 @@ def test_documented_redis_urls_are_accepted_by_the_daemon(name: str) -> None:
 
     url = CI_VALUES[name]["redis"]["url"]
     assert parse_url(url).mode == ("cluster" if url.startswith("redis+cluster://") else "standalone")
+
+
+ALERTS = {"MemorydCircuitBreakerOpen", "MemorydNotReady", "MemorydUnavailableErrors", "MemorydFlushFailures",
+          "MemorydLockContention", "MemorydAppendLatencySLO", "MemorydRestarted"}
+
+
+def test_monitoring_objects_are_off_by_default(results: dict[str, Any]) -> None:
+    kinds = {kind for kind, _ in objects(results["default"])}
+    assert not kinds & {"ServiceMonitor", "PrometheusRule", "PodDisruptionBudget", "NetworkPolicy"}
+    assert [name for kind, name in objects(results["default"]) if kind == "ConfigMap"] == ["demo-memoryd"]
+    assert results["default"]["promql"] == []
+
+
+def test_prometheus_rule_carries_the_documented_alerts(results: dict[str, Any]) -> None:
+    objs = objects(results["observability"])
+    (rule,) = [o for (kind, _), o in objs.items() if kind == "PrometheusRule"]
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    rules = [r for group in rule["spec"]["groups"] for r in group["rules"]]
+    assert {r["alert"] for r in rules} == ALERTS
+    for r in rules:
+        assert r["labels"]["team"] == "agents" and r["labels"]["severity"] in ("critical", "warning", "info")
+        assert r["annotations"]["summary"] and r["annotations"]["description"]
+    by_name = {r["alert"]: r for r in rules}
+    thresholds = DEFAULTS["metrics"]["prometheusRule"]
+    assert by_name["MemorydCircuitBreakerOpen"]["for"] == "1m"  # docs/operations.md: open for > 1 min
+    assert by_name["MemorydAppendLatencySLO"]["expr"].endswith(f"> {thresholds['appendLatencyP99Seconds']}")
+    assert by_name["MemorydUnavailableErrors"]["expr"].endswith(f"> {thresholds['unavailableRatio']}")
+    # Prometheus' own template variables reach Prometheus untouched by Helm.
+    assert "{{ $labels.pod }}" in by_name["MemorydCircuitBreakerOpen"]["annotations"]["description"]
+
+
+def test_dashboard_config_map_is_discoverable_and_holds_the_dashboard(results: dict[str, Any]) -> None:
+    objs = objects(results["observability"])
+    (config_map,) = [o for (kind, name), o in objs.items() if kind == "ConfigMap" and name.endswith("-dashboard")]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "Agents"}
+    dashboard = json.loads(config_map["data"]["memoryd.json"])
+    assert dashboard == json.loads((CHART / "dashboards" / "memoryd.json").read_text())
+    assert dashboard["uid"] and len(dashboard["panels"]) > 10
+
+
+def test_shared_mode_gets_a_disruption_budget_and_a_network_policy(results: dict[str, Any]) -> None:
+    objs = objects(results["shared"])
+    labels = pod(results["shared"])["metadata"]["labels"]
+    (pdb,) = [o for (kind, _), o in objs.items() if kind == "PodDisruptionBudget"]
+    assert pdb["spec"]["minAvailable"] == 1 and "maxUnavailable" not in pdb["spec"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    (policy,) = [o for (kind, _), o in objs.items() if kind == "NetworkPolicy"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    rules = {rule["ports"][0]["port"]: rule.get("from") for rule in policy["spec"]["ingress"]}
+    values = CI_VALUES["shared"]["networkPolicy"]
+    assert rules == {
+        DEFAULTS["health"]["port"]: None,  # open: the kubelet's probes
+        DEFAULTS["metrics"]["port"]: DEFAULTS["networkPolicy"]["metricsFrom"],
+        50051: values["apiFrom"],  # the memory API: only the agents
+        8080: None,  # the agent's own port (extraIngress)
+    }
+    # The daemon really listens where the policy opens the API, with the token it needs there.
+    sidecar = memoryd_container(pod(results["shared"])["spec"])
+    assert flag(sidecar, "--listen") == "0.0.0.0:50051" and flag(sidecar, "--auth-token-file")
+
+
+def test_sidecar_policy_keeps_the_api_pod_local(results: dict[str, Any]) -> None:
+    """With the default loopback API the policy opens only health and metrics."""
+    policy = next(o for (kind, _), o in objects(results["network-policy"]).items() if kind == "NetworkPolicy")
+    ports = [rule["ports"][0]["port"] for rule in policy["spec"]["ingress"]]
+    assert ports == [DEFAULTS["health"]["port"], DEFAULTS["metrics"]["port"]]
+
+
+def _exported_names(text: str) -> set[str]:
+    """Every series name /metrics can carry, from the families it declares (a family with no
+    sample yet still has its HELP and TYPE lines)."""
+    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"),
+                "summary": ("", "_count", "_sum", "_created"), "info": ("_info",)}
+    return {family.name + suffix for family in text_string_to_metric_families(text)
+            for suffix in suffixes.get(family.type, ("",))}
+
+
+async def test_rules_and_dashboard_select_only_metrics_the_daemon_exports(
+    results: dict[str, Any], redis_standalone: RedisProcess
+) -> None:
+    """Every PromQL expression shipped with the chart parses, and every metric it selects is
+    in a real scrape of a daemon on Redis after real traffic (plus a flush under a lock)."""
+    async with running_server(store=open_store(redis_standalone.url), metrics_listen="127.0.0.1:0") as srv, \
+            srv.client() as c:
+        words = " ".join(f"fact{i}" for i in range(400))
+        for i in range(3):
+            await c.append("default", [{"role": "user", "content": f"{i} {words}"}], key="dash")
+        await c.read_all("default", key="dash")
+        async for _ in c.watch("default", key="dash"):
+            break
+        await c.flush("default", key="dash")
+        text, _ = await scrape(srv.server.ports["metrics"])
+    exported = _exported_names(text)
+    shipped = results["observability"]["promql"]
+    assert len({e["object"] for e in shipped}) == 2 and len(shipped) > 20  # the rule and the dashboard
+    assert [e for e in shipped if e["error"]] == []
+    unknown = {(e["rule"], m) for e in shipped for m in e["metrics"] if m not in exported}
+    assert unknown == set()
+    # Not vacuous: the Redis, process and stream metrics are among those checked.
+    selected = {m for e in shipped for m in e["metrics"]}
+    assert {"memoryd_redis_command_duration_seconds_bucket", "process_start_time_seconds",
+            "memoryd_open_streams", "memoryd_ready"} <= selected

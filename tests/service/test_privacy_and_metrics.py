@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 import urllib.request
 
 import pytest
 import redis
+from memoryd_client import ResourceExhaustedError
 from prometheus_client.parser import text_string_to_metric_families
 
 from memoryd.config.model import MemoryResource, PrivacyPolicy, Project
@@ -56,6 +59,63 @@ async def test_redaction_and_exclusion_happen_before_storage(caplog: pytest.LogC
     logged = "\n".join(json.dumps(vars(r), default=str) for r in caplog.records)
     for secret in (SSN, CARD, "hunter2", "tool output", "noted", "kept as is", TENANT_KEY):
         assert secret not in logged
+
+
+async def test_redaction_cannot_grow_a_message_or_a_batch_past_the_size_limits() -> None:
+    """``\\d`` turns each digit into ``[REDACTED]`` (10 bytes): a message within the message size
+    limit must not be stored ten times larger, nor a batch past the request size limit. The call
+    fails with RESOURCE_EXHAUSTED naming the message, and nothing of the batch is stored."""
+    res = MemoryResource(id="digits", max_tokens=10_000_000, privacy_policy=PrivacyPolicy(redact_patterns=(r"\d",)))
+    store = EmbeddedStore()
+    addr = InstanceAddr("p", "digits", "k")
+    limits = {"max_message_bytes": 4096, "max_request_bytes": 20_000}
+    async with running_server(Project(id="p", resources={res.id: res}, agents={}), store=store, **limits) as srv, \
+            srv.client() as c:
+        with pytest.raises(ResourceExhaustedError, match=r"messages\[1\]\.content: .*10000 bytes.* 4096") as info:
+            await c.append("digits", [{"role": "user", "content": "order 42"},
+                                      {"role": "user", "content": "7" * 1000}], key="k")
+        assert "7777" not in str(info.value)
+        assert (await store.state(addr)).messages == ()
+        # each at most the message limit, together past the request limit: refused at the one that crosses it
+        with pytest.raises(ResourceExhaustedError, match=r"messages\[5\]\.content: .*20000 bytes"):
+            await c.append("digits", [{"role": "user", "content": "7" * 400} for _ in range(6)], key="k")
+        assert (await store.state(addr)).messages == ()
+        # up to the limits, redaction stores as before
+        resp = await c.append("digits", [{"role": "user", "content": "7" * 409 + "ab"}] * 4, key="k")
+        assert [r.redactions for r in resp.results] == [409] * 4
+    held = (await store.state(addr)).messages
+    assert [len(m.content) for m in held] == [4092] * 4
+
+
+async def test_redacting_a_large_message_does_not_stall_the_daemon() -> None:
+    """Redaction of large content runs off the event loop (as token counting does): while a
+    pattern works through 200 KB of digits, the daemon's loop keeps turning. A ticker task
+    notes the longest gap between its turns during the append: a loop blocked by the
+    redaction shows one gap as long as the redaction, a large share of the whole call."""
+    # "#" keeps the output small, so nearly all of the call is the redaction itself
+    policy = PrivacyPolicy(redact_patterns=(r"\d",), default_redaction_string="#")
+    res = MemoryResource(id="digits", max_tokens=10_000_000, privacy_policy=policy)
+    longest = 0.0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal longest
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0)
+            now = time.perf_counter()
+            longest, last = max(longest, now - last), now
+
+    async with running_server(Project(id="p", resources={res.id: res}, agents={}), max_message_bytes=4_000_000,
+                              max_request_bytes=8_000_000) as srv, srv.client() as c:
+        task = asyncio.create_task(ticker())
+        started = time.perf_counter()
+        resp = await c.append("digits", [{"role": "user", "content": "7" * 200_000}], key="k")
+        elapsed = time.perf_counter() - started
+        done.set()
+        await task
+    assert resp.results[0].redactions == 200_000
+    assert longest < elapsed / 2, f"the loop stalled {longest:.3f}s of a {elapsed:.3f}s append"
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from memoryd.config.model import CircuitBreaker
 from memoryd.keys import InstanceAddr
 from memoryd.store.base import MemoryStore
-from memoryd.store.redis.breaker import BreakerSettings
 from memoryd.store.url import open_store
 
 REDIS_BACKENDS = ("standalone", "cluster", "sentinel")
@@ -18,7 +18,7 @@ REDIS_BACKENDS = ("standalone", "cluster", "sentinel")
 # the fallback that bisects a regression of store/redis/wire.py; it must keep the protocol too.
 ALL_BACKENDS = ("embedded", *REDIS_BACKENDS, "stock")
 # Generous per-call timeout: the 2-core test machine also runs servers and sentinels.
-TEST_BREAKER = BreakerSettings(timeout_s=2.0, max_failures=5, reset_timeout_s=0.5)
+TEST_BREAKER = CircuitBreaker(timeout_s=2.0, max_failures=5, reset_timeout_s=0.5)
 
 
 def backend_url(request: pytest.FixtureRequest, backend: str) -> str:

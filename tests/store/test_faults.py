@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from memoryd.errors import StoreUnavailable
+from memoryd.config.model import CircuitBreaker
+from memoryd.errors import MemorydError, StoreUnavailable
 from memoryd.models import AppendedRef, NewMessage
 from memoryd.store.redis import RedisStore
-from memoryd.store.redis.breaker import BreakerSettings
 from memoryd.store.url import open_store
 from tests.redis_servers import RedisProcess, start_standalone, temporary
 from tests.store.conftest import new_addr
 
-BREAKER = BreakerSettings(timeout_s=0.5, max_failures=5, reset_timeout_s=0.3)
+BREAKER = CircuitBreaker(timeout_s=0.5, max_failures=5, reset_timeout_s=0.3)
 HANG_MARGIN_S = 1.5  # a call taking longer than the breaker timeout plus this is a hang
 WRITERS = 8
 
@@ -88,13 +89,63 @@ async def test_crash_under_load_fails_fast_recovers_and_loses_nothing_acknowledg
         await store.close()
 
 
-async def test_unreachable_at_start_raises_store_unavailable(tmp_path: Path) -> None:
+async def test_a_store_started_before_redis_serves_once_redis_answers(tmp_path: Path) -> None:
+    """Regression (issue 15, item 4): a sidecar may start before Redis. Starting does not fail;
+    calls fail fast with StoreUnavailable while Redis is unreachable; the store keeps trying and
+    serves by itself once Redis answers, with the breaker closed."""
     with temporary(start_standalone, tmp_path) as server:
         server.stop()
         store = open_store(server.url, breaker=BREAKER)
-        with pytest.raises(StoreUnavailable):
+        await store.start()
+        try:
+            addr = new_addr()
+            for _ in range(2 * BREAKER.max_failures):
+                with pytest.raises(StoreUnavailable):
+                    await store.ping()
+                with pytest.raises(StoreUnavailable):
+                    await store.append(addr, [msg("too early")])
+            assert store.breaker_state == "open"  # what the breaker-state metric reports meanwhile
+            server.start()  # the same port
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    await store.ping()
+                    break
+                except StoreUnavailable:
+                    assert time.monotonic() < deadline, "the store never reached Redis"
+                    await asyncio.sleep(0.02)  # polling interval
+            out = await store.append(addr, [msg("in time")])
+            assert out.refs[0].seq == 1 and store.breaker_state == "closed"
+            assert [m.content for m in await store.read(addr)] == ["in time"]
+        finally:
+            await store.close()
+
+
+async def test_an_error_answered_by_redis_at_start_is_raised(redis_standalone: RedisProcess) -> None:
+    """Redis up but refusing what the store needs (an ACL without scripting) is configuration,
+    not a late Redis: start() raises (memoryd serve exits 1) instead of retrying forever."""
+    user = f"noscript-{uuid.uuid4().hex[:8]}"
+    with redis_standalone.client() as raw:
+        raw.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "+@all", "-@scripting")
+    try:
+        store = open_store(f"redis://{user}:pw@127.0.0.1:{redis_standalone.port}/0", breaker=BREAKER)
+        with pytest.raises(MemorydError) as info:
             await store.start()
+        assert not isinstance(info.value, StoreUnavailable) and "NoPermissionError" in info.value.message
+    finally:
+        with redis_standalone.client() as raw:
+            raw.execute_command("ACL", "DELUSER", user)
+
+
+async def test_a_store_closed_before_redis_came_up_stops_trying(tmp_path: Path) -> None:
+    with temporary(start_standalone, tmp_path) as server:
+        server.stop()
+        store = open_store(server.url, breaker=BREAKER)
+        await store.start()
+        tasks = {t.get_name() for t in asyncio.all_tasks()}
+        assert "memoryd-redis-connect" in tasks
         await store.close()
+        assert "memoryd-redis-connect" not in {t.get_name() for t in asyncio.all_tasks()}
 
 
 class ReplyDroppingProxy:
@@ -142,7 +193,7 @@ async def test_lost_reply_of_an_append_is_retried_without_duplicating(redis_stan
     own, so the retry replays the executed script instead of storing the batch twice."""
     proxy = ReplyDroppingProxy(redis_standalone.port)
     port = await proxy.start()
-    store = open_store(f"redis://127.0.0.1:{port}/0", breaker=BreakerSettings(timeout_s=2.0))
+    store = open_store(f"redis://127.0.0.1:{port}/0", breaker=CircuitBreaker(timeout_s=2.0))
     await store.start()
     try:
         addr = new_addr()

@@ -59,7 +59,9 @@ async def expire_now(store: RedisStore, addr: InstanceAddr) -> None:
     keys = InstanceKeys.of(addr)
     for key in keys.data:
         await store.client.pexpire(key, 1)
-    await wait_for(lambda: store.meta(addr), lambda m: m == InstanceMeta(), "instance expired", timeout_s=5)
+    # every key, not only meta: each got its own 1 ms, set a moment after the one before
+    await wait_for(lambda: store.client.exists(*keys.data), lambda n: n == 0, "instance expired", timeout_s=5)
+    assert await store.meta(addr) == InstanceMeta()
 
 
 async def flush_oldest(store: RedisStore, addr: InstanceAddr, n: int) -> tuple[list[StoredMessage], int]:

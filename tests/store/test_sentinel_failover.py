@@ -9,14 +9,14 @@ import asyncio
 import time
 from pathlib import Path
 
+from memoryd.config.model import CircuitBreaker
 from memoryd.errors import StoreUnavailable
 from memoryd.models import NewMessage
-from memoryd.store.redis.breaker import BreakerSettings
 from memoryd.store.url import open_store
 from tests.redis_servers import start_sentinel, temporary
 from tests.store.conftest import new_addr
 
-BREAKER = BreakerSettings(timeout_s=1.0, max_failures=5, reset_timeout_s=0.2)
+BREAKER = CircuitBreaker(timeout_s=1.0, max_failures=5, reset_timeout_s=0.2)
 HANG_MARGIN_S = 1.5
 
 

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from memoryd.config.model import CircuitBreaker
 from memoryd.errors import ConfigError, StoreUnavailable
 from memoryd.models import NewMessage
 from memoryd.store.embedded import EmbeddedStore
 from memoryd.store.redis import ConnectionSettings, RedisStore
-from memoryd.store.redis.breaker import BreakerSettings
 from memoryd.store.url import open_store, parse_url, redact
 from tests.redis_servers import start_standalone, start_tls_standalone, temporary
 from tests.store.conftest import new_addr
 
-BREAKER = BreakerSettings(timeout_s=2.0)
+BREAKER = CircuitBreaker(timeout_s=2.0)
 
 
 def msg() -> NewMessage:
@@ -85,9 +85,13 @@ def test_empty_or_embedded_url_selects_the_embedded_store() -> None:
 
 
 def test_socket_timeout_never_undercuts_the_per_call_timeout() -> None:
-    store = open_store("redis://h?socket_timeout=0.1", breaker=BreakerSettings(timeout_s=2.0))
+    store = open_store("redis://h?socket_timeout=0.1", breaker=CircuitBreaker(timeout_s=2.0))
     assert isinstance(store, RedisStore)
     assert store.settings.socket_timeout_s is not None and store.settings.socket_timeout_s > 2.0
+    # nor the bulk reads' (a large read waiting behind others for its reply)
+    assert store.settings.socket_timeout_s > store.breaker.settings.bulk_timeout == 40.0
+    default = open_store("redis://h", breaker=CircuitBreaker())
+    assert isinstance(default, RedisStore) and default.settings.socket_timeout_s == 10.5
 
 
 async def roundtrip(url: str, **kwargs: object) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from memoryd.cli import breaker_settings
 from memoryd.config.model import CircuitBreaker, MemoryResource, Persistence, Project
-from memoryd.store.redis.breaker import BreakerSettings
 
 
 def project(*breakers: CircuitBreaker, embedded: CircuitBreaker | None = None) -> Project:
@@ -16,10 +15,10 @@ def project(*breakers: CircuitBreaker, embedded: CircuitBreaker | None = None) -
 
 
 def test_defaults_without_resources_using_redis() -> None:
-    assert breaker_settings(project(embedded=CircuitBreaker(0.01, 1, 99))) == BreakerSettings()
+    assert breaker_settings(project(embedded=CircuitBreaker(0.01, 1, 99))) == CircuitBreaker()
 
 
 def test_strictest_combination_of_resource_breakers() -> None:
     got = breaker_settings(project(CircuitBreaker(0.5, 5, 10.0), CircuitBreaker(0.2, 8, 30.0),
                                    embedded=CircuitBreaker(0.01, 1, 99.0)))
-    assert got == BreakerSettings(timeout_s=0.2, max_failures=5, reset_timeout_s=30.0)
+    assert got == CircuitBreaker(timeout_s=0.2, max_failures=5, reset_timeout_s=30.0)

@@ -22,6 +22,7 @@ from memoryd.config.resolve import (
 )
 from memoryd.errors import InvalidArgument, NotFound, PermissionDenied
 from memoryd.keys import InstanceAddr, sanitize_key
+from memoryd.store.redis.layout import InstanceKeys
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "project"
 SHARED = "customer-support-context"
@@ -60,7 +61,7 @@ def test_different_template_inputs_are_isolated(project: Project) -> None:
     a = resolve_reference(project, "intake-agent", SHARED, ctx("c-1"))
     b = resolve_reference(project, "intake-agent", SHARED, ctx("c-2"))
     assert a.addr != b.addr
-    assert a.addr.key_prefix != b.addr.key_prefix
+    assert InstanceKeys.of(a.addr).prefix != InstanceKeys.of(b.addr).prefix
 
 
 def test_numbers_from_struct_render_without_trailing_zero(project: Project) -> None:
@@ -183,8 +184,12 @@ def test_crafted_keys_cannot_reach_another_instance(project: Project, crafted: s
     attacker = resolve_reference(project, "intake-agent", SHARED, ctx(crafted)).addr
     assert attacker != victim
     assert attacker.instance_id != victim.instance_id
-    assert attacker.key_prefix != victim.key_prefix
-    assert attacker.key_prefix.startswith(f"memoryd:support-demo:{SHARED}:{{")
+    names, victim_names = InstanceKeys.of(attacker), InstanceKeys.of(victim)  # what Redis sees
+    assert not {names.msgs, names.meta, names.summary, names.idem, names.idem_expiry, names.lock} & {
+        victim_names.msgs, victim_names.meta, victim_names.summary, victim_names.idem, victim_names.idem_expiry,
+        victim_names.lock}
+    assert names.prefix.startswith("memoryd:v1:{") and names.prefix.endswith(f":support-demo:{SHARED}")
+    assert names.prefix.count("{") == names.prefix.count("}") == 1
     assert len(attacker.key) <= 512
 
 

@@ -4,6 +4,7 @@ contract of asyncio.timeout. Pure asyncio: calls that never finish wait on an Ev
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import pytest
@@ -119,3 +120,26 @@ def test_the_same_deadlines_work_on_a_second_event_loop() -> None:
 def test_a_timeout_must_be_positive() -> None:
     with pytest.raises(ValueError, match="timeout_s"):
         Deadlines(0)
+
+
+async def test_a_reply_that_arrived_while_the_loop_was_held_is_taken_not_timed_out() -> None:
+    """Regression (issue 15, item 3): the loop busy with other work (decoding a large read) past a
+    call's deadline must not time out a call whose reply arrived in time: the reply is processed
+    before the expired calls are cancelled. Here the "reply" is a byte on a socket, sent at once."""
+    d = Deadlines(TIMEOUT)
+    ours, theirs = socket.socketpair()
+    reader, writer = await asyncio.open_connection(sock=ours)
+    loop = asyncio.get_running_loop()
+
+    def reply_then_hold_the_loop() -> None:
+        theirs.send(b"r")
+        time.sleep(2 * TIMEOUT)  # the loop is held past the deadline, as by a long decode
+
+    try:
+        loop.call_later(TIMEOUT / 5, reply_then_hold_the_loop)
+        assert await asyncio.wait_for(d.run(lambda: reader.read(1)), NO_HANG) == b"r"
+        assert len(d) == 0
+        assert await _timed_out(d) >= TIMEOUT  # a call with no reply still times out
+    finally:
+        writer.close()
+        theirs.close()

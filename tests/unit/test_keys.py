@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
+import subprocess
+import sys
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given
@@ -13,10 +18,11 @@ from memoryd.keys import (
     MAX_DIRECT_KEY_BYTES,
     MAX_KEY_LENGTH,
     InstanceAddr,
-    resource_prefix,
     sanitize_key,
+    set_log_hash_key,
     validate_direct_key,
 )
+from memoryd.store.redis.layout import InstanceKeys
 
 ALLOWED = re.compile(r"[A-Za-z0-9\-_.:]+")
 
@@ -67,7 +73,7 @@ def test_distinct_raw_keys_never_share_an_instance(raw: str) -> None:
     a = InstanceAddr("p", "r", sanitize_key(raw))
     b = InstanceAddr("p", "r", sanitize_key(other))
     assert a.instance_id != b.instance_id
-    assert a.instance_hash != b.instance_hash
+    assert a.storage_hash != b.storage_hash
 
 
 def test_clean_keys_are_kept_verbatim() -> None:
@@ -125,19 +131,68 @@ def test_validate_direct_key_rejects(key: str, problem: str) -> None:
 
 
 def test_namespace_and_hash_tag() -> None:
+    """The key names Redis sees (``store/redis/layout.py``): namespaced, one hash tag per instance."""
     addr = InstanceAddr("support-demo", "customer-support-context", "support-c-9")
-    assert addr.key_prefix == f"memoryd:support-demo:customer-support-context:{{{addr.instance_hash}}}:"
-    assert addr.key_prefix.startswith(resource_prefix("support-demo", "customer-support-context"))
-    assert addr.hash_tag in addr.key_prefix
+    prefix = InstanceKeys.of(addr).prefix
+    assert prefix == f"memoryd:v1:{{{addr.storage_hash}}}:support-demo:customer-support-context"
+    assert addr.hash_tag in prefix
     # the prefix holds exactly one hash tag, so Redis Cluster slots by the instance hash
-    assert addr.key_prefix.count("{") == 1
-    assert addr.key_prefix.count("}") == 1
+    assert prefix.count("{") == 1
+    assert prefix.count("}") == 1
     other = InstanceAddr("support-demo", "customer-support-context", "support-c-10")
-    assert other.key_prefix != addr.key_prefix
+    assert InstanceKeys.of(other).prefix != prefix
 
 
 @given(st.text(), st.text())
-def test_key_prefixes_of_distinct_keys_differ(a: str, b: str) -> None:
-    pa = InstanceAddr("p", "r", sanitize_key(a)).key_prefix
-    pb = InstanceAddr("p", "r", sanitize_key(b)).key_prefix
+def test_key_names_of_distinct_keys_differ(a: str, b: str) -> None:
+    pa = InstanceKeys.of(InstanceAddr("p", "r", sanitize_key(a))).prefix
+    pb = InstanceKeys.of(InstanceAddr("p", "r", sanitize_key(b))).prefix
     assert (pa == pb) == (a == b)
+
+
+def test_storage_names_never_change() -> None:
+    """Redis key names derive from the unkeyed storage hash: pinned, or stored data would be orphaned
+    (whatever the log hash key)."""
+    set_log_hash_key("a deployment secret")
+    try:
+        addr = InstanceAddr("support-demo", "customer-support-context", "support-c-9")
+    finally:
+        set_log_hash_key("")
+    assert addr.hash_tag == "{e27756e6e787e600}"
+    assert InstanceKeys.of(addr).meta == "memoryd:v1:{e27756e6e787e600}:support-demo:customer-support-context:meta"
+
+
+@pytest.fixture
+def log_key() -> Iterator[None]:
+    yield
+    set_log_hash_key("")  # back to a random key: later tests never see a known one
+
+
+def _simple_hashes(*texts: str) -> set[str]:
+    """Every 16-hex prefix an attacker would try first: unkeyed digests of the key or the instance id."""
+    return {hashlib.new(alg, t.encode()).hexdigest()[:16]
+            for alg in ("md5", "sha1", "sha224", "sha256", "sha384", "sha512", "sha3_256", "blake2b", "blake2s")
+            for t in texts}
+
+
+@pytest.mark.usefixtures("log_key")
+def test_logged_instance_hash_is_keyed_with_the_deployment_secret() -> None:
+    """The issue's brute force: hashing likely keys (``support-48213``) must not find the logged value."""
+    set_log_hash_key("secret one")
+    a = InstanceAddr("default", "default", "support-48213")
+    assert InstanceAddr("default", "default", "support-48213").instance_hash == a.instance_hash  # stable
+    assert re.fullmatch(r"[0-9a-f]{16}", a.instance_hash)
+    assert a.instance_hash not in _simple_hashes(a.key, a.instance_id) | {a.storage_hash}
+    assert a.instance_hash == hmac.new(b"secret one", b"default/default/support-48213", "sha256").hexdigest()[:16]
+    set_log_hash_key("secret two")
+    b = InstanceAddr("default", "default", "support-48213")
+    assert b.instance_hash != a.instance_hash
+    assert b.storage_hash == a.storage_hash and b == a  # the same instance, stored under the same names
+
+
+def test_without_a_secret_the_log_hash_is_random_per_process() -> None:
+    code = "from memoryd.keys import InstanceAddr; print(InstanceAddr('p', 'r', 'k').instance_hash)"
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+            for _ in range(2)]
+    first, second = (r.stdout.strip() for r in runs)
+    assert re.fullmatch(r"[0-9a-f]{16}", first) and first != second

@@ -186,8 +186,13 @@ def test_every_family_is_exposed_with_its_labels() -> None:
     g.started.inc()
     g.handled("OK").inc()
     g.handling.observe(0.001)
+    m.grpc_method("memoryd.v1.MemoryService", "Watch", "server_stream").streams.inc()
+    families = list(text_string_to_metric_families(_exposition(m)))
+    runtime = {f.name for f in families if f.name.startswith(("process_", "python_"))}
+    assert {"process_cpu_seconds", "process_resident_memory_bytes", "process_start_time_seconds",
+            "python_info", "python_gc_collections"} <= runtime
     labels = {f.name: set().union(*(s.labels for s in f.samples)) - {"le"}
-              for f in text_string_to_metric_families(_exposition(m)) if not f.name.endswith("_created")}
+              for f in families if not f.name.endswith("_created") and f.name not in runtime}
     assert labels == {
         "memoryd_messages_appended": {"memory_id"},
         "memoryd_messages_evicted": {"memory_id", "strategy"},
@@ -204,6 +209,9 @@ def test_every_family_is_exposed_with_its_labels() -> None:
         "grpc_server_started": {"grpc_service", "grpc_method", "grpc_type"},
         "grpc_server_handled": {"grpc_service", "grpc_method", "grpc_type", "grpc_code"},
         "grpc_server_handling_seconds": {"grpc_service", "grpc_method", "grpc_type"},
+        "memoryd_open_streams": {"grpc_service", "grpc_method"},
+        "memoryd_build_info": {"version", "python", "grpcio", "redis_py"},
+        "memoryd_ready": set(),
     }
 
 

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from memoryd.config.model import PrivacyPolicy
+from memoryd.errors import ResourceExhausted
 from memoryd.privacy import PrivacyFilter, compile_pattern
 
 SSN = r"\b\d{3}-\d{2}-\d{4}\b"
@@ -122,3 +123,13 @@ def test_listed_role_or_content_type_is_never_persisted() -> None:
     assert f.persistable("user", "text", None) is True
     # An explicit persist=True from a client cannot override the operator's policy.
     assert f.persistable("tool", "text", True) is False
+
+
+def test_redacted_output_is_bounded_by_max_bytes() -> None:
+    """Overlapping matches merge before the size is taken: the bound is on what would be stored."""
+    f = PrivacyFilter(PrivacyPolicy(redact_patterns=(r"\d", r"\d\d")), max_bytes=25)
+    assert f.redact_measured("a1b22c") == ("a[REDACTED]b[REDACTED]c", 2, 23)
+    assert f.redact_measured("é1 22") == ("é[REDACTED] [REDACTED]", 2, 23)
+    with pytest.raises(ResourceExhausted, match=r"32 bytes \(3 replacements\), over the limit of 25"):
+        f.redact("1 2 3")
+    assert PrivacyFilter(PrivacyPolicy(redact_patterns=(r"\d",))).redact("1 2 3")[1] == 3  # unbounded by default

@@ -11,13 +11,23 @@ half-open, fail_max, reset_timeout, listeners) and feeds it outcomes itself:
 * admission, before the call: open and within ``reset_timeout`` -> fail fast with
   StoreUnavailable; open and past it -> exactly one trial call at a time (pybreaker
   lets every concurrent caller through in half-open under asyncio);
-* the call runs under the per-call timeout ``timeout_s`` (``deadlines.Deadlines``: one
-  timer for all calls, not one ``asyncio.timeout`` per call); a timeout is a failure;
+* the call runs under a timeout (``deadlines.Deadlines``: one timer for all calls, not
+  one ``asyncio.timeout`` per call): ``timeout_s`` for calls whose work is bounded
+  (appends, scripts, pings, the lock), the longer ``bulk_timeout_s`` for *bulk* reads,
+  whose reply grows with the instance (a whole instance, an unbounded range);
 * afterwards the outcome is recorded synchronously through ``CircuitBreaker.call``:
-  infrastructure errors (connection refused/reset, timeouts, LOADING, cluster down,
-  read-only replica after a failover) count as failures; a reply from Redis of any
-  other kind (script errors, NOSCRIPT, WRONGTYPE, memoryd's own errors) counts as a
-  success, because Redis answered; a cancellation records nothing.
+  infrastructure errors (connection refused/reset, timeouts, LOADING, cluster down or
+  unreachable, read-only replica after a failover, redis-py's own failures mid-failover)
+  count as failures, except two kinds of timeout that are no evidence that Redis is down:
+  the timeout of a bulk read (a large read is slow because it is large), and any timeout
+  of a call during which Redis answered another call (Redis is up; the call was slow
+  because of its own work, or the daemon's loop was busy decoding a large reply). A hung
+  Redis answers nothing, so its timeouts count, as do the readiness PING's. A reply from
+  Redis of any other kind (script errors, NOSCRIPT, WRONGTYPE, memoryd's own errors)
+  counts as a success, because Redis answered; a cancellation records nothing.
+
+Exceptions leave ``call`` unchanged: the Redis store translates them into memoryd's
+errors in one place (``memoryd.store.redis.store.translate``), by this classification.
 
 A background probe (``run_probe``) makes the half-open trial itself, so the breaker
 closes again when Redis is back even if no traffic arrives.
@@ -28,15 +38,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pybreaker
+import redis
 import redis.exceptions as rex
 
-from memoryd.config.model import CircuitBreaker as CircuitBreakerConfig
+from memoryd.config.model import CircuitBreaker
 from memoryd.errors import StoreUnavailable
 from memoryd.store.redis.deadlines import Deadlines
 
@@ -46,24 +57,12 @@ T = TypeVar("T")
 CLOSED, OPEN, HALF_OPEN = pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN
 
 
-@dataclass(frozen=True, slots=True)
-class BreakerSettings:
-    """Per-call timeout, consecutive failures that open the breaker, seconds until a trial."""
-
-    timeout_s: float = 0.5
-    max_failures: int = 5
-    reset_timeout_s: float = 10.0
-
-    @classmethod
-    def from_config(cls, cfg: CircuitBreakerConfig) -> BreakerSettings:
-        return cls(timeout_s=cfg.timeout_s, max_failures=cfg.max_failures, reset_timeout_s=cfg.reset_timeout_s)
-
-
 _INFRA_ERRORS: tuple[type[BaseException], ...] = (
     StoreUnavailable,
     rex.ConnectionError,  # includes BusyLoadingError, AuthenticationError, MaxConnectionsError, sentinel errors
     rex.TimeoutError,
     rex.ClusterDownError,  # CLUSTERDOWN; includes MasterDownError (MASTERDOWN)
+    rex.RedisClusterUnreachableError,  # no node of the Cluster answers (e.g. not up yet)
     rex.TryAgainError,  # TRYAGAIN during resharding
     rex.ReadOnlyError,  # writing to a replica that was the master before a failover
     rex.SlotNotCoveredError,
@@ -71,9 +70,33 @@ _INFRA_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# redis-py's Cluster client trips over its own topology caches while a master restarts
+# (a node looked up as None: AttributeError, redis-py#3835); raised inside redis-py's code,
+# these are failures of the deployment as the client sees it, not bugs of memoryd.
+_CLIENT_FAULTS: tuple[type[BaseException], ...] = (AttributeError, TypeError, KeyError, IndexError)
+_REDIS_PY_DIR = os.path.dirname(redis.__file__) + os.sep
+
+
+def raised_inside_redis_py(exc: BaseException) -> bool:
+    """True for a fault (AttributeError, ...) whose innermost frame is redis-py's own code."""
+    if not isinstance(exc, _CLIENT_FAULTS):
+        return False
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_filename.startswith(_REDIS_PY_DIR)
+
+
 def is_infrastructure_error(exc: BaseException) -> bool:
     """True for failures of the connection or the deployment, the only ones the breaker counts."""
-    return isinstance(exc, _INFRA_ERRORS)
+    return isinstance(exc, _INFRA_ERRORS) or raised_inside_redis_py(exc)
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """The per-call timeout (TimeoutError) or a socket timeout inside redis-py."""
+    return isinstance(exc, TimeoutError | rex.TimeoutError)
 
 
 class _OpenedAt(pybreaker.CircuitBreakerListener):
@@ -89,12 +112,14 @@ class _OpenedAt(pybreaker.CircuitBreakerListener):
 class Breaker:
     """Guards calls to one store. State lives in this process only (never in the Redis it guards)."""
 
-    def __init__(self, settings: BreakerSettings | None = None, *, name: str = "redis") -> None:
-        self.settings = settings or BreakerSettings()
+    def __init__(self, settings: CircuitBreaker | None = None, *, name: str = "redis") -> None:
+        self.settings = settings or CircuitBreaker()
         self._opened_at = 0.0
         self._trial_running = False
+        self._answers = 0  # calls Redis has answered: a timeout while it answered others is no outage
         self._opened = asyncio.Event()
         self._deadlines = Deadlines(self.settings.timeout_s)
+        self._bulk_deadlines = Deadlines(self.settings.bulk_timeout)
         self._cb = pybreaker.CircuitBreaker(
             fail_max=self.settings.max_failures,
             reset_timeout=self.settings.reset_timeout_s,
@@ -106,6 +131,7 @@ class Breaker:
         if state == OPEN:
             self._opened_at = time.monotonic()
             self._opened.set()
+            self._bulk_deadlines.expire_all()  # fail now, not after their long timeout
             log.warning("circuit breaker opened", extra={"event": "breaker_open", "breaker": self._cb.name})
         elif state == CLOSED:
             self._opened.clear()
@@ -136,6 +162,8 @@ class Breaker:
         return True
 
     def _record(self, failure: BaseException | None) -> None:
+        if failure is None:
+            self._answers += 1
         if failure is None and self._cb.fail_counter == 0 and self._cb.current_state == CLOSED:
             return  # the common case: a success changes nothing (saves ~5 µs of pybreaker per call)
 
@@ -151,25 +179,23 @@ class Breaker:
             if exc is not failure:
                 raise
 
-    async def call(self, op: Callable[[], Awaitable[T]]) -> T:
-        """Run ``op`` under the breaker and the per-call timeout.
+    async def call(self, op: Callable[[], Awaitable[T]], *, bulk: bool = False) -> T:
+        """Run ``op`` under the breaker and the per-call timeout (``bulk``: the bulk-read timeout).
 
-        Infrastructure failures are raised as StoreUnavailable; everything else propagates
-        unchanged (and is recorded as Redis having answered).
+        Exceptions propagate unchanged; infrastructure failures are counted (a bulk read's
+        timeout excepted), everything else is recorded as Redis having answered.
         """
         trial = self._admit()
+        answers = self._answers
         try:
-            result = await self._deadlines.run(op)
+            result = await (self._bulk_deadlines if bulk else self._deadlines).run(op)
         except asyncio.CancelledError:
             raise  # not an outcome of the store: record nothing
         except Exception as exc:
-            if is_infrastructure_error(exc):
+            if not is_infrastructure_error(exc):
+                self._record(None)
+            elif not (is_timeout(exc) and (bulk or self._answers != answers)):
                 self._record(exc)
-                if isinstance(exc, StoreUnavailable):
-                    raise
-                kind = "timeout" if isinstance(exc, TimeoutError | rex.TimeoutError) else type(exc).__name__
-                raise StoreUnavailable(f"store unavailable ({kind}): {exc}") from exc
-            self._record(None)
             raise
         else:
             self._record(None)

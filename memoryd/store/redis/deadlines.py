@@ -15,6 +15,12 @@ traffic it fires about once per timeout period; with no call in flight, not at a
 A call that runs out gets ``TimeoutError``; any other cancellation passes through
 unchanged. This is the contract of ``asyncio.timeout``, and its cancel-count check
 (``Task.uncancel``) is copied.
+
+The timer does not cancel anything itself: it schedules the expiry for the next turn of
+the loop. When the loop was held past a deadline (a large reply being decoded), a reply
+that arrived meanwhile is read in the same turn as the timer fires, and its task is woken
+one turn later; cancelling in the timer's own turn would throw that reply away and time
+out a call that Redis answered in time (which the breaker would count as an outage).
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ class Deadlines:
         deadline = loop.time() + self.timeout_s
         self._calls[task] = deadline
         if self._timer is None:
-            self._timer = loop.call_at(deadline, self._expire)
+            self._timer = loop.call_at(deadline, self._on_timer)
         try:
             return await op()
         except asyncio.CancelledError:
@@ -79,6 +85,24 @@ class Deadlines:
             self._timer = None
         self._loop = loop
 
+    def expire_all(self) -> None:
+        """Time out every call in flight now (the breaker opened: none of them will be answered)."""
+        if not self._calls:
+            return
+        current = asyncio.current_task()
+        for task in list(self._calls):
+            if task is current:
+                continue
+            del self._calls[task]
+            if not task.done():
+                self._expired.add(task)
+                task.cancel()
+
+    def _on_timer(self) -> None:
+        """Expire one turn later, after the tasks whose replies this turn read have run."""
+        assert self._loop is not None
+        self._timer = self._loop.call_at(self._loop.time(), self._expire)
+
     def _expire(self) -> None:
         self._timer = None
         loop = self._loop
@@ -88,7 +112,7 @@ class Deadlines:
         while calls:
             task, deadline = next(iter(calls.items()))
             if deadline > now:
-                self._timer = loop.call_at(deadline, self._expire)
+                self._timer = loop.call_at(deadline, self._on_timer)
                 return
             del calls[task]
             if not task.done():

@@ -4,7 +4,7 @@ All keys start with ``memoryd:v1:`` so a future layout can live beside this one 
 operator can find (or ACL-restrict) memoryd's keys with one pattern. The keys of one
 instance share its cluster hash tag, so each Lua script touches exactly one slot::
 
-    memoryd:v1:{<instance_hash>}:<project>:<resource>:msgs   Stream, entry id "<seq>-0"
+    memoryd:v1:{<storage_hash>}:<project>:<resource>:msgs   Stream, entry id "<seq>-0"
     ...:meta    Hash: counters, last_seq, flush stats, fence, epoch (the instance's identity)
     ...:sum     Hash: the rolling summary (content, token_count, through_seq, updated_at_ms)
     ...:idem    Hash: idempotency key -> remembered append outcome

@@ -6,7 +6,10 @@ adds, without writing a new algorithm:
 * one ``Lock`` object per acquisition (its token is per *thread*, so sharing one object
   between tasks would let any task release another's lock);
 * acquisition with a timeout and jittered exponential backoff -> LockContention;
-* automatic extension while held (a task extending to the full TTL every TTL/3);
+* automatic extension while held (a task extending to the full TTL every TTL/3), stopped
+  by a flag as well as a cancel: a renewal in flight can complete and swallow the cancel
+  (redis-py sends under ``asyncio.wait_for``, which on Python 3.11 returns an inner result
+  that arrived with the cancel), and the loop must end anyway;
 * a fencing token taken right after acquiring (``fence``: the store's script that
   raises the instance's fence), returned as ``LockLease(fence)``. The lock is only
   advisory: a paused process, or a failover that loses the key, can leave two holders.
@@ -19,7 +22,6 @@ Every Redis call goes through the store's guard (circuit breaker, per-call timeo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -77,6 +79,7 @@ class InstanceLock:
         self._fence = fence
         self._lock = Lock(client, name, timeout=self._ttl_s, thread_local=False)
         self._extender: asyncio.Task[None] | None = None
+        self._stopping = False  # the extender's stop signal, for when its cancel is lost
         self.lost = False  # set when an extension found the lock taken over (expired while held)
 
     async def __aenter__(self) -> LockLease:
@@ -100,12 +103,17 @@ class InstanceLock:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._extender is not None:
-            self._extender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._extender
-            self._extender = None
-        await self._release()
+        extender, self._extender = self._extender, None
+        try:
+            if extender is not None:
+                self._stopping = True
+                extender.cancel()
+                await asyncio.wait([extender])  # its end, not its CancelledError; a cancel of ours propagates
+                if not extender.cancelled() and extender.exception() is not None:
+                    log.warning("instance lock renewal failed: %r", extender.exception(),
+                                extra={"event": "lock_renewal_failed"})
+        finally:
+            await self._release()
 
     async def _release(self) -> None:
         try:
@@ -117,8 +125,10 @@ class InstanceLock:
             pass  # it expires by itself after its TTL
 
     async def _extend_forever(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self._ttl_s / 3)  # the renewal period, not synchronisation
+            if self._stopping:
+                return
             try:
                 await self._guard(lambda: self._lock.extend(self._ttl_s, replace_ttl=True))
             except LockError:

@@ -3,7 +3,8 @@
 Every mutation is one Lua script (``scripts.py``) over keys sharing the instance's
 hash tag (``layout.py``); scripts are called by SHA through redis-py's Script objects,
 which re-load them on NOSCRIPT (after SCRIPT FLUSH, a restart or a failover). Every
-call runs under the circuit breaker with the per-call timeout (``memoryd.store.redis.breaker``).
+call runs under the circuit breaker with the per-call timeout (``memoryd.store.redis.breaker``),
+and what it raises becomes a memoryd error in one place (``translate``).
 Decoded messages are cached per instance (``cache.py``) and re-validated against the
 instance's identity (epoch) and counters on every read: another daemon may change it.
 """
@@ -17,6 +18,7 @@ import itertools
 import logging
 import random
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
@@ -25,6 +27,7 @@ from typing import Any, TypeVar
 import redis.exceptions as rex
 from redis.asyncio import Redis
 
+from memoryd.config.model import CircuitBreaker
 from memoryd.errors import (
     FenceRejected,
     IdempotencyConflict,
@@ -49,7 +52,12 @@ from memoryd.models import (
 from memoryd.store.base import LockLease
 from memoryd.store.digest import batch_digest
 from memoryd.store.redis import codec, scripts
-from memoryd.store.redis.breaker import Breaker, BreakerSettings
+from memoryd.store.redis.breaker import (
+    Breaker,
+    is_infrastructure_error,
+    is_timeout,
+    raised_inside_redis_py,
+)
 from memoryd.store.redis.cache import DEFAULT_MAX_MESSAGES as DEFAULT_CACHE_MESSAGES
 from memoryd.store.redis.cache import CachedInstance, ReadCache, accounts_for, token_sums
 from memoryd.store.redis.connection import (
@@ -72,6 +80,9 @@ RETRY_WINDOW_MS = 60_000  # the store's own key for appends without one (safe in
 END_WORKFLOW_PARALLELISM = 16
 WAIT_MARGIN_S = 1.0
 SOCKET_TIMEOUT_MARGIN_S = 0.5
+CONNECT_BACKOFF_BASE_S = 0.05  # until Redis is first reached: 0.1 s, doubling ...
+CONNECT_BACKOFF_CAP_S = 2.0  # ... up to this, half of it random
+CONNECT_LOG_EVERY = 10  # attempts between warnings while Redis stays unreachable
 STATE_SNAPSHOT_ATTEMPTS = 2  # beyond the XREAD BLOCK time before a blocking read is abandoned
 WAIT_ON_TROUBLE_S = 0.1
 
@@ -96,6 +107,24 @@ def _script_caller(client: RedisClient, source: str, *, lean: bool) -> ScriptCal
     return lambda keys, args: script(keys=keys, args=args)
 
 
+def translate(exc: Exception) -> Exception:
+    """The one mapping of what a Redis call raises (redis-py, sockets, the per-call timeout)
+    to memoryd's errors, by the breaker's classification: infrastructure failures and
+    Redis out of memory -> StoreUnavailable (UNAVAILABLE, retryable); any other reply of
+    Redis -> MemorydError; memoryd's own errors and LockError (the lock wrapper decides)
+    unchanged, as is anything else (a bug of memoryd stays visible)."""
+    if isinstance(exc, MemorydError | rex.LockError):
+        return exc
+    if isinstance(exc, rex.OutOfMemoryError):
+        return StoreUnavailable(f"store unavailable (out of memory): {exc}")
+    if is_infrastructure_error(exc):
+        kind = "timeout" if is_timeout(exc) else type(exc).__name__
+        return StoreUnavailable(f"store unavailable ({kind}): {exc}")
+    if isinstance(exc, rex.RedisError | rex.RedisClusterException):
+        return MemorydError(f"redis error: {type(exc).__name__}: {exc}")
+    return exc
+
+
 def new_id() -> str:
     """A unique message id, several times cheaper than uuid4 on the append path."""
     return f"{_ID_PREFIX}{next(_id_counter):012x}"
@@ -112,15 +141,16 @@ class RedisStore:
         self,
         settings: ConnectionSettings,
         *,
-        breaker: BreakerSettings | None = None,
+        breaker: CircuitBreaker | None = None,
         idempotency_window_ms: int = DEFAULT_IDEMPOTENCY_WINDOW_MS,
         read_attempts: int = 2,
         read_cache_messages: int = DEFAULT_CACHE_MESSAGES,
     ) -> None:
         self._breaker = Breaker(breaker, name=f"redis:{settings.redacted()}")
-        floor = self._breaker.settings.timeout_s + SOCKET_TIMEOUT_MARGIN_S
+        floor = self._breaker.settings.bulk_timeout + SOCKET_TIMEOUT_MARGIN_S
         if settings.socket_timeout_s is not None and settings.socket_timeout_s < floor:
-            # the per-call timeout governs; the socket timeout is only the backstop behind it
+            # the per-call timeouts govern; the socket timeout is only the backstop behind
+            # them, and must not cut short a bulk read waiting for its (large) reply
             settings = replace(settings, socket_timeout_s=floor)
         self.settings = settings
         self._idempotency_window_ms = idempotency_window_ms
@@ -130,7 +160,11 @@ class RedisStore:
         self._blocking: RedisClient | None = None  # XREAD BLOCK for wait_for_change, its own pool
         self._scripts: dict[str, ScriptCall] = {}
         self._probe: asyncio.Task[None] | None = None
+        self._up = False  # Redis answered once since start(); until then every call fails fast
+        self._connector: asyncio.Task[None] | None = None
         self._cache = ReadCache(read_cache_messages)
+        # Called with the seconds of each Redis round trip (memoryd.metrics.track_store sets it).
+        self.observe_command: Callable[[float], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -140,7 +174,8 @@ class RedisStore:
 
     @property
     def breaker_state(self) -> str:
-        return self._breaker.state
+        """The breaker's state; "open" also until Redis is first reached (calls fail fast then too)."""
+        return self._breaker.state if self._up else "open"
 
     @property
     def breaker(self) -> Breaker:
@@ -155,6 +190,10 @@ class RedisStore:
     def in_flight(self) -> int:
         """Calls holding a connection right now (at most ``settings.max_connections``)."""
         return self.settings.max_connections - self._sem._value
+
+    @property
+    def pool_size(self) -> int:
+        return self.settings.max_connections
 
     @property
     def client(self) -> RedisClient:
@@ -177,12 +216,46 @@ class RedisStore:
         if "Hiredis" not in self.parser:
             log.warning("hiredis is not active: replies parse several times slower", extra={"event": "no_hiredis"})
         try:
-            await self._run(self._load_scripts)
+            await self._connect()
+        except Exception as exc:
+            failure = translate(exc)
+            if not isinstance(failure, StoreUnavailable):  # Redis answered with an error: its configuration
+                await self.close()
+                raise failure from exc
+            # Not up yet (a sidecar may start before Redis): serve NOT_SERVING and keep trying.
+            log.warning("redis not reachable yet, retrying in the background: %s", failure.message,
+                        extra={"event": "store_unreachable", "store": self.settings.redacted()})
+            self._connector = asyncio.create_task(self._connect_until_up(), name="memoryd-redis-connect")
         except BaseException:
             await self.close()
             raise
         self._probe = asyncio.create_task(self._breaker.run_probe(self._ping_op), name="memoryd-breaker-probe")
+
+    async def _connect(self) -> None:
+        """Reach Redis once, outside the breaker (it guards a store that was up): load the scripts
+        (one round trip each, to every primary of a Cluster: the bulk timeout bounds them all)."""
+        async with asyncio.timeout(self._breaker.settings.bulk_timeout):
+            await self._load_scripts()
+        self._up = True
         log.info("redis store started", extra={"event": "store_started", "store": self.settings.redacted()})
+
+    async def _connect_until_up(self) -> None:
+        """Retry ``_connect`` with jittered exponential backoff until Redis answers."""
+        attempt = 0
+        while True:
+            attempt += 1
+            step = min(CONNECT_BACKOFF_CAP_S, CONNECT_BACKOFF_BASE_S * 2 ** min(attempt, 16))
+            await asyncio.sleep(step / 2 + random.uniform(0, step / 2))  # backoff between attempts
+            try:
+                await self._connect()
+                return
+            except Exception as exc:
+                failure = translate(exc)
+                level = logging.WARNING if attempt % CONNECT_LOG_EVERY == 0 else logging.DEBUG
+                if not isinstance(failure, StoreUnavailable):
+                    level = logging.ERROR  # Redis answered with an error, or a bug: say so every time
+                log.log(level, "redis not usable yet (attempt %d): %s", attempt, failure,
+                        extra={"event": "store_unreachable", "store": self.settings.redacted()})
 
     async def _load_scripts(self) -> None:
         # SCRIPT LOAD goes to every primary on a Cluster; later NOSCRIPTs re-load by themselves.
@@ -190,6 +263,11 @@ class RedisStore:
             await self.client.script_load(source)
 
     async def close(self) -> None:
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connector
+            self._connector = None
         if self._probe is not None:
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -209,20 +287,24 @@ class RedisStore:
 
     # -- the guarded call -----------------------------------------------------------------
 
-    async def _run(self, op: Callable[[], Awaitable[T]], *, retry: bool = False) -> T:
+    async def _run(self, op: Callable[[], Awaitable[T]], *, retry: bool = False, bulk: bool = False) -> T:
         """One store operation: breaker + per-call timeout + pool bound; errors -> memoryd errors.
 
         ``retry``: on a connection error, try again (with jittered backoff, within the same
         per-call timeout). Only for operations whose repetition is harmless: reads, and
         appends (always idempotency-keyed); never for apply-flush, clear or the lock.
+        ``bulk``: a read whose reply grows with the instance (the breaker's bulk timeout,
+        and its timeout is not counted as an outage).
         """
+        if not self._up:
+            raise StoreUnavailable("store unavailable: redis not reached yet")
 
         async def attempt() -> T:
             async with self._sem:
                 failures = 0
                 while True:
                     try:
-                        return await op()
+                        return await self._timed(op)
                     except rex.ConnectionError:
                         failures += 1
                         self._idle_connections_suspect()
@@ -231,13 +313,31 @@ class RedisStore:
                     await asyncio.sleep(random.uniform(0.002, 0.01) * failures)  # backoff before retrying
 
         try:
-            return await self._breaker.call(attempt)
-        except rex.LockError:
-            raise  # the lock wrapper decides
-        except rex.OutOfMemoryError as exc:
-            raise StoreUnavailable(f"store unavailable (out of memory): {exc}") from exc
-        except (rex.RedisError, rex.RedisClusterException) as exc:
-            raise MemorydError(f"redis error: {type(exc).__name__}: {exc}") from exc
+            return await self._breaker.call(attempt, bulk=bulk)
+        except Exception as exc:
+            failure = self._failure(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
+
+    def _failure(self, exc: Exception) -> Exception:
+        """``translate``; after a fault inside redis-py's Cluster client, also ask it to re-read
+        the topology, so that a retry finds the nodes as they are now."""
+        if raised_inside_redis_py(exc):
+            request_refresh = getattr(self._client, "_request_refresh", None)  # redis-py's Cluster client
+            if callable(request_refresh):
+                request_refresh()
+        return translate(exc)
+
+    async def _timed(self, op: Callable[[], Awaitable[T]]) -> T:
+        observe = self.observe_command
+        if observe is None:
+            return await op()
+        start = time.perf_counter()
+        try:
+            return await op()
+        finally:
+            observe(time.perf_counter() - start)
 
     def _idle_connections_suspect(self) -> None:
         pool = getattr(self._client, "connection_pool", None)  # the Cluster client has none
@@ -320,7 +420,7 @@ class RedisStore:
         key = InstanceKeys.of(addr).msgs
         start = f"{max(after_seq, 0) + 1}-0"
         rows = await self._run(lambda: self.client.xrange(key, min=start, max="+", count=limit or None),
-                               retry=True)
+                               retry=True, bulk=True)
         return list(map(codec.decode_entry, rows or ()))
 
     async def state(self, addr: InstanceAddr) -> InstanceState:
@@ -350,7 +450,7 @@ class RedisStore:
             return list(await pipe.execute())
 
         for _ in range(STATE_SNAPSHOT_ATTEMPTS):
-            before, summary, rows, after = await self._run(snapshot, retry=True)
+            before, summary, rows, after = await self._run(snapshot, retry=True, bulk=True)
             if before == after:
                 state = InstanceState(
                     meta=codec.decode_meta(after),
@@ -361,7 +461,7 @@ class RedisStore:
                     self._remember(addr, state)
                     return state
         meta, summary, rows = await self._run(
-            self._script("state", (keys.msgs, keys.meta, keys.summary), ()), retry=True
+            self._script("state", (keys.msgs, keys.meta, keys.summary), ()), retry=True, bulk=True
         )
         state = InstanceState(
             meta=codec.decode_meta(meta),
@@ -429,7 +529,7 @@ class RedisStore:
             pipe.hmget(keys.meta, fields)
             return list(await pipe.execute())
 
-        before, summary, new_rows, after = await self._run(snapshot, retry=True)
+        before, summary, new_rows, after = await self._run(snapshot, retry=True, bulk=True)
         if before != after:
             return None
         meta = codec.decode_meta(after)
@@ -497,19 +597,21 @@ class RedisStore:
         """XREAD BLOCK for an entry after ``after_seq``: appends wake it at once; a flush or
         clear (which add no entry) is seen by the caller's re-read after ``timeout_s``."""
         blocking = self._blocking
-        if blocking is None or self._breaker.state != "closed":
+        if blocking is None or self.breaker_state != "closed":
             await asyncio.sleep(min(timeout_s, WAIT_ON_TROUBLE_S))  # the caller's next read reports it
             return
         key = InstanceKeys.of(addr).msgs
         try:
             async with asyncio.timeout(timeout_s + WAIT_MARGIN_S):
                 await blocking.xread({key: f"{max(after_seq, 0)}-0"}, count=1, block=max(1, int(timeout_s * 1000)))
-        except (rex.RedisError, rex.RedisClusterException, OSError):
+        except Exception as exc:
+            if not isinstance(translate(exc), MemorydError):
+                raise  # a bug of memoryd, not trouble with Redis
             await asyncio.sleep(min(timeout_s, WAIT_ON_TROUBLE_S))  # a wake-up signal only: never raise
 
     async def end_workflow(self, project: str, workflow_id: str) -> int:
         index = workflow_index(project, workflow_id)
-        members: set[Any] = await self._run(lambda: self.client.smembers(index), retry=True)
+        members: set[Any] = await self._run(lambda: self.client.smembers(index), retry=True, bulk=True)
         prefixes: list[InstanceKeys] = []
         for m in members:
             try:
