@@ -159,7 +159,8 @@ def server_behavior(
     """
     import time
 
-    from opentelemetry import propagate
+    from opentelemetry import context as otel_context
+    from opentelemetry import propagate, trace
     from opentelemetry.trace import SpanKind, Status, StatusCode
 
     tracer = _tracer
@@ -169,54 +170,75 @@ def server_behavior(
                   "rpc.service": service}
     store_spans = method not in UNTRACED_STORE_CALLS
 
-    def begin(context: Any) -> tuple[Any, float | None]:
+    def begin(context: Any) -> tuple[Any, Any, float | None]:
+        """The span (not yet current), the context that makes it current, the deadline."""
         carrier = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         remaining = context.time_remaining()
         if not store_spans:
             _STORE_SPANS.set(False)
-        span_cm = tracer.start_as_current_span(
-            span_name, context=propagate.extract(carrier), kind=SpanKind.SERVER, attributes=attributes,
-            record_exception=False, set_status_on_exception=False,
-        )
-        return span_cm, None if remaining is None else time.monotonic() + remaining
+        parent = propagate.extract(carrier)
+        span = tracer.start_span(span_name, context=parent, kind=SpanKind.SERVER, attributes=attributes,
+                                 record_exception=False, set_status_on_exception=False)
+        return span, trace.set_span_in_context(span, parent), (
+            None if remaining is None else time.monotonic() + remaining)
 
-    def finish(span: Any, context: Any, exc: BaseException | None, deadline: float | None) -> None:
+    def finish(span: Any, context: Any, exc: BaseException | None, deadline: float | None,
+               fields: dict[str, Any] | None) -> None:
         code = status_of(context, exc, deadline)
         span.set_attribute("rpc.response.status_code", code.name)
         span.set_attribute("rpc.grpc.status_code", code.value[0])
         if code.name in _SERVER_ERRORS:
             span.set_attribute("error.type", code.name)
             span.set_status(Status(StatusCode.ERROR, code.name))
-        fields = logs.CALL_FIELDS.get()
         if fields:
             for field, attribute in _CALL_ATTRIBUTES:
                 if field in fields:
                     span.set_attribute(attribute, str(fields[field]))
+        span.end()
 
     if inspect.isasyncgenfunction(behavior):
         async def streamed(request: Any, context: Any) -> AsyncIterator[Any]:
-            span_cm, deadline = begin(context)
-            with span_cm as span:
+            # The span is current only while the handler runs a step, attached and detached
+            # within that step: a stream closed from elsewhere (the client went away and
+            # the loop finalizes the generator) must not detach a context it never attached.
+            span, current, deadline = begin(context)
+            inner = behavior(request, context)
+            fields = None
+            try:
+                while True:
+                    token = otel_context.attach(current)
+                    try:
+                        item = await inner.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        fields = logs.CALL_FIELDS.get()
+                        otel_context.detach(token)
+                    yield item
+            except BaseException as exc:
+                token = otel_context.attach(current)
                 try:
-                    async for item in behavior(request, context):
-                        yield item
-                except BaseException as exc:
-                    finish(span, context, exc, deadline)
-                    raise
-                finish(span, context, None, deadline)
+                    await inner.aclose()  # its access log line, still under the span
+                finally:
+                    otel_context.detach(token)
+                finish(span, context, exc, deadline, fields)
+                raise
+            finish(span, context, None, deadline, fields)
 
         return streamed
 
     async def unary(request: Any, context: Any) -> Any:
-        span_cm, deadline = begin(context)
-        with span_cm as span:
-            try:
-                response = await behavior(request, context)
-            except BaseException as exc:
-                finish(span, context, exc, deadline)
-                raise
-            finish(span, context, None, deadline)
-            return response
+        span, current, deadline = begin(context)
+        token = otel_context.attach(current)
+        try:
+            response = await behavior(request, context)
+        except BaseException as exc:
+            finish(span, context, exc, deadline, logs.CALL_FIELDS.get())
+            raise
+        finally:
+            otel_context.detach(token)
+        finish(span, context, None, deadline, logs.CALL_FIELDS.get())
+        return response
 
     return unary
 
