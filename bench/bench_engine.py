@@ -160,6 +160,90 @@ def bench_engine(quick: bool) -> None:
     print()
 
 
+FACT_TURNS = (  # (sentence, the fact in it); {n} makes each round's facts distinct
+    ("My order number is ORD-{n}4821 and it still shows as processing.", "ORD-{n}4821"),
+    ("Please send the invoice INV-2026-0{n}7 to my colleague instead.", "INV-2026-0{n}7"),
+    ("You can reach me at dana{n}@example.com in the afternoon.", "dana{n}@example.com"),
+    ("I was charged ${n}49.90 twice on my card last week.", "${n}49.90"),
+    ("The delivery should go to 1{n} Baker Street from now on.", "1{n} Baker Street"),
+    ("We agreed the replacement ships on 2026-04-1{n}, right?", "2026-04-1{n}"),
+    ("My colleague {name} will handle the return.", "{name}"),
+    ("The hotline number they gave me is +44 20 7946 0{n}58.", "+44 20 7946 0{n}58"),
+)
+NAMES = ("Alice Moreau", "Bruno Keller", "Chidi Okafor", "Dagny Holm")
+FILLER = (
+    "Thanks, that makes sense, let me think about it for a moment and get back to you.",
+    "Sure, I understand; these things happen and I appreciate you looking into it so carefully.",
+    "Okay, that sounds reasonable to me, please go ahead whenever you are ready to do so.",
+    "I see, and is there anything else you need from my side before we continue with this?",
+)
+
+
+def _fact_chat(n_facts: int, n_turns: int) -> tuple[list[tuple[str, str]], list[str]]:
+    """A support chat whose first ``n_facts`` user turns each carry one fact in filler."""
+    turns: list[tuple[str, str]] = []
+    facts: list[str] = []
+    rnd = random.Random(11)
+    for i in range(n_turns):
+        if i % 2 == 0 and len(facts) < n_facts:
+            k = len(facts)
+            sentence, fact = FACT_TURNS[k % len(FACT_TURNS)]
+            n = k // len(FACT_TURNS)
+            text = sentence.format(n=n, name=NAMES[n % len(NAMES)])
+            facts.append(fact.format(n=n, name=NAMES[n % len(NAMES)]))
+            turns.append(("user", f"{rnd.choice(FILLER)} {text} {rnd.choice(FILLER)}"))
+        else:
+            turns.append(("assistant" if i % 2 else "user", " ".join(rnd.sample(FILLER, 2))))
+    return turns, facts
+
+
+def fact_retention(cap: int) -> tuple[int, int, int, int, list[float]]:
+    """Fold the fact chat as the daemon would (B = 3,000, hybrid_summary, a flush when
+    due); (folds, facts in the final CONTEXT view, facts, summary tokens, fold seconds).
+    tests/unit/test_engine_rules.py holds the result to the promise's target."""
+    from memoryd.engine import apply_plan, needs_flush
+
+    counter = tokens.counter_for_model("gpt-4o")
+    count = functools.partial(counter.count_message, "system")
+    turns, facts = _fact_chat(24, 240)
+    res = MemoryResource(id="facts", max_tokens=3000, flushing_strategy=FlushingStrategy(summary_tokens=cap))
+    budget = compute_budget(res, None)
+    state = InstanceState(meta=InstanceMeta(), summary=None, messages=())
+    times: list[float] = []
+    for seq, (role, content) in enumerate(turns, start=1):
+        m = StoredMessage(seq=seq, id=str(seq), role=role, content=content, content_type="text", priority=None,
+                          effective_priority=5, token_count=counter.count_message(role, content), created_at_ms=seq)
+        msgs = (*state.messages, m)
+        state = InstanceState(recount(state.meta, msgs, state.summary), state.summary, msgs)
+        if needs_flush(state.meta, res, budget):
+            t0 = time.perf_counter()
+            plan = plan_flush(state, res, budget, count, seq)
+            times.append(time.perf_counter() - t0)
+            state = apply_plan(state, plan, now_ms=seq)
+    view = context_view(state, budget, count=counter.count_message)
+    text = "\n".join(v.content for v in view.messages)
+    return len(times), sum(f in text for f in facts), len(facts), state.meta.summary_tokens, times
+
+
+def bench_facts() -> None:
+    """Share of early facts still in the CONTEXT view after a long conversation folded
+    again and again, and what one fold costs (promise 6)."""
+    counter = tokens.counter_for_model("gpt-4o")
+    turns, facts = _fact_chat(24, 240)
+    print("### Fact retention (promise 6)\n")
+    print(f"A {len(turns)}-turn chat (~{sum(counter.count_message(r, c) for r, c in turns):,} tokens) whose first "
+          f"{len(facts)} user turns each carry one fact (order and invoice codes, emails, phone numbers, "
+          "amounts, addresses, dates, names) between filler sentences; B = 3,000, hybrid_summary, "
+          "flushes when due. Facts counted in the final CONTEXT view.\n")
+    print("| summary cap | folds | facts kept | summary tokens | fold p50 ms | fold p99 ms |")
+    print("|---|---|---|---|---|---|")
+    for cap in (200, 500):
+        folds, kept, total, summary_tokens, times = fact_retention(cap)
+        print(f"| {cap} | {folds} | {kept}/{total} ({100 * kept / total:.0f} %) | "
+              f"{summary_tokens} | {_pct(times, .5) * 1e3:.2f} | {_pct(times, .99) * 1e3:.2f} |")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
@@ -169,6 +253,7 @@ def main() -> None:
     bench_counting(args.quick)
     bench_async(args.quick)
     bench_engine(args.quick)
+    bench_facts()
 
 
 def _version(dist: str) -> str:

@@ -2,6 +2,8 @@
 
     memoryd serve --config examples/project/memoryd.yaml
     python examples/async_agents.py
+
+The client connects to $MEMORYD_ADDR (default 127.0.0.1:50051), as examples/quickstart.py.
 """
 
 import asyncio
@@ -12,7 +14,7 @@ CONTEXT = {"workflow": {"id": "wf-1", "input": {"conversationId": "c-42"}}, "use
 
 
 async def main() -> None:
-    async with AsyncMemoryClient("127.0.0.1:50051") as memory:
+    async with AsyncMemoryClient() as memory:
         intake, resolution = Agent("intake-agent", CONTEXT), Agent("resolution-agent", CONTEXT)
         await memory.append("customer-support-context",
                             [{"role": "user", "content": "Router broken, SSN 123-45-6789"}], agent=intake)

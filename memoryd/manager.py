@@ -9,13 +9,14 @@ and token counters are derived from the configuration once, at start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from memoryd import engine, tokens, tracing
 from memoryd.config.model import MemoryResource, Project
@@ -29,6 +30,7 @@ from memoryd.errors import (
     NotFound,
     PermissionDenied,
     ResourceExhausted,
+    ShuttingDown,
     echo,
 )
 from memoryd.keys import InstanceAddr
@@ -37,17 +39,19 @@ from memoryd.models import (
     AppendOutcome,
     FlushOutcome,
     FlushPlan,
+    IncomingMessage,
     InstanceMeta,
     NewMessage,
+    RefSpec,
     StoredMessage,
     Summary,
 )
 from memoryd.privacy import PrivacyFilter
 from memoryd.settings import Settings
 from memoryd.store.base import MemoryStore
-from memoryd.validation import IncomingMessage, RefSpec
 
 log = logging.getLogger("memoryd.manager")
+T = TypeVar("T")
 
 # A lock acquisition that waited this long found the lock held (the first retry backs off >= 5 ms).
 LOCK_CONTENDED_S = 0.005
@@ -55,6 +59,10 @@ LOCK_CONTENDED_S = 0.005
 DIRECT_CACHE_SIZE = 4096
 # Above this many messages, planning and view selection run in a worker thread.
 THREAD_THRESHOLD = 2000
+# A CONTEXT read whose newest message is longer than this runs in a worker thread: its cut
+# counts tokens of up to ~16 characters per token of room (~17 ms for 50 KB of prose, ~140 ms
+# for 100 KB of one repeated character at a 7,400-token room).
+CUT_INLINE_MAX_CHARS = 16_384
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +128,82 @@ class Cleared:
 
 WatchEvent = Appended | Flushed | Cleared
 WATCH_WAKE_S = 1.0  # longest a watcher sleeps without re-reading the store
+# Watchers reading the store at once, all watchers of the daemon together: beyond it they
+# queue here, outside the store's per-call timeout, so that hundreds of watchers woken by
+# one append never make the memory API's own calls wait past theirs (and trip the breaker).
+WATCH_READ_CONCURRENCY = 8
+# Content characters in one Appended event (at least one message): what a watcher whose
+# client stopped reading holds, as the event gRPC has not sent yet.
+WATCH_EVENT_CHARS = 16 * 1024
+# Messages in a watcher's first read, before it knows their size (the next reads aim at
+# one event's worth: a read never fetches many messages only to drop them).
+WATCH_FIRST_READ = 16
+
+Runs = list[tuple[int, int]]  # ascending, disjoint [lo, hi] ranges of seqs
+
+
+def _gaps(seqs: Iterable[int], start: int, end: int) -> Runs:
+    """The runs of seqs in (start, end] missing from ``seqs`` (ascending)."""
+    runs: Runs = []
+    prev = start
+    for s in seqs:
+        if s <= start:
+            continue
+        if s > end:
+            break
+        if s > prev + 1:
+            runs.append((prev + 1, s - 1))
+        prev = s
+    if end > prev:
+        runs.append((prev + 1, end))
+    return runs
+
+
+def _minus(runs: Runs, known: Runs) -> list[int]:
+    """The seqs of ``runs`` not in ``known``; each run of ``known`` lies inside one of ``runs``."""
+    out: list[int] = []
+    j = 0
+    for lo, hi in runs:
+        cur = lo
+        while j < len(known) and known[j][0] <= hi:
+            klo, khi = known[j]
+            if klo > cur:
+                out.extend(range(cur, klo))
+            cur = max(cur, khi + 1)
+            j += 1
+        if cur <= hi:
+            out.extend(range(cur, hi + 1))
+    return out
+
+
+def _wiped(seen: InstanceMeta, now: InstanceMeta) -> bool:
+    """Whether the instance a watcher last saw as ``seen`` was wiped (Clear, TTL expiry,
+    EndWorkflow) by the time it reads ``now``: its epoch changed (to "" when it is gone,
+    to another when it was created again), or, for an instance written only by daemons
+    that predate epochs, its sequence went back."""
+    if seen.epoch:
+        return now.epoch != seen.epoch
+    return now.last_seq < seen.last_seq
+
+
+def _event_size(page: Sequence[StoredMessage]) -> tuple[int, int]:
+    """How many of ``page``'s first messages fit one event (at least one), and their size."""
+    size = 0
+    for n, m in enumerate(page):
+        chars = len(m.content) + sum(len(k) + len(v) for k, v in m.metadata.items())
+        if size + chars > WATCH_EVENT_CHARS and n:
+            return n, size
+        size += chars
+    return len(page), size
+
+
+def _large_newest(messages: Sequence[StoredMessage]) -> bool:
+    """True when the newest non-pinned message is long enough that cutting it to its room
+    (a few token counts of up to its length) could hold the event loop for milliseconds."""
+    for m in reversed(messages):
+        if m.effective_priority != 0:
+            return len(m.content) > CUT_INLINE_MAX_CHARS
+    return False
 
 
 def _now_ms() -> int:
@@ -162,6 +246,8 @@ class MemoryManager:
             except ConfigError as exc:
                 problems.extend(exc.problems)
                 continue
+            problems.extend(f"memory '{res.id}': {'.'.join(path)}: {why}"
+                            for path, why in engine.budget_problems(res, window))
             self.runtimes[res.id] = ResourceRuntime(
                 res, budget, tokens.counter_for_model(res.model), res_store,
                 PrivacyFilter(res.privacy_policy, max_bytes=settings.max_message_bytes),
@@ -170,6 +256,8 @@ class MemoryManager:
             raise ConfigError(problems)
         self._flushes: dict[InstanceAddr, asyncio.Task[None]] = {}
         self._direct: dict[tuple[str, str], Target] = {}
+        self._watchers = 0  # Watch streams running now
+        self._watch_reads = asyncio.Semaphore(WATCH_READ_CONCURRENCY)
 
     def _embedded(self) -> MemoryStore:
         from memoryd.store.embedded import EmbeddedStore
@@ -185,11 +273,21 @@ class MemoryManager:
         for store in self.stores:
             await store.start()
 
-    async def close(self) -> None:
-        """Let running flushes finish (they hold the instance lock), then close the stores."""
+    async def close(self, *, flush_grace_s: float | None = None) -> None:
+        """Let running flushes finish (they hold the instance lock) for at most
+        ``flush_grace_s`` (None: as long as they take), cancel the rest, close the stores.
+
+        A cancelled flush loses nothing: it either applied its plan atomically or did not
+        (the fence and the apply-flush script), and its lock lapses within its lease."""
         pending = list(self._flushes.values())
         if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+            _done, late = await asyncio.wait(pending, timeout=flush_grace_s)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("shutdown cancelled %d flush(es) still running after %ss", len(late), flush_grace_s,
+                            extra={"event": "flush_cancelled"})
+                await asyncio.gather(*late, return_exceptions=True)
         for store in self.stores:
             await store.close()
 
@@ -279,6 +377,8 @@ class MemoryManager:
                 count = await tokens.count_message_async(rt.counter, m.role, content)
             prepared.append(self._prepared(rt, m, content, count))
         to_store = [m for m in prepared if m is not None]
+        if rt.resource.oversize == "reject":
+            await self._refuse_oversized(target, prepared)
         ttl = rt.resource.persistence.ttl_s
         if to_store:
             outcome = await rt.store.append(
@@ -302,6 +402,19 @@ class MemoryManager:
             scheduled = self._schedule_flush(target)
         return AppendResult(outcome=outcome, messages=tuple(prepared), flush_scheduled=scheduled,
                             redactions=tuple(redactions))
+
+    @staticmethod
+    async def _refuse_oversized(target: Target, prepared: Sequence[NewMessage | None]) -> None:
+        """``oversize: reject``: refuse a batch holding a message larger than its room in a
+        view (promise 5). The stored pinned tokens are read only when some message is
+        larger than the room left by a full pinned tier."""
+        rt = target.runtime
+        sizes = [(i, m.effective_priority, m.token_count) for i, m in enumerate(prepared) if m is not None]
+        if all(m.pinned or m.token_count <= engine.message_room(rt.budget, m.effective_priority,
+                                                                  rt.budget.pinned_cap)
+               for m in prepared if m is not None):
+            return
+        engine.check_oversize(rt.budget, sizes, (await rt.store.meta(target.addr)).pinned_tokens)
 
     # -- flush --------------------------------------------------------------------
 
@@ -411,48 +524,91 @@ class MemoryManager:
     async def read_context(self, target: Target, *, max_tokens: int) -> tuple[ContextView, InstanceMeta]:
         rt = target.runtime
         state = await rt.store.state(target.addr)
-        if len(state.messages) > THREAD_THRESHOLD:
-            view = await asyncio.to_thread(engine.context_view, state, rt.budget, max_tokens or None)
+        args = (state, rt.budget, max_tokens or None, "system", rt.counter.count_message)
+        if len(state.messages) > THREAD_THRESHOLD or _large_newest(state.messages):
+            view = await asyncio.to_thread(engine.context_view, *args)
         else:
-            view = engine.context_view(state, rt.budget, max_tokens or None)
+            view = engine.context_view(*args)
         return view, state.meta
 
     async def meta(self, target: Target) -> InstanceMeta:
         return await target.runtime.store.meta(target.addr)
 
+    @property
+    def watchers(self) -> int:
+        """Watch streams running now (at most ``settings.max_watchers``)."""
+        return self._watchers
+
     async def watch(
         self, target: Target, *, after_seq: int, chunk: int, stop: asyncio.Event
-    ) -> AsyncIterator[WatchEvent]:
+    ) -> AsyncGenerator[WatchEvent, None]:
         """Changes of one instance, read from the store at the consumer's pace.
 
-        No message is buffered per watcher beyond one page: a slow consumer only lags
-        behind the store (gRPC flow control pauses this generator), it never makes the
-        daemon hold content for it. The watcher remembers the seqs it delivered that are
-        still stored (a set of ints, as large as the instance), so that a Flushed event
-        names exactly which of them a flush removed. Resuming with ``after_seq`` replays
-        what was missed.
+        Bounded per watcher: the generator is paced by gRPC flow control (a client that
+        stops reading stops it at its next yield), an Appended event carries at most
+        WATCH_EVENT_CHARS of content, and what a Flushed event needs (which delivered seqs
+        are still stored) is kept as runs of the seqs *missing* from the delivered range,
+        not as a set of every delivered seq. Resuming with ``after_seq`` replays what was
+        missed. At most ``settings.max_watchers`` run at once (ResourceExhausted beyond);
+        the daemon's shutdown ends every watcher with ShuttingDown (UNAVAILABLE).
         """
+        if self._watchers >= self.settings.max_watchers:
+            raise ResourceExhausted(f"Watch: this daemon already serves {self._watchers} watchers "
+                                    "(--max-watchers); close one or retry later")
+        self._watchers += 1
+        try:
+            changes = self._changes(target, after_seq=after_seq, chunk=chunk, stop=stop)
+            async with contextlib.aclosing(changes):  # closed with the stream, not by the GC
+                async for event in changes:
+                    yield event
+        finally:
+            self._watchers -= 1
+
+    async def _changes(
+        self, target: Target, *, after_seq: int, chunk: int, stop: asyncio.Event
+    ) -> AsyncGenerator[WatchEvent, None]:
         store, addr = target.runtime.store, target.addr
-        cursor = after_seq
-        delivered: set[int] = set()
-        flushes = (await store.meta(addr)).flush_count
-        while not stop.is_set():
-            meta = await store.meta(addr)
-            if meta.last_seq < cursor:  # the sequence went back: the instance was cleared or expired
-                cursor, flushes = 0, meta.flush_count
-                delivered.clear()
+        start = cursor = after_seq  # delivered: the stored seqs in (start, cursor] ...
+        gone: Runs = []  # ... except these (missing when read, or already reported removed)
+        limit = min(chunk, WATCH_FIRST_READ)
+        # after_seq is taken to refer to the incarnation that exists now: past its end is no Clear
+        seen = await self._watch_read(functools.partial(store.meta, addr))
+        flushes = seen.flush_count
+        while True:
+            if stop.is_set():
+                raise ShuttingDown("Watch: the daemon is shutting down; resume with after_seq")
+            # The page first, then the meta that vouches for it: an unchanged epoch (and flush
+            # count) since the last look means no Clear or flush came before the read either.
+            page = await self._watch_read(functools.partial(store.read, addr, after_seq=cursor, limit=limit))
+            meta = await self._watch_read(functools.partial(store.meta, addr))
+            absent = not meta.epoch and not meta.last_seq
+            if _wiped(seen, meta) or (absent and cursor):  # gone under the cursor: a wiped incarnation
+                start = cursor = 0
+                seen, flushes, gone, limit = meta, meta.flush_count, [], min(chunk, WATCH_FIRST_READ)
                 yield Cleared()
-                continue
+                continue  # the page may be the new incarnation's: read again from 0
+            seen = meta
             if meta.flush_count != flushes:
                 flushes = meta.flush_count
-                state = await store.state(addr)
-                removed = delivered - {m.seq for m in state.messages}
-                delivered -= removed
-                yield Flushed(sorted(removed), state.summary)
-            page = await store.read(addr, after_seq=cursor, limit=chunk)
+                state = await self._watch_read(functools.partial(store.state, addr))
+                if state.meta.epoch != meta.epoch:
+                    continue  # wiped meanwhile: the next look reports it
+                missing = _gaps((m.seq for m in state.messages), start, cursor)
+                removed, gone = _minus(missing, gone), missing
+                yield Flushed(removed, state.summary)
+                continue  # the page may hold messages this flush removed: read again
             if page:
+                n, size = _event_size(page)
+                if n < len(page):  # the rest is read again next time
+                    page = page[:n]
+                # the next read: about one event's worth at the size of these messages
+                limit = max(1, min(chunk, WATCH_EVENT_CHARS * n // max(size, 1)))
+                for run in _gaps((m.seq for m in page), cursor, page[-1].seq):
+                    if gone and gone[-1][1] + 1 == run[0]:
+                        gone[-1] = (gone[-1][0], run[1])
+                    else:
+                        gone.append(run)
                 cursor = page[-1].seq
-                delivered.update(m.seq for m in page)
                 yield Appended(page)
                 continue
             waiter = asyncio.ensure_future(store.wait_for_change(addr, after_seq=cursor, timeout_s=WATCH_WAKE_S))
@@ -462,6 +618,10 @@ class MemoryManager:
             finally:
                 for fut in (waiter, stopper):
                     fut.cancel()
+
+    async def _watch_read(self, call: Callable[[], Awaitable[T]]) -> T:
+        async with self._watch_reads:
+            return await call()
 
     async def clear(self, target: Target) -> int:
         target.require_write("Clear")

@@ -19,11 +19,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from importlib.metadata import version as _version
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
-import grpc
-import redis
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -52,7 +51,7 @@ DEFAULT_MAX_TRACKED = 10_000
 def build_labels() -> dict[str, str]:
     """``memoryd_build_info``'s labels: what a bug report needs to know about this process."""
     return {"version": __version__, "python": platform.python_version(),
-            "grpcio": grpc.__version__, "redis_py": redis.__version__}
+            "grpcio": _version("grpcio"), "redis_py": _version("redis")}
 
 
 @runtime_checkable

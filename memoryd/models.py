@@ -23,6 +23,28 @@ class Kind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class RefSpec:
+    """A validated reference to an instance: exactly one of ``key`` and ``agent_id`` is set."""
+
+    memory_id: str
+    key: str | None
+    agent_id: str | None
+    context: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """A message as the client sent it, validated; not yet redacted or counted."""
+
+    role: str
+    content: str
+    content_type: str
+    priority: int | None
+    metadata: dict[str, str]
+    persist: bool
+
+
+@dataclass(frozen=True, slots=True)
 class NewMessage:
     """A message ready to store: validated, redacted and counted, seq not yet assigned."""
 

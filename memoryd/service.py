@@ -278,19 +278,20 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
         target = self._target(request.ref, request.HasField("ref"))
         events = self.manager.watch(target, after_seq=request.after_seq,
                                     chunk=self.settings.read_chunk_messages, stop=self.shutdown)
-        async for event in events:
-            if isinstance(event, Appended):
-                for part in _parts(event.messages, self._item_bytes):
-                    resp = pb.WatchResponse()
-                    add_messages(resp.appended.messages, part)
-                    yield resp
-            elif isinstance(event, Flushed):
-                flushed = pb.Flushed(removed_seqs=event.removed_seqs)
-                if event.summary is not None:
-                    flushed.summary.CopyFrom(message_to_pb(summary_message(event.summary)))
-                yield pb.WatchResponse(flushed=flushed)
-            else:
-                yield pb.WatchResponse(cleared=pb.Cleared())
+        async with contextlib.aclosing(events):  # frees the watcher's slot when the stream ends
+            async for event in events:
+                if isinstance(event, Appended):
+                    for part in _parts(event.messages, self._item_bytes):
+                        resp = pb.WatchResponse()
+                        add_messages(resp.appended.messages, part)
+                        yield resp
+                elif isinstance(event, Flushed):
+                    flushed = pb.Flushed(removed_seqs=event.removed_seqs)
+                    if event.summary is not None:
+                        flushed.summary.CopyFrom(message_to_pb(summary_message(event.summary)))
+                    yield pb.WatchResponse(flushed=flushed)
+                else:
+                    yield pb.WatchResponse(cleared=pb.Cleared())
 
 
 def _parts(page: list[StoredMessage], budget: int) -> Iterator[list[StoredMessage]]:

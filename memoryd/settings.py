@@ -38,6 +38,7 @@ class Settings:
     max_request_bytes: int = 16_777_216
     max_key_bytes: int = 1024
     read_chunk_messages: int = 256
+    max_watchers: int = 128
     flush_lock_ttl_ms: int = 2_000
     lock_acquire_timeout: float = 2.5
 
@@ -78,6 +79,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_request_bytes", "Largest gRPC request accepted (bytes)."),
     Setting("max_key_bytes", "Largest direct key accepted before sanitising (bytes)."),
     Setting("read_chunk_messages", "Default messages per Read stream item."),
+    Setting("max_watchers", "Most Watch streams this daemon serves at once; one more gets RESOURCE_EXHAUSTED. "
+            "Each costs a store read per change of its instance."),
     Setting("flush_lock_ttl_ms", "Lease of the instance lock while flushing (ms). Renewed every third of it "
             "while held, so a long flush keeps it; a holder that dies blocks flushes at most this long."),
     Setting("lock_acquire_timeout", "Seconds a flush waits for the instance lock before ABORTED. Longer than the "
@@ -144,7 +147,7 @@ def _check(s: Settings) -> None:
     if s.log_level.lower() not in _LEVELS:
         raise ValueError(f"log_level: must be one of {', '.join(_LEVELS)}")
     for name in ("max_message_bytes", "max_batch_messages", "max_request_bytes", "max_key_bytes",
-                 "read_chunk_messages", "flush_lock_ttl_ms"):
+                 "read_chunk_messages", "flush_lock_ttl_ms", "max_watchers"):
         if getattr(s, name) <= 0:
             raise ValueError(f"{name}: must be > 0")
     if s.shutdown_grace < 0 or s.lock_acquire_timeout <= 0:

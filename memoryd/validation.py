@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from memoryd_client.v1 import memory_pb2 as pb
 
 from memoryd.convert import ROLE_NAMES, struct_to_dict
 from memoryd.errors import InvalidArgument, ResourceExhausted
+from memoryd.models import IncomingMessage, RefSpec
 from memoryd.settings import Settings
 
 MAX_CONTENT_TYPE = 128
@@ -17,26 +17,6 @@ MAX_METADATA_BYTES = 16_384
 MAX_CHUNK = 10_000
 #: The largest seq any store can assign (Redis INCR counts in a signed 64-bit integer).
 MAX_SEQ = 2**63 - 1
-
-
-@dataclass(frozen=True, slots=True)
-class RefSpec:
-    """A validated MemoryRef: exactly one of ``key`` and ``agent_id`` is set."""
-
-    memory_id: str
-    key: str | None
-    agent_id: str | None
-    context: dict[str, object]
-
-
-@dataclass(frozen=True, slots=True)
-class IncomingMessage:
-    role: str
-    content: str
-    content_type: str
-    priority: int | None
-    metadata: dict[str, str]
-    persist: bool
 
 
 def ref(r: pb.MemoryRef, settings: Settings, field: str = "ref", *, present: bool = True) -> RefSpec:

@@ -3,7 +3,7 @@
 # npm registry and Debian's archive. Idempotent and quick when everything is already in place:
 #   - Debian: Go 1.19 + Debian-packaged grpc-go/protobuf-go (GOPATH mode, no module download),
 #     protoc and protoc-gen-go-grpc; Node.js and npm only if node is missing.
-#   - clients/node: npm ci (when node_modules is missing or older than package-lock.json), tsc build.
+#   - clients/node: npm ci (when node_modules is missing or older than package-lock.json), npm run build.
 #   - clients/go: protoc-gen-go built from Debian's sources, the interop driver binary.
 # Needs root (or sudo) only when a Debian package is missing.
 set -euo pipefail
@@ -36,7 +36,7 @@ cd "$ROOT/clients/node"
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
-npx --no-install tsc -p tsconfig.json
+npm run --silent build   # tsc (CommonJS + types) and the ESM entry (scripts/esm.mjs)
 
 # Go: GOPATH-mode environment, protoc-gen-go, the interop driver (build cache in clients/go/gopath).
 source "$ROOT/scripts/go_env.sh"

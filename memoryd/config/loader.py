@@ -42,6 +42,7 @@ from memoryd.config.schema import (
     RESOURCE_FILE,
     Obj,
 )
+from memoryd.engine.budget import budget_problems
 from memoryd.errors import ConfigError
 from memoryd.tokens import context_window
 
@@ -162,6 +163,28 @@ def _unique(entries: list[_Entry], what: str) -> dict[str, _Entry]:
 
 
 def _check_resource(e: _Entry) -> None:
+    _check_resource_fields(e)
+    v = e.values
+    prefix = e.path()
+    if "id" in v and not any(p.file == e.checker.file and (not prefix or p.path == prefix
+                                                           or p.path.startswith((prefix + ".", prefix + "[")))
+                             for p in e.checker.problems):
+        # The promises (docs/tokens-and-budget.md) need room for the summary and recent turns.
+        window = context_window(v["model"]) if "model" in v else None
+        for names, message in budget_problems(_build_resource(v), window):
+            e.report(names, message, line=e.checker.line_of(e.path(*names)) or _nearest_line(e, names))
+
+
+def _nearest_line(e: _Entry, names: tuple[str, ...]) -> int | None:
+    """The line of the closest given field on ``names``' path, else of the budget."""
+    for n in range(len(names) - 1, 0, -1):
+        line = e.checker.line_of(e.path(*names[:n]))
+        if line is not None:
+            return line
+    return e.line("max_tokens") if "max_tokens" in e.values else e.line("max_context_ratio")
+
+
+def _check_resource_fields(e: _Entry) -> None:
     v = e.values
     if "max_tokens" in v and "max_context_ratio" in v:
         e.report(("max_context_ratio",), "give max_tokens or max_context_ratio, not both")
@@ -338,6 +361,7 @@ def _build_resource(v: dict[str, Any]) -> MemoryResource:
             default_redaction_string=_get(PRIVACY_POLICY, privacy, "default_redaction_string"),
         ),
         direct_access=_get(ACCESS, v.get("access", {}), "direct"),
+        oversize=_get(_RESOURCE, v, "oversize"),
     )
 
 

@@ -12,6 +12,7 @@ from typing import Literal
 AccessMode = Literal["read-write", "read-only"]
 DirectAccess = Literal["read-write", "read-only", "deny"]
 FlushType = Literal["hybrid_summary", "fifo"]
+OversizePolicy = Literal["truncate", "reject"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,7 @@ class MemoryResource:
     persistence: Persistence = field(default_factory=Persistence)
     privacy_policy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
     direct_access: DirectAccess = "read-write"
+    oversize: OversizePolicy = "truncate"
 
 
 @dataclass(frozen=True, slots=True)

@@ -158,7 +158,10 @@ PRIORITY_BLOCK = Obj(
         Field("content_types", ListOf(Scalar("string"), non_empty=True),
               "Message content types that get this priority; a type may appear in one block only.",
               required=True, example="[instructions, user_profile]"),
-        Field("max_tokens", _int(1), "Cap on the tokens kept at this priority level.", example="800"),
+        Field("max_tokens", _int(1),
+              "Cap on the tokens kept at this priority level; at least 64 for priorities > 0 (room for the "
+              "newest message cut to fit). At priority 0 it is the pinned cap and must leave 64 tokens next "
+              "to the summary.", example="800"),
     )
 )
 
@@ -169,7 +172,10 @@ FLUSHING_STRATEGY = Obj(
               default="hybrid_summary", example="hybrid_summary"),
         Field("summarize_threshold", _ratio(exclusive_zero=True),
               "Fraction of the budget at which a background flush starts.", default=0.8, example="0.8"),
-        Field("summary_tokens", _int(1), "Token budget of the summary.", default=500, example="500"),
+        Field("summary_tokens", _int(1),
+              "Token budget of the summary; at least 64 under `hybrid_summary`, and it must leave 64 tokens "
+              "of the budget for recent turns (docs/tokens-and-budget.md, the promises).",
+              default=500, example="500"),
         Field("summarize_oldest_percent", Scalar("number", minimum=0, maximum=100, exclusive_minimum=True),
               "Percent of the recent messages (oldest first) folded into the summary per flush.",
               default=30.0, example="30"),
@@ -250,6 +256,10 @@ RESOURCE_FIELDS: tuple[Field, ...] = (
           default_doc="unset (tiers bounded by B only)"),
     Field("priority_blocks", ListOf(PRIORITY_BLOCK), "Priorities by content type.", default=()),
     Field("flushing_strategy", FLUSHING_STRATEGY, "When and how an instance is compacted."),
+    Field("oversize", Scalar("enum", choices=("truncate", "reject")),
+          "A message larger than its room in a context view: `truncate` stores it whole and shows it cut "
+          "(beginning, end and a marker naming its seq); `reject` refuses the batch (RESOURCE_EXHAUSTED).",
+          default="truncate", example="reject"),
     Field("persistence", PERSISTENCE, "Storage settings."),
     Field("privacy_policy", PRIVACY_POLICY, "Redaction and messages that are never stored."),
     Field("access", ACCESS, "Access to instances without an agent reference."),

@@ -6,11 +6,16 @@ summariser receives a ``count`` callable. Rules and decisions: docs/tokens-and-b
 
 from memoryd.engine.apply import apply_plan, recount
 from memoryd.engine.budget import (
+    MIN_RECENT_TOKENS,
+    MIN_SUMMARY_TOKENS,
     Budget,
+    budget_problems,
     check_message_fits,
+    check_oversize,
     check_pinned_append,
     compute_budget,
     message_ceiling,
+    message_room,
 )
 from memoryd.engine.evict import select_evictions
 from memoryd.engine.flush import needs_flush, plan_flush
@@ -19,15 +24,20 @@ from memoryd.engine.summarize import summarize
 from memoryd.engine.view import ContextView, context_view, summary_message
 
 __all__ = [
+    "MIN_RECENT_TOKENS",
+    "MIN_SUMMARY_TOKENS",
     "Budget",
     "ContextView",
     "apply_plan",
+    "budget_problems",
     "check_message_fits",
+    "check_oversize",
     "check_pinned_append",
     "compute_budget",
     "context_view",
     "effective_priority",
     "message_ceiling",
+    "message_room",
     "needs_flush",
     "plan_flush",
     "recount",

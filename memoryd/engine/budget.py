@@ -14,6 +14,14 @@ All caps are whole tokens. Ratio shares are floored, so the three shares of a
   recent_cap) (the lower of block cap and ratio wins). Several blocks with the same
   priority: the lowest cap.
 * ``flush_at`` = ceil(summarize_threshold x B): at this total a flush is due.
+* ``summary_reserve`` = ``summary_cap`` under hybrid_summary, else 0: the room every
+  view and every pinned append leave for the summary (promises 2 and 7).
+
+With no explicit pinned cap (no priority-0 block ``max_tokens``, no allocation), the
+pinned cap is B - summary_reserve - MIN_RECENT_TOKENS, so pinned messages can never
+crowd out the summary or the newest turn. ``budget_problems`` lists the configurations
+that cannot keep the promises (docs/tokens-and-budget.md); the loader reports them
+with file, line and field, and the manager refuses them.
 """
 
 from __future__ import annotations
@@ -27,6 +35,12 @@ from memoryd.config.model import MemoryResource
 from memoryd.errors import ConfigError, PinnedTierFull, ResourceExhausted
 from memoryd.models import PINNED_PRIORITY
 
+MIN_RECENT_TOKENS = 64
+"""Room a configuration must leave for recent turns: enough for the newest turn cut to
+its beginning, its end and the elision marker (~30 tokens)."""
+MIN_SUMMARY_TOKENS = 64
+"""Smallest summary cap under hybrid_summary: the header (~20 tokens), an omission line
+(~22) and a few facts, so a summary is never its header alone."""
 _EPS = 1e-9  # 0.29 * 100 == 28.999999999999996 must floor to 29
 
 
@@ -44,6 +58,7 @@ class Budget:
     block_caps: Mapping[int, int]
     message_limit: int | None
     flush_at: int
+    summary_reserve: int = 0
 
     def recent_room(self, pinned_tokens: int, summary_tokens: int, limit: int | None = None) -> int:
         """Tokens the recent tier may use next to the given pinned and summary tokens."""
@@ -69,6 +84,7 @@ def compute_budget(resource: MemoryResource, context_window: int | None) -> Budg
 
     alloc = resource.token_allocation
     pinned_cap = total
+    explicit_pinned = alloc is not None
     summary_cap = resource.flushing_strategy.summary_tokens
     recent_cap = total
     if alloc is not None:
@@ -83,10 +99,14 @@ def compute_budget(resource: MemoryResource, context_window: int | None) -> Budg
             continue
         if block.priority == PINNED_PRIORITY:
             pinned_cap = min(pinned_cap, block.max_tokens)
+            explicit_pinned = True
         else:
             cap = min(block.max_tokens, recent_cap)
             block_caps[block.priority] = min(cap, block_caps.get(block.priority, cap))
 
+    reserve = summary_cap if resource.flushing_strategy.type == "hybrid_summary" else 0
+    if not explicit_pinned:
+        pinned_cap = total - reserve - MIN_RECENT_TOKENS
     threshold = resource.flushing_strategy.summarize_threshold
     flush_at = max(1, math.ceil(threshold * total - _EPS))
     return Budget(
@@ -97,7 +117,70 @@ def compute_budget(resource: MemoryResource, context_window: int | None) -> Budg
         block_caps=MappingProxyType(dict(sorted(block_caps.items()))),
         message_limit=resource.message_limit,
         flush_at=flush_at,
+        summary_reserve=reserve,
     )
+
+
+Problem = tuple[tuple[str, ...], str]
+"""A field path (e.g. ``("flushing_strategy", "summary_tokens")``) and what is wrong with it."""
+
+
+def budget_problems(resource: MemoryResource, context_window: int | None) -> list[Problem]:
+    """Why ``resource`` cannot keep the context promises, field by field (empty: it can)."""
+    try:
+        b = compute_budget(resource, context_window)
+    except ConfigError:
+        return []  # reported elsewhere (missing budget or context window)
+    out: list[Problem] = []
+    alloc = resource.token_allocation
+    hybrid = resource.flushing_strategy.type == "hybrid_summary"
+    if hybrid and b.summary_cap < MIN_SUMMARY_TOKENS:
+        field = ("flushing_strategy", "summary_tokens")
+        if alloc is not None and share(alloc.long_term, b.total) < resource.flushing_strategy.summary_tokens:
+            field = ("token_allocation", "long_term")
+        out.append((field, f"the summary cap is {b.summary_cap} tokens; hybrid_summary needs at least "
+                           f"{MIN_SUMMARY_TOKENS} (header, an omission line and its facts), or use type: fifo"))
+    if b.recent_cap < MIN_RECENT_TOKENS:
+        out.append((("token_allocation", "short_term"),
+                    f"leaves {b.recent_cap} tokens for recent turns; at least {MIN_RECENT_TOKENS} are needed"))
+    left = b.total - b.pinned_cap - b.summary_reserve
+    if left < MIN_RECENT_TOKENS:
+        field = ("flushing_strategy", "summary_tokens")
+        for i, block in enumerate(resource.priority_blocks):
+            if block.priority == PINNED_PRIORITY and block.max_tokens == b.pinned_cap:
+                field = (f"priority_blocks[{i}]", "max_tokens")
+        if alloc is not None and share(alloc.system, b.total) == b.pinned_cap:
+            field = ("token_allocation", "system")
+        out.append((field, f"pinned cap {b.pinned_cap} + summary cap {b.summary_reserve} leave {max(0, left)} of "
+                           f"the {b.total}-token budget for recent turns; at least {MIN_RECENT_TOKENS} are needed"))
+    for i, block in enumerate(resource.priority_blocks):
+        if block.priority != PINNED_PRIORITY and block.max_tokens is not None and block.max_tokens < MIN_RECENT_TOKENS:
+            out.append(((f"priority_blocks[{i}]", "max_tokens"),
+                        f"{block.max_tokens} cannot hold the newest message of its priority cut to fit; "
+                        f"give at least {MIN_RECENT_TOKENS}"))
+    return out
+
+
+def message_room(budget: Budget, effective_priority: int, pinned_tokens: int) -> int:
+    """The most tokens a non-pinned message of this priority can show in a view at the
+    resource's budget, next to ``pinned_tokens`` and a summary at its cap."""
+    room = min(budget.recent_cap, budget.total - pinned_tokens - budget.summary_reserve)
+    return max(0, min(room, budget.block_caps.get(effective_priority, room)))
+
+
+def check_oversize(budget: Budget, sizes: list[tuple[int, int, int]], pinned_tokens: int) -> None:
+    """``oversize: reject``: raise ResourceExhausted for the first non-pinned message of a
+    batch (index in the request, effective priority, tokens) larger than its room."""
+    pinned = pinned_tokens + sum(t for _i, p, t in sizes if p == PINNED_PRIORITY)
+    for index, priority, token_count in sizes:
+        if priority == PINNED_PRIORITY:
+            continue
+        room = message_room(budget, priority, pinned)
+        if token_count > room:
+            raise ResourceExhausted(
+                f"messages[{index}]: {token_count} tokens, more than the {room} tokens of room a context view "
+                f"has for it (oversize: reject); nothing was stored"
+            )
 
 
 def check_pinned_append(budget: Budget, pinned_tokens: int, adding: int) -> None:

@@ -9,18 +9,18 @@ caps are not visible in the counters: they are enforced by every view and every
 flush, and do not by themselves trigger one. Nothing is due without recent tokens.
 
 ``hybrid_summary``: fold the oldest ceil(summarize_oldest_percent % of the recent
-messages), at least one, into the summary (by age, whatever their priority), then
-evict by the eviction rule whatever the caps still require (pinned + summary + recent
-within B, block caps, message_limit). Evicted messages are dropped, not summarised:
-they are the ones the configuration marks least important. The new summary is cut
-to min(summary_cap, B - pinned, old summary + folded tokens), so a flush never
-increases the token total.
+messages), at least one, into the summary (by age, whatever their priority), and with
+them every older message the eviction rule would leave out of a view at the
+resource's budget with the summary at its cap (block caps, ``message_limit``, room).
+Nothing is dropped: every removed message is folded (promise 4). The newest
+non-pinned message is never folded (promise 3): with one recent message there is
+nothing to do. The new summary may use its whole cap, min(summary_cap, B - pinned).
 
-``fifo``: no summary (an existing one is kept); evict by the eviction rule until the
-instance is back under the threshold on every bound: total < flush_at, recent <=
-summarize_threshold x its room, non-pinned count <= summarize_threshold x
-message_limit (hysteresis, so that an instance at its limit does not flush on every
-append), and block caps.
+``fifo``: no summary (an existing one is kept); evict by the eviction rule, never the
+newest message, until the instance is back under the threshold on every bound:
+total < flush_at, recent <= summarize_threshold x its room, non-pinned count <=
+summarize_threshold x message_limit (hysteresis, so that an instance at its limit does
+not flush on every append), and block caps.
 
 Priority 0 is never folded or evicted. Plans are deterministic: same input, same plan.
 """
@@ -28,12 +28,13 @@ Priority 0 is never folded or evicted. Plans are deterministic: same input, same
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from memoryd.config.model import MemoryResource
 from memoryd.engine.budget import Budget, share
 from memoryd.engine.evict import select_evictions
 from memoryd.engine.summarize import summarize
+from memoryd.engine.view import newest_room, older_caps
 from memoryd.models import FlushPlan, InstanceMeta, InstanceState, StoredMessage, Summary
 
 
@@ -81,22 +82,33 @@ def _plan_hybrid(
     pinned_tokens: int,
     before: int,
 ) -> FlushPlan:
+    if len(recent) < 2:
+        return FlushPlan("hybrid_summary", (), None, before, before)
     pct = resource.flushing_strategy.summarize_oldest_percent
-    n_fold = min(len(recent), max(1, math.ceil(len(recent) * pct / 100 - 1e-9)))
-    folded, rest = recent[:n_fold], recent[n_fold:]
+    n_fold = min(len(recent) - 1, max(1, math.ceil(len(recent) * pct / 100 - 1e-9)))
+    rest = recent[n_fold:]
+    room = budget.recent_room(pinned_tokens, budget.summary_cap)
+    evicted = _left_out(rest, room, budget.block_caps, budget.message_limit)
+    span = recent[:n_fold] + [m for m in rest if m.seq in evicted]
     old = state.summary
-    old_tokens = old.token_count if old is not None else 0
-    cap = min(budget.summary_cap, budget.total - pinned_tokens, old_tokens + sum(m.token_count for m in folded))
-    content = summarize(old.content if old is not None else None, folded, max(0, cap), count)
+    cap = max(0, min(budget.summary_cap, budget.total - pinned_tokens))
+    content = summarize(old.content if old is not None else None, span, cap, count)
     tokens = count(content) if content else 0
-    through = max(folded[-1].seq, old.through_seq if old is not None else 0)
+    through = max(max(m.seq for m in span), old.through_seq if old is not None else 0)
     summary = Summary(content=content, token_count=tokens, through_seq=through, updated_at_ms=now_ms)
-
-    room = budget.recent_room(pinned_tokens, tokens)
-    evicted = select_evictions(rest, room=room, block_caps=budget.block_caps, message_limit=budget.message_limit)
     kept_tokens = sum(m.token_count for m in rest if m.seq not in evicted)
-    remove = tuple(sorted([m.seq for m in folded] + list(evicted)))
+    remove = tuple(sorted(m.seq for m in span))
     return FlushPlan("hybrid_summary", remove, summary, before, pinned_tokens + tokens + kept_tokens)
+
+
+def _left_out(
+    recent: list[StoredMessage], room: int, block_caps: Mapping[int, int], message_limit: int | None
+) -> set[int]:
+    """Seqs of ``recent`` a view with ``room`` leaves out: never the newest (promise 3),
+    which holds min(its tokens, its room) — what a view shows of it, cut or whole."""
+    newest = recent[-1]
+    used = min(newest.token_count, newest_room(newest, room, block_caps))
+    return select_evictions(recent[:-1], **older_caps(newest, used, room, block_caps, message_limit))
 
 
 def _plan_fifo(
@@ -111,6 +123,6 @@ def _plan_fifo(
     hard_room = budget.recent_room(pinned_tokens, summary_tokens)
     room = min(share(threshold, hard_room), budget.flush_at - 1 - pinned_tokens - summary_tokens)
     limit = None if budget.message_limit is None else share(threshold, budget.message_limit)
-    evicted = select_evictions(recent, room=max(0, room), block_caps=budget.block_caps, message_limit=limit)
+    evicted = _left_out(recent, max(0, room), budget.block_caps, limit)
     kept_tokens = sum(m.token_count for m in recent if m.seq not in evicted)
     return FlushPlan("fifo", tuple(sorted(evicted)), None, before, pinned_tokens + summary_tokens + kept_tokens)

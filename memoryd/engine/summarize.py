@@ -1,160 +1,322 @@
-"""Rule-based, deterministic summary of a folded span of messages.
+"""Rule-based, deterministic, extractive summary of folded messages (promises 4 and 6).
 
-Format (one entry per line, whitespace inside a message collapsed to single spaces)::
+Format (one line per item, whitespace inside a message collapsed to single spaces)::
 
     Summary of earlier conversation (through message #120):
-    <the earlier summary's lines, oldest first>
-    - user #13: <first message of the folded span>
-    - (… 41 messages omitted …)
-    - assistant #119: <most recent messages of the folded span>
-    - user #120: ...
+    - (… messages #1–#40 omitted: A-48213; 12 Baker Street; bob@example.com …)
+    - user #41: My order A-48213 never arrived; can you resend it to 12 Baker Street?
+    - assistant #42: Resent A-48213 today, tracking 1Z999AA1.
+    ...
 
-Cutting to ``cap`` uses the real token count (``count`` returns what the summary
-costs as a message). Order of sacrifice:
+Every folded message stays named: as an entry (``- role #seq: span``) or inside an
+omission line stating the seq range it stands for and the facts it held. The first line
+states the highest seq covered. Each fold appends one entry per folded message holding
+its most salient span (``salient``: sentences with numbers, identifiers, codes, emails,
+URLs, phone numbers, amounts, dates, addresses, names, questions and decisions come
+before filler), then, when the text is over ``cap`` tokens, compresses from the oldest
+end: (1) entries are shortened to their most salient 160, 80, then 40 characters,
+oldest first; (2) the oldest items but the newest entry are merged into one omission
+line that keeps their seq range and facts; (3) that line's newest facts are dropped;
+(4) then the newest entry is merged in too, and facts dropped again. A cap too small for the
+header and one bare omission line gives "" (the configuration refuses such caps:
+MIN_SUMMARY_TOKENS).
 
-1. the new span gets the room left after the header, minus up to half of it reserved
-   for the earlier summary; inside that, the first message takes at most half when
-   there are more, then the newest messages are added newest-first while they fit,
-   and the first one that does not fit is cut (prefix + "…") into what is left;
-2. the earlier summary keeps its beginning (the oldest context, e.g. the original
-   request) and is cut at its end to fill the rest;
-3. should joining still overflow, whole lines are dropped (earlier summary first,
-   then the oldest kept span entries); a header that alone exceeds ``cap`` gives "".
-
-Every cut is a binary search over character prefixes with the full text re-counted,
-so the result always fits and the same input always gives the same text.
+Costs are estimated line by line (``count`` of each line) and the result is verified
+with ``count`` of the whole text, so it always fits; the same input gives the same text.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import pairwise
 
 from memoryd.models import StoredMessage
 
 HEADER_PREFIX = "Summary of earlier conversation"
 ELLIPSIS = "…"
-_CHARS_PER_TOKEN_BOUND = 16
-"""Texts are trimmed to 16 characters per token of room before counting (real text
-averages ~4), so a huge folded span costs no more than a small one."""
+ENTRY_CHARS = 240
+"""The most characters a new entry's span gets."""
+WIDTHS = (160, 80, 40)
+"""Successive lengths older entries are shortened to before being merged."""
+MAX_FACTS = 48
+"""Facts an omission line keeps at most (its oldest)."""
+_SCAN_CHARS = 4000
+"""Only a message's first and last characters are searched for its span and facts, so a
+huge message costs no more than a long one."""
+
+_MERGE_SCAN_CHARS = 32_000
+"""Characters of a huge fold's oldest messages searched for facts, at most, so that a
+3,000-message fold costs about what a 100-message one does."""
 
 Counter = Callable[[str], int]
+
+_HEADER = re.compile(r"^" + re.escape(HEADER_PREFIX) + r" \(through message #(\d+)\):$")
+_ENTRY = re.compile(r"^- (\w+) #(\d+): (.*)$")
+_OMISSION = re.compile(r"^- \(… messages? #(\d+)(?:–#(\d+))? omitted(?:: (.*))? …\)$")
+_FACT_PATTERNS = (
+    r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+",  # email
+    r"https?://[^\s;)\]]+",  # URL
+    r"\+?\(?\d[\d ().-]{6,}\d",  # phone-like
+    r"[$€£¥]\s?\d[\d,.]*\d|\d[\d,.]*\s?(?:USD|EUR|GBP|dollars|euros)\b",  # amount
+    r"\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4}",  # date
+    r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\.? \d{1,2}(?:st|nd|rd|th)?(?:,? \d{4})?",
+    r"\d+ (?:[A-Z][a-z]+ ){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Lane|Ln|Boulevard|Blvd|Drive|Dr|Way|Place|Pl)\b",
+    r"\b[A-Za-z]+(?:-[A-Za-z]+)*-?\d(?:[\w-]*\w)?|\b\d(?:[\w-]*\w)?",  # numbers, identifiers, codes
+    r"\b[A-Z][a-z]+(?: [A-Z][a-z]+)+",  # multi-word proper names
+    r"(?<=[a-z,;] )[A-Z][a-z]{2,}\b",  # a capitalised word inside a sentence: a name
+)
+_FACT = re.compile("|".join(f"(?:{p})" for p in _FACT_PATTERNS))
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_DECISION = re.compile(r"\b(?:decid|agree|confirm|approv|cancel|refund|resen|ship|deliver|schedul|chang|"
+                       r"will|must)", re.I)
+_FILLER = re.compile(r"^(?:hi|hello|hey|thanks|thank you|ok|okay|sure|great|good|yes|no)\b", re.I)
+
+
+@dataclass(slots=True)
+class _Entry:
+    seq: int
+    role: str
+    text: str
+
+    def line(self) -> str:
+        return f"- {self.role} #{self.seq}: {self.text}"
+
+
+@dataclass(slots=True)
+class _Omission:
+    lo: int
+    hi: int
+    facts: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        what = f"message #{self.lo}" if self.lo == self.hi else f"messages #{self.lo}–#{self.hi}"
+        held = f": {'; '.join(self.facts)}" if self.facts else ""
+        return f"- ({ELLIPSIS} {what} omitted{held} {ELLIPSIS})"
+
+
+_Item = _Entry | _Omission
 
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def entry(m: StoredMessage, max_chars: int | None = None) -> str:
-    content = m.content if max_chars is None else m.content[: 2 * max_chars]
-    line = f"- {m.role} #{m.seq}: {_one_line(content)}"
-    return line if max_chars is None else line[:max_chars]
-
-
-def _omitted(n: int) -> str:
-    return f"- ({ELLIPSIS} {n} message{'s' if n != 1 else ''} omitted {ELLIPSIS})"
-
-
 def header(through_seq: int) -> str:
     return f"{HEADER_PREFIX} (through message #{through_seq}):"
 
 
-def body_of(previous: str | None) -> str:
-    """The lines of an earlier summary without its header line."""
-    if not previous:
-        return ""
-    first, _sep, rest = previous.partition("\n")
-    return rest if first.startswith(HEADER_PREFIX) else previous
+_MAYBE_FACT = re.compile(r"[\d@$€£¥]|://|\S [A-Z][a-z]")
 
 
-def cut_prefix(text: str, fits: Callable[[str], bool]) -> str:
-    """The longest ``text[:n] + "…"`` (or ``text`` itself) that ``fits``; "" if none does."""
-    if fits(text):
+@lru_cache(maxsize=8192)
+def facts(text: str) -> tuple[str, ...]:
+    """The concrete facts of ``text``, in order of appearance, each once (cached: a fold
+    scores the same sentences at every width, and the next fold parses them again)."""
+    out: list[str] = []
+    if not _MAYBE_FACT.search(text):  # filler: no digit, no @, no currency, no name (fast path)
+        return ()
+    for m in _FACT.finditer(text):
+        fact = m.group(0).strip(" .,;")
+        if len(fact) >= 2 and ";" not in fact and fact not in out:
+            out.append(fact)
+    return tuple(out)
+
+
+@lru_cache(maxsize=8192)
+def _score(sentence: str) -> int:
+    """Facts first (a sentence holding one beats any without), then questions and decisions."""
+    score = 10 * len(facts(sentence))
+    if sentence.rstrip().endswith("?"):
+        score += 2
+    if _DECISION.search(sentence):
+        score += 2
+    if _FILLER.match(sentence):
+        score -= 2
+    return score
+
+
+def shorten(text: str, width: int) -> str:
+    """``salient(text, width)``, followed by the facts of ``text`` it could not hold, so
+    that a shortened entry still carries every fact it had (as far as ``width`` allows)."""
+    short = salient(text, width)
+    missing = [f for f in facts(text) if f not in short]
+    if not missing:
+        return short
+    tail = f" {ELLIPSIS} {'; '.join(missing)}"
+    if len(tail) > width // 2:
+        return "; ".join(facts(text))[:width]
+    return salient(text, width - len(tail)) + tail
+
+
+def salient(text: str, width: int) -> str:
+    """The most salient span of ``text`` (one line) in at most ``width`` characters:
+    its best sentences in their order, joined by "…" where sentences were skipped."""
+    if len(text) <= width:
         return text
-    lo, hi = 0, len(text)  # text[:lo]+… fits (checked below), text[:hi]+… is not known to
-    if not fits(text[:0] + ELLIPSIS):
-        return ""
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if fits(text[:mid] + ELLIPSIS):
-            lo = mid
-        else:
-            hi = mid
-    return text[:lo] + ELLIPSIS
+    if len(text) > 2 * _SCAN_CHARS:
+        text = text[:_SCAN_CHARS] + f" {ELLIPSIS} " + text[-_SCAN_CHARS:]
+    sentences = _SENTENCE.split(text)
+    scores = [_score(x) for x in sentences]
+    ranked = sorted(range(len(sentences)), key=lambda i: (-scores[i], i))
+    chosen: list[int] = []
+    used = 0
+    for i in ranked:
+        extra = len(sentences[i]) + (2 if chosen else 0)
+        if used + extra <= width and (scores[i] > 0 or not chosen):
+            chosen.append(i)
+            used += extra
+        elif not chosen:  # the best sentence alone is too long: a window around its first fact
+            return _window(sentences[i], width)
+    chosen.sort()
+    parts = [sentences[chosen[0]]]
+    for prev, i in pairwise(chosen):
+        parts.append(("" if i == prev + 1 else f"{ELLIPSIS} ") + sentences[i])
+    return " ".join(parts)[:width]
 
 
-def _join(*parts: str | Sequence[str]) -> str:
-    lines: list[str] = []
-    for p in parts:
-        if isinstance(p, str):
-            if p:
-                lines.append(p)
-        else:
-            lines.extend(x for x in p if x)
-    return "\n".join(lines)
+def _window(sentence: str, width: int) -> str:
+    """At most ``width`` characters of ``sentence`` around its first fact ("…" where cut),
+    followed by the facts the window could not hold."""
+    fs = facts(sentence)
+    tail = ""
+    for _ in range(3):  # the tail shortens the window, which may drop another fact: settle
+        room = width - len(tail)
+        if room < 12:
+            return "; ".join(fs)[:width]
+        found = _FACT.search(sentence)
+        start = 0 if found is None or found.end() <= room - 2 else max(0, found.start() - room // 4)
+        end = start + room - 2
+        window = (ELLIPSIS if start else "") + sentence[start:end] + (ELLIPSIS if end < len(sentence) else "")
+        missing = [f for f in fs if f not in window]
+        new_tail = f" {ELLIPSIS} {'; '.join(missing)}" if missing else ""
+        if new_tail == tail:
+            break
+        tail = new_tail
+    return (window + tail)[:width]
 
 
-def _span_lines(span: Sequence[StoredMessage], room: int, count: Counter) -> list[str]:
-    """First entry + omission marker + newest entries, fitting ``room`` tokens."""
-    bound = _CHARS_PER_TOKEN_BOUND * (room + 1)
-    first_room = room if len(span) == 1 else max(1, room // 2)
-    first = cut_prefix(entry(span[0], bound), lambda s: count(s) <= first_room)
-    head = [first] if first else []
-    newest = span[-1:0:-1]
-    tail: list[str] = []
-
-    def assemble(candidate: str, omitted: int) -> str:
-        return _join(head, [_omitted(omitted)] if omitted else [], [candidate], tail)
-
-    for i, m in enumerate(newest):
-        e = entry(m, bound)
-        omitted = len(newest) - i - 1
-        if count(assemble(e, omitted)) <= room:
-            tail.insert(0, e)
-            continue
-        part = cut_prefix(e, lambda s: count(assemble(s, omitted)) <= room)  # noqa: B023
-        if part and part != ELLIPSIS:
-            tail.insert(0, part)
-        else:
-            omitted += 1
-        return [*head, _omitted(omitted), *tail] if omitted else [*head, *tail]
-    return [*head, *tail]
+def _parse(previous: str | None) -> tuple[list[_Item], int]:
+    """The items of an earlier summary and the highest seq it covers."""
+    if not previous:
+        return [], 0
+    first, _sep, body = previous.partition("\n")
+    m = _HEADER.match(first)
+    if m is None:
+        return [_note(previous, 0)], 0
+    through = int(m.group(1))
+    items: list[_Item] = []
+    for line in body.splitlines():
+        if e := _ENTRY.match(line):
+            items.append(_Entry(int(e.group(2)), e.group(1), e.group(3)))
+        elif o := _OMISSION.match(line):
+            lo = int(o.group(1))
+            items.append(_Omission(lo, int(o.group(2) or lo), o.group(3).split("; ") if o.group(3) else []))
+        elif line.strip():
+            return [_note(body, through)], through  # not ours: its text becomes an omission line's facts
+    return items, through
 
 
-def summarize(
-    previous: str | None, span: Sequence[StoredMessage], cap: int, count: Counter
-) -> str:
+def _note(text: str, through: int) -> _Omission:
+    """An earlier summary not written in this format (e.g. by the agent's own model, via
+    ApplyFlush): an omission line for messages #1 to its ``through`` (0: unknown, fixed
+    by the caller) whose facts are its sentences, so it shrinks from its end."""
+    return _Omission(1, through, [x for x in _SENTENCE.split(_one_line(text)) if x][:MAX_FACTS])
+
+
+def _range(item: _Item) -> tuple[int, int]:
+    if isinstance(item, _Entry):
+        return item.seq, item.seq
+    return item.lo, item.hi
+
+
+def _facts_of(item: _Item) -> Sequence[str]:
+    return item.facts if isinstance(item, _Omission) else facts(item.text)
+
+
+def _merge(a: _Item, b: _Item) -> _Omission:
+    """One omission line standing for ``a`` and ``b`` (consecutive, ``a`` older)."""
+    (lo_a, hi_a), (lo_b, hi_b) = _range(a), _range(b)
+    kept = list(_facts_of(a))
+    for f in _facts_of(b) if len(kept) < MAX_FACTS else ():
+        if f not in kept and len(kept) < MAX_FACTS:
+            kept.append(f)
+    return _Omission(min(lo_a, lo_b), max(hi_a, hi_b), kept[:MAX_FACTS])
+
+
+def summarize(previous: str | None, span: Sequence[StoredMessage], cap: int, count: Counter) -> str:
     """A summary of ``previous`` + ``span`` (oldest first) costing at most ``cap`` tokens."""
     if not span:
         raise ValueError("summarize needs at least one message to fold")
-    head = header(max(m.seq for m in span))
+    items, prev_through = _parse(previous)
+    if items and isinstance(items[0], _Omission) and items[0].hi == 0:  # a note of unknown range
+        items[0].hi = max(1, span[0].seq - 1)
+    head = header(max(prev_through, max(m.seq for m in span)))
     if cap <= 0 or count(head) > cap:
         return ""
-    prev_body = body_of(previous)
-    bound = _CHARS_PER_TOKEN_BOUND * (cap + 1)
-    # A span far longer than the cap could hold (at ~4 characters per token) is not
-    # counted whole: the cutting below handles it at a cost independent of its length.
-    if len(prev_body) + sum(len(m.content) for m in span) <= 2 * bound:
-        full = _join(head, prev_body, [entry(m) for m in span])
-        if count(full) <= cap:
-            return full
+    most = max(1, cap // 6)  # every line costs at least ~6 tokens: merge what could never fit
+    overflow = len(items) + len(span) - most
+    if overflow > 0:  # a huge fold: the oldest go straight into one omission line
+        older: list[_Item | StoredMessage] = [*items, *span]
+        merged = _merge(older[0], older[0]) if not isinstance(older[0], StoredMessage) else \
+            _Omission(older[0].seq, older[0].seq)
+        scan = _MERGE_SCAN_CHARS
+        for item in older[: overflow + 1]:
+            if isinstance(item, StoredMessage):
+                merged.lo, merged.hi = min(merged.lo, item.seq), max(merged.hi, item.seq)
+                if scan > 0 and len(merged.facts) < MAX_FACTS:
+                    text = item.content[: min(scan, _SCAN_CHARS)]
+                    scan -= len(text)
+                    merged = _merge(merged, _Entry(item.seq, item.role, text))
+            else:
+                merged = _merge(merged, item)
+        rest = older[overflow + 1:]
+        items = [merged, *(i for i in rest if not isinstance(i, StoredMessage))]
+        span = [m for m in rest if isinstance(m, StoredMessage)]
+    for m in span:
+        content = m.content
+        if len(content) > 2 * _SCAN_CHARS:
+            content = content[:_SCAN_CHARS] + f" {ELLIPSIS} " + content[-_SCAN_CHARS:]
+        items.append(_Entry(m.seq, m.role, shorten(_one_line(content), ENTRY_CHARS)))
 
-    room = cap - count(head)
-    prev_tokens = count(prev_body) if prev_body else 0
-    new_room = room - min(prev_tokens, room // 2)
-    lines = _span_lines(span, max(1, new_room), count)
+    base = count("")
+    costs = [count(i.line()) - base + 1 for i in items]
+    budget = cap - count(head)
 
-    if prev_body:
-        prev_body = cut_prefix(prev_body[:bound],
-                               lambda s: count(_join(head, s, lines)) <= cap)
-        if prev_body == ELLIPSIS:
-            prev_body = ""
-    text = _join(head, prev_body, lines)
-    while count(text) > cap:
-        if prev_body:
-            prev_body = ""
-        elif lines:
-            lines.pop(1 if len(lines) > 1 else 0)
-        else:
-            return ""
-        text = _join(head, prev_body, lines)
-    return text
+    def fits() -> str | None:
+        if sum(costs) > budget + 1:
+            return None
+        text = "\n".join([head, *(i.line() for i in items)])
+        return text if count(text) <= cap else None
+
+    if (done := fits()) is not None:
+        return done
+    for width in WIDTHS:  # 1. shorten entries, oldest first
+        for k, item in enumerate(items):
+            if isinstance(item, _Entry) and len(item.text) > width:
+                item.text = shorten(item.text, width)
+                costs[k] = count(item.line()) - base + 1
+                if (done := fits()) is not None:
+                    return done
+    for keep in (2, 1):  # 2. merge the oldest items into an omission line, 3. drop its newest facts
+        while len(items) > keep:
+            first = _merge(items[0], items[1])
+            items[:2] = [first]
+            costs[:2] = [count(first.line()) - base + 1]
+            if (done := fits()) is not None:
+                return done
+        if not isinstance(items[0], _Omission):
+            items[0] = _merge(items[0], items[0])
+        only = items[0]
+        assert isinstance(only, _Omission)
+        while only.facts:
+            if len(only.facts) == 1:
+                only.facts.clear()
+            else:
+                del only.facts[max(1, len(only.facts) * 3 // 4):]
+            costs[0] = count(only.line()) - base + 1
+            if (done := fits()) is not None:
+                return done
+    return ""

@@ -1,28 +1,34 @@
 """The context view: what a CONTEXT read returns, never more than the budget.
 
-Layout: pinned messages (oldest first), then the summary, then the recent messages
-kept by the eviction rule (``memoryd.engine.evict``), oldest first.
+Layout: pinned messages (oldest first), then the summary, then the recent messages,
+oldest first (promise 7). The limit L is B, or the caller's smaller ``max_tokens``.
 
-* The limit L is B, or the caller's smaller ``max_tokens``.
 * Pinned messages are always complete. If they alone exceed L the view is refused
   rather than silently dropping a system prompt: InvalidArgument on ``max_tokens``
   when the caller asked for less than the pinned tokens, FailedPrecondition when the
   pinned tier outgrew the resource's own budget (the resource was reconfigured).
-* The summary is included whole when it fits both its cap and what pinned leaves of
-  L; otherwise it is left out (it is never cut here: the engine holds no tokenizer).
+* The newest non-pinned message is always shown (promise 3): whole when it fits its
+  room (recent room, its block cap), else cut to it (promise 5: beginning, marker,
+  end; ``count(role, content)`` measures the cut). A caller's ``max_tokens`` too small
+  for pinned + that cut is InvalidArgument, as for pinned alone.
+* The summary is included whole when it fits its cap and what pinned and the newest
+  turn's minimal cut leave of L. Its room is reserved in the budget (pinned cap), so at
+  L = B it always fits.
 * It appears as a ``StoredMessage`` with kind SUMMARY, the given role (``system``),
   content type ``summary``, effective priority 0 (it is never evicted from a view),
   ``seq`` = the summary's ``through_seq`` (the newest message it covers) and id
   ``summary-<through_seq>``.
-* Recent messages get min(recent_cap, L - pinned - summary) tokens and at most
-  ``message_limit`` messages.
+* The other recent messages get what is left by the eviction rule (``select_kept``):
+  min(recent_cap, L - pinned - summary) minus the newest turn's tokens, its block cap
+  minus them, ``message_limit`` - 1 messages.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
+from typing import Any
 
 from memoryd.engine.budget import Budget
 from memoryd.engine.evict import select_kept
@@ -30,6 +36,9 @@ from memoryd.errors import FailedPrecondition, InvalidArgument
 from memoryd.models import PINNED_PRIORITY, InstanceState, Kind, StoredMessage, Summary
 
 SUMMARY_CONTENT_TYPE = "summary"
+MessageCounter = Callable[[str, str], int]
+"""``count(role, content)``: what a message costs (``TokenCounter.count_message``)."""
+_CHARS_PER_TOKEN_BOUND = 16  # no token of real text spans more characters (as summarize)
 _priority = attrgetter("effective_priority")
 _tokens = attrgetter("token_count")
 
@@ -60,10 +69,82 @@ def summary_message(summary: Summary, role: str = "system") -> StoredMessage:
     )
 
 
+def bytes_bound(role: str, content: str) -> int:
+    """An upper bound of a message's tokens without a tokenizer: no BPE token is shorter
+    than one byte, the role is one token and the framing three."""
+    return len(content.encode()) + 4
+
+
+def marker(elided: int, seq: int) -> str:
+    return f"[… {elided} tokens elided; RAW read of message #{seq} has it in full …]"
+
+
+def cut_to(m: StoredMessage, room: int, count: MessageCounter) -> StoredMessage | None:
+    """``m`` shown in at most ``room`` tokens: its beginning and its end around a marker
+    naming how many tokens were left out and the seq to read in full; None when not even
+    the marker fits. The same input gives the same text.
+
+    Counting is what costs (a long run of one character is slow to tokenize), so the
+    length is found in a few counts: a first guess from the message's own characters per
+    token, then proportional steps inside a bracket, stopping within 2 % of the room."""
+    if m.token_count <= room:
+        return m
+    content = m.content
+    wide = marker(10 ** len(str(m.token_count)) - 1, m.seq)  # the widest marker this message can need
+
+    def parts(n: int) -> tuple[str, str]:
+        return content[: n - n // 2], content[len(content) - n // 2:] if n // 2 else ""
+
+    def assemble(n: int, elided: int) -> str:
+        head, tail = parts(n)
+        return "\n".join(p for p in (head, marker(elided, m.seq), tail) if p)
+
+    base = count(m.role, wide)  # the marker alone, as wide as it can be
+    if base > room:
+        return None
+    overhead = count(m.role, "")
+    lo, hi = 0, min(len(content) - 1, _CHARS_PER_TOKEN_BOUND * (room + 1))
+    lo_cost = base
+    per_token = len(content) / max(1, m.token_count - overhead)  # characters per token of this message
+    n = min(hi, int((room - base) * per_token))
+    for _ in range(12):
+        if n <= lo or n > hi:
+            n = (lo + hi + 1) // 2
+        if n <= lo:
+            break
+        head, tail = parts(n)
+        cost = count(m.role, "\n".join(p for p in (head, wide, tail) if p))
+        if cost <= room:
+            lo, lo_cost = n, cost
+            if cost >= room - max(2, room // 50):
+                break
+        else:
+            hi = n - 1
+        n = lo + int((n - lo) * (room - lo_cost) / max(1, cost - lo_cost)) if cost > lo_cost else hi
+    head, tail = parts(lo)
+    shown = count(m.role, head + tail) - overhead if lo else 0
+    text = assemble(lo, max(0, m.token_count - overhead - shown))
+    cost = count(m.role, text)
+    while cost > room and lo > 0:  # a narrower marker re-tokenised differently: rare, step back
+        lo = lo * 9 // 10
+        head, tail = parts(lo)
+        text = assemble(lo, max(0, m.token_count - overhead - (count(m.role, head + tail) - overhead if lo else 0)))
+        cost = count(m.role, text)
+    return m._replace(content=text, token_count=cost)
+
+
 def context_view(
-    state: InstanceState, budget: Budget, max_tokens: int | None = None, summary_role: str = "system"
+    state: InstanceState,
+    budget: Budget,
+    max_tokens: int | None = None,
+    summary_role: str = "system",
+    count: MessageCounter = bytes_bound,
 ) -> ContextView:
-    """What a model should see of ``state``; ``max_tokens`` None or 0 means the budget B."""
+    """What a model should see of ``state``; ``max_tokens`` None or 0 means the budget B.
+
+    ``count`` measures a cut newest message. The default (a byte bound: no tokenizer)
+    never overstates the room, but prices the elision marker at ~75 instead of ~30
+    tokens, so a tight view may be refused; the manager passes the real counter."""
     if max_tokens is not None and max_tokens < 0:
         raise InvalidArgument("max_tokens", f"must be >= 0, got {max_tokens}")
     limit = budget.total if not max_tokens else min(budget.total, max_tokens)
@@ -77,14 +158,22 @@ def context_view(
     else:  # the common case: no copies
         pinned, recent = (), messages
     pinned_tokens = sum(map(_tokens, pinned))
-    if pinned_tokens > limit:
+    newest = recent[-1] if recent else None
+    need = 0  # the fewest tokens the newest turn can be shown in
+    if newest is not None:
+        need = newest.token_count
+        summary_max = state.summary.token_count if state.summary is not None else 0
+        if pinned_tokens + summary_max + need > limit:  # only then is the marker's cost needed
+            need = min(need, count(newest.role, marker(newest.token_count, newest.seq)))
+    if pinned_tokens + need > limit:
         if limit < budget.total:
             raise InvalidArgument(
                 "max_tokens",
-                f"{max_tokens} is below the {pinned_tokens} tokens of pinned messages; ask for at least that",
+                f"{max_tokens} is below the {pinned_tokens + need} tokens of pinned messages and the newest "
+                "turn cut to its minimum; ask for at least that",
             )
         raise FailedPrecondition(
-            f"pinned messages hold {pinned_tokens} tokens, more than the budget of {budget.total}; "
+            f"pinned messages hold {pinned_tokens} tokens, too many for the budget of {budget.total}; "
             "raise the budget or clear the instance"
         )
 
@@ -94,13 +183,15 @@ def context_view(
     if (
         summary is not None
         and summary.content
-        and summary.token_count <= min(budget.summary_cap, limit - pinned_tokens)
+        and summary.token_count <= min(budget.summary_cap, limit - pinned_tokens - need)
     ):
         out.append(summary_message(summary, summary_role))
         summary_tokens = summary.token_count
 
-    room = budget.recent_room(pinned_tokens, summary_tokens, limit)
-    kept = select_kept(recent, room=room, block_caps=budget.block_caps, message_limit=budget.message_limit)
+    kept: list[StoredMessage] = []
+    if newest is not None:
+        room = budget.recent_room(pinned_tokens, summary_tokens, limit)
+        kept = recent_view(recent, room, budget.block_caps, budget.message_limit, count)
     out.extend(kept)
     return ContextView(
         messages=tuple(out),
@@ -110,3 +201,39 @@ def context_view(
         summary_tokens=summary_tokens,
         omitted=len(recent) - len(kept),
     )
+
+
+def newest_room(newest: StoredMessage, room: int, block_caps: Mapping[int, int]) -> int:
+    """The tokens the newest turn may show in: the recent room, within its block cap."""
+    return max(0, min(room, block_caps.get(newest.effective_priority, room)))
+
+
+def recent_view(
+    recent: Sequence[StoredMessage],
+    room: int,
+    block_caps: Mapping[int, int],
+    message_limit: int | None,
+    count: MessageCounter,
+) -> list[StoredMessage]:
+    """The recent messages a view shows, oldest first: the newest (cut if it must be),
+    then the older ones the eviction rule keeps in what it leaves."""
+    newest = recent[-1]
+    shown = cut_to(newest, newest_room(newest, room, block_caps), count)
+    if shown is None:
+        return []
+    older = select_kept(recent[:-1], **older_caps(newest, shown.token_count, room, block_caps, message_limit))
+    return [*older, shown]
+
+
+def older_caps(
+    newest: StoredMessage, used: int, room: int, block_caps: Mapping[int, int], message_limit: int | None
+) -> dict[str, Any]:
+    """The eviction rule's caps for the messages before the newest, once it holds ``used`` tokens."""
+    caps = dict(block_caps)
+    if newest.effective_priority in caps:
+        caps[newest.effective_priority] = max(0, caps[newest.effective_priority] - used)
+    return {
+        "room": max(0, room - used),
+        "block_caps": caps,
+        "message_limit": None if message_limit is None else max(0, message_limit - 1),
+    }

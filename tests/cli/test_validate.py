@@ -81,3 +81,16 @@ def test_memoryd_validate_command(tmp_path: Path) -> None:
     lines = bad.stdout.splitlines()
     assert len(lines) == 4
     assert all(line.startswith(str(project)) for line in lines)
+
+
+def test_memoryd_validate_refuses_a_resource_that_cannot_keep_the_context_promises(tmp_path: Path) -> None:
+    """Issue 17: `summary_tokens: 12` (below the summary's header) used to pass; every fold then lost its messages."""
+    project = tmp_path / "memoryd.yaml"
+    project.write_text("project: p\nmemories:\n  - id: chat\n    max_tokens: 8000\n"
+                       "    flushing_strategy:\n      summary_tokens: 12\n")
+    bad = _memoryd("validate", str(project))
+    assert bad.returncode == 1
+    assert bad.stdout.splitlines() == [
+        f"{project}:6: memories[0].flushing_strategy.summary_tokens: the summary cap is 12 tokens; hybrid_summary "
+        "needs at least 64 (header, an omission line and its facts), or use type: fifo"
+    ]

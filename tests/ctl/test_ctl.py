@@ -232,3 +232,82 @@ def test_token_file(tmp_path: Path) -> None:
         assert refused.returncode == 4
         assert re.match(r"memoryctl: (PERMISSION_DENIED|UNAUTHENTICATED): ", refused.stderr)
         assert ctl(address, "--token-file", str(tmp_path / "absent"), "health").returncode == 2
+
+
+def test_append_from_arguments_a_file_and_stdin_reads_back(addr: str, tmp_path: Path) -> None:
+    agent, flags = conversation()
+    one = ctl(addr, "append", SUPPORT, *flags, "Hello 👋", "second\nline", "--role", "assistant")
+    assert (one.returncode, one.stderr) == (0, "")
+    assert one.stdout.startswith("appended 2 messages (seqs 1..2); instance now 2 messages")
+    lines = [{"role": "system", "content": "Be terse.", "priority": 0},
+             {"role": "user", "content": "記憶 🧠", "content_type": "text", "metadata": {"lang": "mixed"}}]
+    jsonl = tmp_path / "msgs.jsonl"
+    jsonl.write_text("\n".join(json.dumps(m, ensure_ascii=False) for m in lines) + "\n\n", encoding="utf-8")
+    from_file = ctl(addr, "--json", "append", SUPPORT, *flags, "--file", str(jsonl))
+    assert from_file.returncode == 0, from_file.stderr
+    assert [r["seq"] for r in json.loads(from_file.stdout)["results"]] == ["3", "4"]
+    with jsonl.open() as stdin:  # stdin that is not a terminal: JSON lines, no flag needed
+        from_stdin = ctl(addr, "append", SUPPORT, *flags, stdin=stdin)
+    assert from_stdin.returncode == 0, from_stdin.stderr
+    with MemoryClient(addr) as c:
+        got = c.read_all(SUPPORT, agent=agent, view="raw")
+    assert [(m.role, m.content) for m in got] == [
+        (3, "Hello 👋"), (3, "second\nline"), (1, "Be terse."), (2, "記憶 🧠"), (1, "Be terse."), (2, "記憶 🧠")]
+    assert got[3].metadata["lang"] == "mixed" and got[2].HasField("priority") and got[2].priority == 0
+    again = ctl(addr, "append", SUPPORT, *flags, "once", "--idempotency-key", "k-1")
+    replay = ctl(addr, "append", SUPPORT, *flags, "once", "--idempotency-key", "k-1")
+    assert again.stdout.startswith("appended 1 message (seq 7)") and replay.stdout.startswith("replayed 1 message")
+
+
+@pytest.mark.parametrize(("line", "error"), [
+    ("not json", "stdin line 2: not JSON"),
+    ('["user", "x"]', "stdin line 2: expected a JSON object"),
+    ('{"role": "boss", "content": "x"}', "stdin line 2: role must be one of"),
+    ('{"role": "user", "content": "x", "colour": "red"}', "stdin line 2: unknown fields colour"),
+    ('{"role": "user", "content": 7}', "stdin line 2: content must be a string"),
+    ('{"role": "user", "content": "x", "priority": -1}', "stdin line 2: priority must be"),
+    ('{"role": "user", "content": "x", "priority": 4294967296}', "stdin line 2: priority must be"),
+    ('{"role": "user", "content": "x", "metadata": {"n": 1}}', "stdin line 2: metadata must be"),
+])
+def test_append_refuses_a_bad_line_with_usage_exit_2_and_stores_nothing(addr: str, line: str, error: str) -> None:
+    agent, flags = conversation()
+    r = subprocess.run([MEMORYCTL, "append", SUPPORT, *flags], input='{"role": "user", "content": "ok"}\n'
+                       + line + "\n", env={**os.environ, "MEMORYD_ADDR": addr}, capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 2 and r.stderr.startswith(f"memoryctl: {error}"), r.stderr
+    assert "Traceback" not in r.stderr
+    with MemoryClient(addr) as c:
+        assert c.stats(SUPPORT, agent=agent).message_count == 0
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    r = subprocess.run([MEMORYCTL, "--version"], capture_output=True, text=True, timeout=60, check=False)
+    assert (r.returncode, r.stdout) == (0, f"memoryctl {version('memoryd-client')}\n")
+
+
+@pytest.mark.parametrize("args", [
+    ["read", "default", "--key", "k", "--limit", "-1"],
+    ["read", "default", "--key", "k", "--limit", "4294967296"],
+    ["read", "default", "--key", "k", "--max-tokens", "99999999999"],
+    ["read", "default", "--key", "k", "--after-seq", "18446744073709551616"],
+    ["read", "default", "--key", "k", "--after-seq", "-5"],
+    ["watch", "default", "--key", "k", "--count", "-1"],
+    ["--timeout", "-1", "stats", "default", "--key", "k"],
+    ["--timeout", "nan", "stats", "default", "--key", "k"],
+    ["read", "default", "--key", "k", "--limit", "ten"],
+])
+def test_out_of_range_numbers_are_usage_errors(addr: str, args: list[str]) -> None:
+    r = ctl(addr, *args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "usage: memoryctl" in r.stderr, r.stderr
+
+
+def test_unreadable_tls_ca_file_is_a_usage_error(addr: str, tmp_path: Path) -> None:
+    flag = ctl(addr, "--tls-ca-file", str(tmp_path / "absent.crt"), "health")
+    assert (flag.returncode, flag.stderr) == (2, f"memoryctl: --tls-ca-file {tmp_path / 'absent.crt'}: "
+                                                 "No such file or directory\n")
+    env = {**os.environ, "MEMORYD_ADDR": addr, "MEMORYD_TLS_CA_FILE": str(tmp_path / "env.crt")}
+    from_env = subprocess.run([MEMORYCTL, "health"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    missing = tmp_path / "env.crt"
+    assert (from_env.returncode, from_env.stderr) == (2, f"memoryctl: {missing}: No such file or directory\n")

@@ -22,6 +22,7 @@ class Instruction:
     op: str
     value: str
     flags: dict[str, str] = field(default_factory=dict)
+    mounts: list[dict[str, str]] = field(default_factory=list)  # RUN --mount=k=v,k=v (repeatable)
 
     def exec_form(self) -> list[str]:
         parsed = json.loads(self.value)
@@ -77,13 +78,17 @@ def parse(text: str) -> list[Stage]:
     for line in logical:
         op, _, rest = line.partition(" ")
         flags: dict[str, str] = {}
+        mounts: list[dict[str, str]] = []
         rest = rest.strip()
         while op.upper() in ("COPY", "RUN", "ADD", "FROM") and rest.startswith("--"):
             token, _, rest = rest.partition(" ")
             key, _, value = token[2:].partition("=")
-            flags[key] = value
+            if key == "mount":
+                mounts.append(dict(kv.split("=", 1) for kv in value.split(",")))
+            else:
+                flags[key] = value
             rest = rest.strip()
-        ins = Instruction(op.upper(), rest, flags)
+        ins = Instruction(op.upper(), rest, flags, mounts)
         if ins.op == "FROM":
             words = rest.split()
             stages.append(Stage(words[0], words[2] if len(words) > 2 else None, []))
@@ -136,13 +141,16 @@ def _ignored_names(context: Path, ignored: re.Pattern[str] | None, directory: st
     return [n for n in names if ignored.match((base / n).as_posix())]
 
 
+PIP_STEPS = ("wheel", "install", "check")
+
+
 def pip_commands(ins: Instruction) -> list[list[str]]:
-    """The `pip wheel` / `pip install` commands of a RUN (each `&&` segment that runs pip)."""
+    """The `pip wheel` / `pip install` / `pip check` commands of a RUN (each `&&` segment that runs pip)."""
     out = []
     for segment in ins.value.split("&&"):
         words = shlex.split(segment)
-        if words[:1] == ["pip"] and words[1:2] and words[1] in ("wheel", "install"):
+        if words[:1] == ["pip"] and words[1:2] and words[1] in PIP_STEPS:
             out.append(words[1:])
-        elif words[:3] == ["python", "-m", "pip"] and words[3:4] and words[3] in ("wheel", "install"):
+        elif words[:3] == ["python", "-m", "pip"] and words[3:4] and words[3] in PIP_STEPS:
             out.append(words[3:])
     return out

@@ -1,9 +1,10 @@
 """The container image's install, replayed without a container engine.
 
 No engine runs in CI, so this reads the Dockerfile and performs its steps on the
-host: the builder stage's COPYs from the build context (through .dockerignore)
-and its `pip wheel`, then the final stage's `pip install` from those wheels only,
-into a clean virtualenv. The image's ENTRYPOINT + CMD is then started from that
+host: each build stage's COPYs from the build context (through .dockerignore) and
+its `pip wheel` (the hash-locked requirements.lock in `deps`, the daemon and its
+client in `builder`), then the final stage's `pip install`s from those wheels only
+and its `pip check`, into a clean virtualenv. The image's ENTRYPOINT + CMD is then started from that
 virtualenv with the image's ENV and with every proxy pointing at a closed port
 (no egress: token encodings must come from the wheels), and must report SERVING
 on grpc.health.v1 and exit 0 on SIGTERM.
@@ -11,15 +12,21 @@ on grpc.health.v1 and exit 0 on SIGTERM.
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import signal
 import subprocess
+import tomllib
 import venv
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.deploy.conftest import CLEAN_ENV, REPO
 from tests.deploy.dockerfile import Stage, copy_from_context, parse, pip_commands
@@ -27,60 +34,83 @@ from tests.support import free_port, wait_serving
 
 DOCKERFILE = (REPO / "Dockerfile").read_text()
 STAGES = parse(DOCKERFILE)
+DEPS = next(s for s in STAGES if s.name == "deps")
 BUILDER = next(s for s in STAGES if s.name == "builder")
 FINAL = STAGES[-1]
 GRACE_S = 2.0
+LOCK = REPO / "requirements.lock"
 NO_EGRESS = "http://127.0.0.1:9"  # the discard port: nothing listens, every proxied request fails
 
 
-def _replay_pip(stage: Stage, python: Path, root: Path, builder_root: Path) -> int:
-    """Run the stage's pip commands in `root`, its own filesystem, with absolute paths
-    and bind mounts from the builder mapped into `builder_root`."""
-    mounts = {}
+def _replay_pip(stage: Stage, python: Path, roots: dict[str | None, Path]) -> int:
+    """Run the stage's pip commands in its own filesystem `roots[stage.name]`: in the build
+    stages every absolute path is in that filesystem; bind mounts map to the source stage's."""
+    root = roots[stage.name]
     count = 0
     for ins in stage.all("RUN"):
-        if "mount" in ins.flags:
-            opts = dict(kv.split("=", 1) for kv in ins.flags["mount"].split(","))
-            assert opts["type"] == "bind" and opts["from"] == BUILDER.name
-            mounts[opts["target"]] = builder_root / opts["source"].lstrip("/")
+        mounts = {}
+        for m in ins.mounts:
+            assert m["type"] == "bind" and m["from"] in roots, m
+            mounts[m["target"]] = roots[m["from"]] / m["source"].lstrip("/")
         for args in pip_commands(ins):
             mapped = []
             for arg in args:
-                if stage is BUILDER:  # every absolute path is in the builder's filesystem
-                    arg = re.sub(r"(^|=)/", rf"\g<1>{root}/", arg)
-                for target, source in mounts.items():  # bind mounts from the builder
+                for target, source in mounts.items():
                     arg = re.sub(rf"(^|=){re.escape(target)}(?=/|$)", rf"\g<1>{source}", arg)
+                if stage is not FINAL:
+                    arg = re.sub(r"(^|=)/(?!tmp/)", rf"\g<1>{root}/", arg)
                 mapped.append(arg)
             cwd = root / str(stage.workdir()).lstrip("/")
             cwd.mkdir(parents=True, exist_ok=True)
-            subprocess.run([str(python), "-m", "pip", *mapped, "--quiet", "--disable-pip-version-check"],
+            subprocess.run([str(python), "-m", "pip", *mapped, "--disable-pip-version-check",
+                            *(["--quiet"] if mapped[0] != "check" else [])],
                            cwd=cwd, env=CLEAN_ENV, check=True, timeout=600)
             count += 1
     return count
+
+
+def read_lock() -> dict[str, tuple[str, str, list[str]]]:
+    """requirements.lock as {normalized name: (version, marker, hashes)}."""
+    out = {}
+    for entry in re.sub(r"\\\n\s*", " ", LOCK.read_text()).splitlines():
+        if not entry.strip() or entry.lstrip().startswith("#"):
+            continue
+        spec, *hashes = entry.split(" --hash=")
+        req = Requirement(spec.strip())
+        (pin,) = req.specifier
+        assert pin.operator == "==", entry
+        out[canonicalize_name(req.name)] = (pin.version, str(req.marker or ""), [h.strip() for h in hashes])
+    return out
 
 
 @pytest.fixture(scope="module")
 def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A clean virtualenv holding exactly what the image's final stage installs."""
     tmp = tmp_path_factory.mktemp("image")
-    builder_fs = tmp / "builder"
-    for ins in BUILDER.all("COPY"):
-        copy_from_context(REPO, builder_fs, BUILDER, ins)
+    roots: dict[str | None, Path] = {s.name: tmp / (s.name or "final") for s in STAGES}
+    for stage in STAGES:
+        for ins in stage.all("COPY"):
+            copy_from_context(REPO, roots[stage.name], stage, ins)
     target = tmp / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(target)
     python = target / "bin" / "python"
-    assert _replay_pip(BUILDER, python, builder_fs, builder_fs) == 1, "the builder runs one `pip wheel`"
-    assert any((builder_fs / "wheels").glob("memoryd-*.whl"))
-    assert _replay_pip(FINAL, python, tmp / "final", builder_fs) == 1, "the final stage runs one `pip install`"
+    assert _replay_pip(DEPS, python, roots) == 1, "`deps` runs one `pip wheel` of the lock"
+    assert _replay_pip(BUILDER, python, roots) == 1, "the builder runs one `pip wheel`"
+    assert any((roots["builder"] / "wheels").glob("memoryd-*.whl"))
+    assert _replay_pip(FINAL, python, roots) == 3, "the final stage: the locked wheels, the local ones, pip check"
     return target
 
 
 def test_final_stage_installs_only_wheels_and_runs_unprivileged() -> None:
-    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim", DOCKERFILE, re.M)
+    tag = re.search(r"^ARG PYTHON_TAG=(python:3\.11-slim\S*)$", DOCKERFILE, re.M)
+    digest = re.search(r"^ARG PYTHON_DIGEST=(sha256:[0-9a-f]{64})$", DOCKERFILE, re.M)
+    assert tag and digest, "the base image is pinned by digest, with its tag alongside"
+    assert re.search(r"^ARG PYTHON_IMAGE=\$\{PYTHON_TAG\}@\$\{PYTHON_DIGEST\}$", DOCKERFILE, re.M)
     assert all(s.base == "${PYTHON_IMAGE}" for s in STAGES)
     assert FINAL.all("COPY") == [] and FINAL.all("ADD") == [], "no sources or build files in the image"
-    (install,) = [c for ins in FINAL.all("RUN") for c in pip_commands(ins)]
-    assert install[0] == "install" and "--no-index" in install
+    installs = [c for ins in FINAL.all("RUN") for c in pip_commands(ins) if c[0] == "install"]
+    assert len(installs) == 2 and all("--no-index" in c for c in installs)
+    assert "--require-hashes" in installs[0] and "--no-deps" in installs[1]
     uid, _, gid = FINAL.last("USER").value.partition(":")
     assert uid.isdigit() and int(uid) != 0 and gid.isdigit() and int(gid) != 0
     assert FINAL.last("ENTRYPOINT").exec_form() == ["memoryd"]
@@ -88,8 +118,53 @@ def test_final_stage_installs_only_wheels_and_runs_unprivileged() -> None:
     assert FINAL.last("STOPSIGNAL").value == "SIGTERM"
     assert {"50051", "8081", "9090"} <= set(FINAL.last("EXPOSE").value.split())
     labels = " ".join(i.value for i in FINAL.all("LABEL"))
-    for key in ("title", "description", "version", "revision", "licenses"):
+    for key in ("title", "description", "version", "revision", "licenses", "source", "base.name", "base.digest"):
         assert f"org.opencontainers.image.{key}=" in labels
+    # Build args used in the final stage are declared in it (a global ARG is not visible there).
+    declared = {i.value.split("=")[0] for i in FINAL.all("ARG")}
+    assert set(re.findall(r"\$\{(\w+)\}", labels)) <= declared
+
+
+def test_dependency_layers_do_not_depend_on_the_code() -> None:
+    """Only requirements.lock reaches `deps`, and the final stage installs the locked wheels in a
+    RUN before (and apart from) the one that installs the daemon: a code change leaves them cached."""
+    (copy,) = DEPS.all("COPY")
+    assert shlex.split(copy.value)[:-1] == ["requirements.lock"]
+    runs = FINAL.all("RUN")
+    assert {m["from"] for m in runs[0].mounts} == {"deps"}
+    assert "builder" in {m["from"] for r in runs[1:] for m in r.mounts}
+
+
+def test_lock_pins_every_declared_dependency_with_hashes() -> None:
+    """requirements.lock (scripts/lock_requirements.sh) covers both pyproject.toml files: each
+    dependency, with its extras, pinned to a version its specifier allows, every pin hashed."""
+    lock = read_lock()
+    assert "scripts/lock_requirements.sh" in LOCK.read_text().splitlines()[1]
+    assert [ln for ln in (REPO / "requirements.in").read_text().splitlines() if not ln.startswith("#")] == [
+        "./clients/python", "."]
+    declared = [*tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"],
+                *tomllib.loads((REPO / "clients" / "python" / "pyproject.toml").read_text())["project"]["dependencies"]]
+    for dep in map(Requirement, declared):
+        name = canonicalize_name(dep.name)
+        if name == "memoryd-client":
+            continue  # built from clients/python
+        assert name in lock, f"{dep} is not locked"
+        assert dep.specifier.contains(lock[name][0], prereleases=True), f"{dep}: locked {lock[name][0]}"
+        if name == "redis":
+            assert "hiredis" in lock  # the [hiredis] extra
+    for name, (_, _, hashes) in lock.items():
+        assert hashes and all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in hashes), name
+
+
+def test_image_holds_exactly_the_locked_versions(image_venv: Path) -> None:
+    listed = subprocess.run([str(image_venv / "bin" / "python"), "-m", "pip", "list", "--format", "json"],
+                            env=CLEAN_ENV, capture_output=True, text=True, check=True, timeout=60)
+    installed = {canonicalize_name(p["name"]): p["version"] for p in json.loads(listed.stdout)}
+    for tool in ("pip", "setuptools", "wheel"):  # the image uninstalls them
+        installed.pop(tool, None)
+    assert installed.pop("memoryd") == installed.pop("memoryd-client") == "0.1.0"
+    expected = {n: v for n, (v, marker, _) in read_lock().items() if not marker or Marker(marker).evaluate()}
+    assert installed == expected
 
 
 @pytest.mark.timeout(600)  # includes building and installing every wheel (network on a cold cache)

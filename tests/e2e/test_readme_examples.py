@@ -1,8 +1,10 @@
 """The Python examples in README.md, clients/python/README.md and examples/ work as written
-(against a real daemon; only the address is swapped for a free port)."""
+(against a real daemon; in the READMEs only the address is swapped for a free port, the
+examples/ scripts get it from MEMORYD_ADDR as in a pod)."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -38,6 +40,14 @@ def run(code: str, address: str) -> str:
     return result.stdout
 
 
+def run_script(path: Path, address: str, env: dict[str, str] | None = None) -> str:
+    """An examples/ script as a user runs it in a pod: the address comes from MEMORYD_ADDR."""
+    result = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=60, check=False,
+                            env={**os.environ, "MEMORYD_ADDR": address, **(env or {})})
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def test_readme_quickstart(daemon: str) -> None:
     out = run(python_block(REPO / "README.md"), daemon)
     assert "1 " in out and "Hello!" in out and "message_count: 2" in out
@@ -48,7 +58,7 @@ def test_python_client_readme(daemon: str) -> None:
 
 
 def test_examples_quickstart_script(daemon: str) -> None:
-    out = run((REPO / "examples" / "quickstart.py").read_text(), daemon)
+    out = run_script(REPO / "examples" / "quickstart.py", daemon)
     assert "3 messages" in out and "o200k_base" in out
 
 
@@ -57,7 +67,7 @@ def test_examples_async_agents_script() -> None:
     config = REPO / "examples" / "project" / "memoryd.yaml"
     with daemon_process("--listen", address, "--config", str(config), "--shutdown-grace", "1"):
         wait_serving(address, "memoryd.v1.MemoryService")
-        out = run((REPO / "examples" / "async_agents.py").read_text(), address)
+        out = run_script(REPO / "examples" / "async_agents.py", address)
     assert "resolution agent sees: Router broken, SSN [REDACTED]" in out
     assert "123-45-6789" not in out
     assert "read-only reference:" in out

@@ -110,11 +110,12 @@ def console_run(redis_standalone: RedisProcess, tmp_path_factory: pytest.TempPat
             scheduled = stub.Append(pb.AppendRequest(ref=pb.MemoryRef(memory_id="tiny", key=KEY), messages=big),
                                     metadata=traceparent(BACKGROUND_TRACE), timeout=10)
             assert scheduled.flush_scheduled
-            stub.Append(pb.AppendRequest(ref=REF, messages=[pb.Message(role=pb.ROLE_USER, content="more")]),
-                        timeout=10)
+            more = stub.Append(pb.AppendRequest(ref=REF, messages=[pb.Message(role=pb.ROLE_USER, content="more")]),
+                               timeout=10)
             stub.GetStats(pb.GetStatsRequest(ref=REF), timeout=10,  # the caller did not sample this trace
                           metadata=(("traceparent", f"00-{UNSAMPLED_TRACE}-{CALLER_SPAN}-00"),))
-            watch = stub.Watch(pb.WatchRequest(ref=REF), metadata=traceparent(WATCH_TRACE))
+            watch = stub.Watch(pb.WatchRequest(ref=REF, after_seq=more.results[0].seq - 1),
+                               metadata=traceparent(WATCH_TRACE))
             assert next(watch).appended.messages[0].content == "more"
             watch.cancel()
             # A stream the client leaves while the daemon waits to send (flow control): grpc

@@ -257,6 +257,30 @@ async def test_mtls_requires_a_client_certificate_from_the_ca(pki: Pki) -> None:
                     await bad.stats(MEM, key="mtls")
 
 
+async def test_client_connects_from_the_charts_environment(
+    pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent in a pod set up by the chart gets MEMORYD_ADDR, MEMORYD_TOKEN_FILE and
+    MEMORYD_TLS_CA_FILE; a client created without arguments uses all three."""
+    creds = auth.server_credentials(tls_settings(pki, mtls=False))
+    assert creds is not None
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    async with serve(credentials=creds, token=TOKEN) as (addr, _):
+        monkeypatch.setenv("MEMORYD_ADDR", addr)
+        monkeypatch.setenv("MEMORYD_TOKEN_FILE", str(token_file))
+        monkeypatch.setenv("MEMORYD_TLS_CA_FILE", str(pki.ca_path))
+        async with AsyncMemoryClient() as c:
+            assert await round_trip(c, "from-env") == ["hello"]
+        # What the caller passes wins over the environment.
+        async with AsyncMemoryClient(addr, token="wrong-token", retry=NO_RETRY) as wrong:
+            with pytest.raises(PermissionDeniedError, match="invalid bearer token"):
+                await wrong.stats(MEM, key="from-env")
+        monkeypatch.setenv("MEMORYD_TOKEN_FILE", str(tmp_path / "missing"))
+        with pytest.raises(FileNotFoundError, match="missing"):
+            AsyncMemoryClient()
+
+
 def test_server_credentials_settings_errors(pki: Pki, tmp_path: Path) -> None:
     assert auth.server_credentials(Settings()) is None
     with pytest.raises(ValueError, match="--tls-client-ca needs --tls-cert"):

@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from memoryd import tokens
@@ -15,6 +15,7 @@ from memoryd.config.model import FlushingStrategy, MemoryResource, PriorityBlock
 from memoryd.engine import (
     Budget,
     apply_plan,
+    budget_problems,
     compute_budget,
     context_view,
     effective_priority,
@@ -27,7 +28,8 @@ from memoryd.engine.evict import select_kept
 from memoryd.errors import InvalidArgument
 from memoryd.models import InstanceMeta, InstanceState, Kind, StoredMessage, Summary
 
-COUNT = functools.partial(tokens.counter_for_model("gpt-4o").count_message, "system")
+COUNT_MSG = tokens.counter_for_model("gpt-4o").count_message
+COUNT = functools.partial(COUNT_MSG, "system")
 CONTENT_TYPES = ("text", "tool_result", "user_preference", "code")
 ROLES = ("system", "user", "assistant", "tool")
 WORDS = ("alpha", "beta", "Grüße", "привет", "你好", "🙂", "42", "x", "\n", "tool:", "ok.")
@@ -48,13 +50,13 @@ def resources(draw: st.DrawFn) -> MemoryResource:
         PriorityBlock(
             priority=p,
             content_types=tuple(draw(st.lists(st.sampled_from(CONTENT_TYPES), min_size=1, max_size=2, unique=True))),
-            max_tokens=draw(st.none() | st.integers(5, 600)),
+            max_tokens=draw(st.none() | st.integers(64, 600)),
         )
         for p in priorities
     )
-    return MemoryResource(
+    res = MemoryResource(
         id="prop",
-        max_tokens=draw(st.integers(40, 1500)),
+        max_tokens=draw(st.integers(200, 1500)),
         message_limit=draw(st.none() | st.integers(1, 40)),
         default_priority=draw(st.integers(1, 9)),
         token_allocation=allocation,
@@ -62,10 +64,12 @@ def resources(draw: st.DrawFn) -> MemoryResource:
         flushing_strategy=FlushingStrategy(
             type=draw(st.sampled_from(["hybrid_summary", "fifo"])),
             summarize_threshold=draw(st.floats(0.3, 1.0)),
-            summary_tokens=draw(st.integers(0, 300)),
+            summary_tokens=draw(st.integers(64, 300)),
             summarize_oldest_percent=draw(st.floats(0.0, 100.0)),
         ),
     )
+    assume(not budget_problems(res, None))  # what `memoryd validate` accepts
+    return res
 
 
 @st.composite
@@ -187,13 +191,21 @@ def test_view_within_budget_with_every_pinned_message(
     _res, budget, state = case
     limit = budget.total if not max_tokens else min(budget.total, max_tokens)
     pinned = [m for m in state.messages if m.pinned]
+    candidates = [m for m in state.messages if not m.pinned]
+    newest_tokens = candidates[-1].token_count if candidates else 0
     if sum(m.token_count for m in pinned) > limit:
         with pytest.raises(InvalidArgument) as exc:  # never a view missing a pinned message
-            context_view(state, budget, max_tokens)
+            context_view(state, budget, max_tokens, count=COUNT_MSG)
         assert exc.value.field == "max_tokens"
         return
-
-    view = context_view(state, budget, max_tokens)
+    refused: InvalidArgument | None = None
+    try:
+        view = context_view(state, budget, max_tokens, count=COUNT_MSG)
+    except InvalidArgument as exc:  # nor one missing the newest turn (promise 3)
+        refused = exc
+    if refused is not None:
+        assert refused.field == "max_tokens" and sum(m.token_count for m in pinned) + newest_tokens > limit
+        return
     event("view omits messages" if view.omitted else "view keeps all")
     assert view.token_count == sum(m.token_count for m in view.messages)
     assert view.token_count <= limit == view.budget
@@ -209,9 +221,13 @@ def test_view_within_budget_with_every_pinned_message(
         assert len(rest) <= budget.message_limit
     for priority, cap in budget.block_caps.items():
         assert sum(m.token_count for m in rest if m.effective_priority == priority) <= cap
-    candidates = [m for m in state.messages if not m.pinned]
     kept = {m.seq for m in rest}
-    check_eviction_order(candidates, {m.seq for m in candidates} - kept, dict(budget.block_caps))
+    if candidates:  # the newest always stays (promise 3); the others follow the rule in what it leaves
+        assert rest[-1].seq == candidates[-1].seq
+        caps = dict(budget.block_caps)
+        if candidates[-1].effective_priority in caps:
+            caps[candidates[-1].effective_priority] -= rest[-1].token_count
+        check_eviction_order(candidates[:-1], {m.seq for m in candidates} - kept, caps)
     assert view.omitted == len(candidates) - len(rest)
 
 
@@ -228,7 +244,7 @@ def test_flush_plan_invariants(case: tuple[MemoryResource, Budget, InstanceState
     assert list(plan.remove_seqs) == sorted(removed)
     assert removed <= set(by_seq)
     assert not any(by_seq[s].pinned for s in removed)
-    assert plan.tokens_after <= plan.tokens_before == state.meta.token_count
+    assert plan.tokens_before == state.meta.token_count  # a summary may grow to its cap (promise 6)
 
     after = apply_plan(state, plan)
     assert after.meta.token_count == plan.tokens_after
@@ -236,24 +252,23 @@ def test_flush_plan_invariants(case: tuple[MemoryResource, Budget, InstanceState
     assert [m for m in after.messages if m.pinned] == [m for m in state.messages if m.pinned]
 
     recent = [m for m in state.messages if not m.pinned]
+    assert not recent or recent[-1].seq not in removed  # the newest stays (promise 3)
     if plan.summary is not None:
         assert plan.strategy == "hybrid_summary"
         assert plan.summary.token_count == (COUNT(plan.summary.content) if plan.summary.content else 0)
         assert plan.summary.token_count <= budget.summary_cap
         pct = res.flushing_strategy.summarize_oldest_percent
-        folded = recent[: max(1, math.ceil(len(recent) * pct / 100 - 1e-9))]  # the oldest, at least one
+        n = min(len(recent) - 1, max(1, math.ceil(len(recent) * pct / 100 - 1e-9)))
+        folded = recent[:n]  # the oldest, at least one, never the newest
         assert {m.seq for m in folded} <= removed
         earlier = state.summary.through_seq if state.summary else 0
-        assert plan.summary.through_seq == max(folded[-1].seq, earlier)
-        evicted_rest = [m for m in recent if m not in folded]
-        check_eviction_order(evicted_rest, removed - {m.seq for m in folded}, dict(budget.block_caps))
-    else:
-        check_eviction_order(recent, removed, dict(budget.block_caps))
-        if res.flushing_strategy.type == "fifo" and recent and not removed >= {m.seq for m in recent}:
-            assert after.meta.token_count < budget.flush_at
+        assert plan.summary.through_seq == max(max(removed), earlier)
+        assert plan.summary.content  # everything removed was folded into it (promise 4)
+    elif res.flushing_strategy.type == "fifo" and len(recent) > 1 and not removed >= {m.seq for m in recent[:-1]}:
+        assert after.meta.token_count < budget.flush_at
 
-    if after.meta.pinned_tokens <= budget.total:
-        view = context_view(after, budget)
+    if after.meta.pinned_tokens + (recent[-1].token_count if recent else 0) <= budget.total:
+        view = context_view(after, budget, count=COUNT_MSG)
         assert view.token_count <= budget.total
 
 
@@ -282,6 +297,6 @@ def test_append_and_flush_cycles_stay_within_budget(res: MemoryResource, data: s
             plan = plan_flush(state, res, budget, COUNT, now_ms=seq)
             state = apply_plan(state, plan, now_ms=seq)
             assert state.meta.summary_tokens <= budget.summary_cap
-        view = context_view(state, budget)
+        view = context_view(state, budget, count=COUNT_MSG)
         assert view.token_count <= budget.total
         assert [x for x in view.messages if x.pinned and x.kind is Kind.MESSAGE] == pinned_seen

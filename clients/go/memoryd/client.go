@@ -223,17 +223,21 @@ func unary[T any](c *Client, ctx context.Context, retry bool, timeout time.Durat
 	for attempt := 0; ; attempt++ {
 		actx, cancel := context.WithTimeout(c.outgoing(ctx), timeout)
 		res, err := call(actx)
+		var e *Error
+		if err != nil {
+			e = fromCall(actx, err) // before cancel(): actx.Err() tells a deadline from a cancellation
+		}
 		cancel()
 		if err == nil {
 			return res, nil
 		}
-		e := fromRPC(err).(*Error)
+		var zero T
 		if e.Code == codes.Unavailable && attempt < len(backoffs) && ctx.Err() == nil {
 			if sleepCtx(ctx, backoffs[attempt]) == nil {
 				continue
 			}
+			return zero, fromContext(ctx)
 		}
-		var zero T
 		return zero, e
 	}
 }

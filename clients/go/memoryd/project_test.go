@@ -48,7 +48,7 @@ func TestProject(t *testing.T) {
 		for _, r := range res.GetResources() {
 			if r.GetId() == "chat" {
 				fs := r.GetSettings().GetFields()["flushing_strategy"].GetStructValue().GetFields()
-				if r.GetBudgetTokens() != 300 || fs["summary_tokens"].GetNumberValue() != 60 {
+				if r.GetBudgetTokens() != 300 || fs["summary_tokens"].GetNumberValue() != 64 {
 					t.Fatalf("chat: %v", r)
 				}
 				return

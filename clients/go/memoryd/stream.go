@@ -38,6 +38,7 @@ type MessageIterator struct {
 	err      error
 	timeout  time.Duration
 	cancel   context.CancelFunc
+	sctx     context.Context // the current attempt's context
 	stream   pb.MemoryService_ReadClient
 	buf      []*pb.Message
 	info     *pb.ReadInfo
@@ -84,13 +85,14 @@ func (it *MessageIterator) Next() (*pb.Message, error) {
 			sctx, cancel := context.WithTimeout(it.c.outgoing(it.ctx), it.timeout)
 			stream, err := it.c.stub.Read(sctx, it.req)
 			if err != nil {
+				e := fromCall(sctx, err)
 				cancel()
-				if it.retry(err) {
+				if it.retry(e) {
 					continue
 				}
 				return nil, it.err
 			}
-			it.stream, it.cancel = stream, cancel
+			it.stream, it.cancel, it.sctx = stream, cancel, sctx
 		}
 		item, err := it.stream.Recv()
 		if err == io.EOF {
@@ -98,9 +100,10 @@ func (it *MessageIterator) Next() (*pb.Message, error) {
 			return nil, io.EOF
 		}
 		if err != nil {
+			e := fromCall(it.sctx, err)
 			it.cancel()
 			it.stream = nil
-			if it.retry(err) {
+			if it.retry(e) {
 				continue
 			}
 			return nil, it.err
@@ -113,14 +116,14 @@ func (it *MessageIterator) Next() (*pb.Message, error) {
 	}
 }
 
-// retry records err and reports whether another attempt should be made.
-func (it *MessageIterator) retry(err error) bool {
-	e := fromRPC(err).(*Error)
+// retry records e and reports whether another attempt should be made.
+func (it *MessageIterator) retry(e *Error) bool {
 	if e.Code == codes.Unavailable && !it.received && it.attempt < len(it.backoffs) && it.ctx.Err() == nil {
 		if sleepCtx(it.ctx, it.backoffs[it.attempt]) == nil {
 			it.attempt++
 			return true
 		}
+		e = fromContext(it.ctx)
 	}
 	it.finish(e)
 	return false
@@ -162,8 +165,10 @@ func (c *Client) ReadAll(ctx context.Context, ref Ref, opts ReadOptions) ([]*pb.
 }
 
 // Watcher yields changes of an instance as they happen; Next returns io.EOF when the daemon
-// ends the stream. Close it (or cancel its context) to stop.
+// ends the stream, after Close, or once the context passed to Watch is cancelled or past its
+// deadline (ctx.Err() tells which). Close it (or cancel its context) to stop.
 type Watcher struct {
+	ctx    context.Context // the caller's: when it ends, the watch ends with io.EOF
 	stream pb.MemoryService_WatchClient
 	cancel context.CancelFunc
 	err    error
@@ -179,9 +184,12 @@ func (c *Client) Watch(ctx context.Context, ref Ref, afterSeq uint64) *Watcher {
 	stream, err := c.stub.Watch(wctx, &pb.WatchRequest{Ref: r, AfterSeq: afterSeq})
 	if err != nil {
 		cancel()
-		return &Watcher{err: fromRPC(err)}
+		if ctx.Err() != nil {
+			return &Watcher{err: io.EOF}
+		}
+		return &Watcher{err: fromCall(wctx, err)}
 	}
-	return &Watcher{stream: stream, cancel: cancel}
+	return &Watcher{ctx: ctx, stream: stream, cancel: cancel}
 }
 
 // Next returns the next change: exactly one of GetAppended, GetFlushed, GetCleared is set.
@@ -196,6 +204,10 @@ func (w *Watcher) Next() (*pb.WatchResponse, error) {
 		return nil, io.EOF
 	}
 	if err != nil {
+		if w.ctx.Err() != nil {
+			w.Close() // the caller cancelled (or its deadline passed): a normal end, like Close
+			return nil, io.EOF
+		}
 		w.Close()
 		w.err = fromRPC(err)
 		return nil, w.err

@@ -24,7 +24,7 @@ import {
   Role,
   type WatchResponse,
 } from "./gen/memoryd/v1/memory";
-import { fromServiceError, isServiceError, MemorydError } from "./errors";
+import { fromServiceError, InvalidArgumentError, isServiceError, MemorydError } from "./errors";
 
 export const DEFAULT_TIMEOUT_MS = 5_000;
 export const DEFAULT_READ_TIMEOUT_MS = 60_000;
@@ -83,12 +83,21 @@ export interface MemoryClientOptions {
 
 export type View = "context" | "raw";
 
-export interface AppendOptions {
+/** Options every call takes. */
+export interface RequestOptions {
+  /** Aborting cancels the call (and any retry backoff); the call then rejects with `signal.reason`
+   * (an `AbortError` DOMException unless `abort(reason)` gave one). A Watch ends quietly instead. */
+  signal?: AbortSignal;
+  /** Extra request metadata for this call, e.g. `{ "x-request-id": id, traceparent }`. */
+  metadata?: Record<string, string> | Metadata;
+}
+
+export interface AppendOptions extends RequestOptions {
   idempotencyKey?: string;
   timeoutMs?: number;
 }
 
-export interface ReadOptions {
+export interface ReadOptions extends RequestOptions {
   view?: View;
   afterSeq?: number | bigint;
   limit?: number;
@@ -97,10 +106,41 @@ export interface ReadOptions {
   timeoutMs?: number;
 }
 
-export interface WatchOptions {
+export interface WatchOptions extends RequestOptions {
   afterSeq?: number | bigint;
-  /** Aborting ends the iteration quietly. */
-  signal?: AbortSignal;
+}
+
+const UINT32_MAX = 2 ** 32 - 1;
+const INT32_MAX = 2 ** 31 - 1;
+const UINT64_MAX = 2n ** 64n - 1n;
+// A UTF-16 surrogate without its pair: protobuf would silently send U+FFFD instead.
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+function invalid(field: string, why: string): InvalidArgumentError {
+  return new InvalidArgumentError(status.INVALID_ARGUMENT, `${field}: ${why} (refused by the client, not sent)`);
+}
+
+/** A uint32 request field: an integer in 0..2^32-1 (else the encoder fails with INTERNAL). */
+export function checkUint32(field: string, v: unknown): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > UINT32_MAX) {
+    throw invalid(field, `must be an integer in 0..${UINT32_MAX}, got ${String(v)}`);
+  }
+  return v;
+}
+
+/** A uint64 request field: a number or bigint, integral, in 0..2^64-1. */
+export function checkUint64(field: string, v: unknown): bigint {
+  const ok = (typeof v === "number" && Number.isSafeInteger(v)) || typeof v === "bigint";
+  if (!ok || BigInt(v as number | bigint) < 0n || BigInt(v as number | bigint) > UINT64_MAX) {
+    throw invalid(field, `must be an integer in 0..2^64-1, got ${String(v)}`);
+  }
+  return BigInt(v as number | bigint);
+}
+
+function checkText(field: string, v: unknown): string {
+  if (typeof v !== "string") throw invalid(field, `must be a string, got ${typeof v}`);
+  if (LONE_SURROGATE.test(v)) throw invalid(field, "is not valid Unicode (a lone UTF-16 surrogate)");
+  return v;
 }
 
 const MESSAGE_FIELDS = new Set(["role", "content", "contentType", "priority", "metadata", "persist"]);
@@ -109,22 +149,39 @@ export function makeRef(memoryId: string, target: Target): MemoryRef {
   const hasKey = target.key !== undefined;
   const hasAgent = target.agent !== undefined;
   if (hasKey === hasAgent) throw new TypeError("pass exactly one of key and agent");
-  if (hasKey) return { memoryId, key: target.key };
+  checkText("ref.memoryId", memoryId);
+  if (hasKey) return { memoryId, key: checkText("ref.key", target.key) };
   const agent = target.agent as Agent;
   return { memoryId, agent: { agentId: agent.agentId, context: agent.context ?? {} } };
 }
 
-export function makeMessage(m: MessageInput): Message {
+/** Build the wire message, checking every field first: content and metadata must be valid
+ * Unicode strings, priority an int32 >= 0, so that nothing is mangled or fails in the encoder. */
+export function makeMessage(m: MessageInput, i = 0): Message {
   const unknown = Object.keys(m).filter((k) => !MESSAGE_FIELDS.has(k));
   if (unknown.length) throw new TypeError(`unknown message fields: ${unknown.sort().join(", ")}`);
   const role = typeof m.role === "string" ? ROLES[m.role] : m.role;
   if (role === undefined) throw new TypeError(`unknown role: ${String(m.role)}`);
+  const at = `messages[${i}]`;
+  const content = checkText(`${at}.content`, m.content ?? "");
+  const contentType = checkText(`${at}.contentType`, m.contentType ?? "");
+  if (m.priority !== undefined && m.priority !== null
+      && (typeof m.priority !== "number" || !Number.isInteger(m.priority) || m.priority < 0 || m.priority > INT32_MAX)) {
+    throw invalid(`${at}.priority`, `must be an integer in 0..${INT32_MAX}, got ${String(m.priority)}`);
+  }
+  const metadata: Record<string, string> = {};
+  for (const [k, v] of Object.entries(m.metadata ?? {})) {
+    metadata[checkText(`${at}.metadata key`, k)] = checkText(`${at}.metadata[${JSON.stringify(k)}]`, v);
+  }
+  if (m.persist !== undefined && m.persist !== null && typeof m.persist !== "boolean") {
+    throw invalid(`${at}.persist`, `must be a boolean, got ${typeof m.persist}`);
+  }
   return {
     role,
-    content: m.content ?? "",
-    contentType: m.contentType ?? "",
+    content,
+    contentType,
     priority: m.priority ?? undefined,
-    metadata: { ...(m.metadata ?? {}) },
+    metadata,
     persist: m.persist ?? undefined,
     seq: 0n,
     id: "",
@@ -147,11 +204,25 @@ function* backoffs(p: RetryPolicy): Generator<number> {
   }
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+/** Wait ms, or reject with the signal's reason as soon as it aborts. */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
 
 type Unary<Req, Res> = (
   req: Req, md: Metadata, opts: Partial<CallOptions>, cb: (err: ServiceError | null, res: Res) => void,
-) => unknown;
+) => { cancel(): void };
 
 /**
  * Client of one memoryd daemon. `target` is a gRPC target: `127.0.0.1:50051` or
@@ -181,32 +252,46 @@ export class MemoryClient {
     this.stub.close();
   }
 
-  private metadata(): Metadata {
+  /** The call's metadata: the client's token, then the caller's per-call entries. */
+  private metadata(extra?: Record<string, string> | Metadata): Metadata {
     const md = new Metadata();
     if (this.token) md.set("authorization", `Bearer ${this.token}`);
+    if (extra instanceof Metadata) md.merge(extra);
+    else if (extra) for (const [k, v] of Object.entries(extra)) md.set(k, v);
     return md;
   }
 
-  private unaryOnce<Req, Res>(fn: Unary<Req, Res>, req: Req, timeoutMs: number): Promise<Res> {
+  private unaryOnce<Req, Res>(fn: Unary<Req, Res>, req: Req, timeoutMs: number, o: RequestOptions): Promise<Res> {
     return new Promise((resolve, reject) => {
-      fn.call(this.stub, req, this.metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
-        if (err) reject(err);
-        else resolve(res);
-      });
+      const signal = o.signal;
+      if (signal?.aborted) return reject(signal.reason);
+      const onAbort = () => {
+        reject(signal?.reason); // first: the CANCELLED callback that follows is then ignored
+        call.cancel();
+      };
+      const call = fn.call(this.stub, req, this.metadata(o.metadata), { deadline: Date.now() + timeoutMs },
+        (err, res) => {
+          signal?.removeEventListener("abort", onAbort);
+          if (err) reject(err);
+          else resolve(res);
+        });
+      signal?.addEventListener("abort", onAbort, { once: true });
     });
   }
 
-  private async unary<Req, Res>(fn: Unary<Req, Res>, req: Req, retry: boolean, timeoutMs?: number): Promise<Res> {
+  private async unary<Req, Res>(
+    fn: Unary<Req, Res>, req: Req, retry: boolean, o: RequestOptions = {}, timeoutMs?: number,
+  ): Promise<Res> {
     const delays = retry ? backoffs(this.retry) : backoffs({ ...this.retry, attempts: 1 });
     for (;;) {
       try {
-        return await this.unaryOnce(fn, req, timeoutMs ?? this.timeoutMs);
+        return await this.unaryOnce(fn, req, timeoutMs ?? this.timeoutMs, o);
       } catch (err) {
         if (!isServiceError(err)) throw err;
         if (err.code === status.UNAVAILABLE) {
           const next = delays.next();
           if (!next.done) {
-            await sleep(next.value);
+            await sleep(next.value, o.signal);
             continue;
           }
         }
@@ -219,8 +304,10 @@ export class MemoryClient {
   async append(memoryId: string, messages: MessageInput[], target: Target, opts: AppendOptions = {}): Promise<AppendResponse> {
     let idem = opts.idempotencyKey;
     if (idem === undefined && this.autoIdempotency) idem = newIdempotencyKey();
-    const req: AppendRequest = { ref: makeRef(memoryId, target), messages: messages.map(makeMessage), idempotencyKey: idem ?? "" };
-    return this.unary(this.stub.append as Unary<AppendRequest, AppendResponse>, req, Boolean(idem), opts.timeoutMs);
+    const req: AppendRequest = {
+      ref: makeRef(memoryId, target), messages: messages.map((m, i) => makeMessage(m, i)), idempotencyKey: idem ?? "",
+    };
+    return this.unary(this.stub.append as Unary<AppendRequest, AppendResponse>, req, Boolean(idem), opts, opts.timeoutMs);
   }
 
   /** Yield messages oldest first. UNAVAILABLE is retried until the first stream item arrives. */
@@ -228,17 +315,22 @@ export class MemoryClient {
     const req = {
       ref: makeRef(memoryId, target),
       view: target.view === "raw" ? ReadView.READ_VIEW_RAW : ReadView.READ_VIEW_CONTEXT,
-      afterSeq: BigInt(target.afterSeq ?? 0),
-      limit: target.limit ?? 0,
-      maxTokens: target.maxTokens ?? 0,
-      chunkSize: target.chunkSize ?? 0,
+      afterSeq: checkUint64("afterSeq", target.afterSeq ?? 0),
+      limit: checkUint32("limit", target.limit ?? 0),
+      maxTokens: checkUint32("maxTokens", target.maxTokens ?? 0),
+      chunkSize: checkUint32("chunkSize", target.chunkSize ?? 0),
     };
     if (target.view !== undefined && target.view !== "raw" && target.view !== "context") {
       throw new TypeError(`unknown view: ${String(target.view)}`);
     }
+    const signal = target.signal;
     const delays = backoffs(this.retry);
     for (;;) {
-      const call = this.stub.read(req, this.metadata(), { deadline: Date.now() + (target.timeoutMs ?? this.readTimeoutMs) });
+      if (signal?.aborted) throw signal.reason;
+      const call = this.stub.read(req, this.metadata(target.metadata),
+        { deadline: Date.now() + (target.timeoutMs ?? this.readTimeoutMs) });
+      const onAbort = () => call.cancel();
+      signal?.addEventListener("abort", onAbort, { once: true });
       let received = false;
       try {
         for await (const item of call) {
@@ -247,16 +339,18 @@ export class MemoryClient {
         }
         return;
       } catch (err) {
+        if (signal?.aborted) throw signal.reason;
         if (!isServiceError(err)) throw err;
         if (err.code === status.UNAVAILABLE && !received) {
           const next = delays.next();
           if (!next.done) {
-            await sleep(next.value);
+            await sleep(next.value, signal);
             continue;
           }
         }
         throw fromServiceError(err);
       } finally {
+        signal?.removeEventListener("abort", onAbort);
         call.cancel(); // no-op after the stream ended; stops it when the caller breaks early
       }
     }
@@ -268,48 +362,50 @@ export class MemoryClient {
     return out;
   }
 
-  async stats(memoryId: string, target: Target): Promise<InstanceStats> {
-    const res = await this.unary(this.stub.getStats as Unary<any, any>, { ref: makeRef(memoryId, target) }, true);
+  async stats(memoryId: string, target: Target, opts: RequestOptions = {}): Promise<InstanceStats> {
+    const res = await this.unary(this.stub.getStats as Unary<any, any>, { ref: makeRef(memoryId, target) }, true, opts);
     return res.stats;
   }
 
   /** The daemon's health; with a memoryId and target, the instance's health too. */
-  async health(memoryId?: string, target?: Target): Promise<GetHealthResponse> {
+  async health(memoryId?: string, target?: Target, opts: RequestOptions = {}): Promise<GetHealthResponse> {
     const ref = memoryId === undefined ? undefined : makeRef(memoryId, target ?? ({} as Target));
-    return this.unary(this.stub.getHealth as Unary<any, GetHealthResponse>, { ref }, true);
+    return this.unary(this.stub.getHealth as Unary<any, GetHealthResponse>, { ref }, true, opts);
   }
 
   /** Run the flushing strategy now; with dryRun only plan it (and then it is retried like a read). */
-  async flush(memoryId: string, target: Target & { dryRun?: boolean }): Promise<FlushResponse> {
+  async flush(memoryId: string, target: Target & { dryRun?: boolean } & RequestOptions): Promise<FlushResponse> {
     const dryRun = target.dryRun ?? false;
-    return this.unary(this.stub.flush as Unary<any, FlushResponse>, { ref: makeRef(memoryId, target), dryRun }, dryRun);
+    const req = { ref: makeRef(memoryId, target), dryRun };
+    return this.unary(this.stub.flush as Unary<any, FlushResponse>, req, dryRun, target);
   }
 
   /** Delete an instance; returns the number of messages removed. Clearing twice equals once, so it is retried. */
-  async clear(memoryId: string, target: Target): Promise<bigint> {
-    const res = await this.unary(this.stub.clear as Unary<any, any>, { ref: makeRef(memoryId, target) }, true);
+  async clear(memoryId: string, target: Target, opts: RequestOptions = {}): Promise<bigint> {
+    const res = await this.unary(this.stub.clear as Unary<any, any>, { ref: makeRef(memoryId, target) }, true, opts);
     return res.removedCount as bigint;
   }
 
-  async resolveAgent(agent: Agent): Promise<ResolveAgentResponse> {
+  async resolveAgent(agent: Agent, opts: RequestOptions = {}): Promise<ResolveAgentResponse> {
     const req = { agentId: agent.agentId, context: agent.context ?? {} };
-    return this.unary(this.stub.resolveAgent as Unary<any, ResolveAgentResponse>, req, true);
+    return this.unary(this.stub.resolveAgent as Unary<any, ResolveAgentResponse>, req, true, opts);
   }
 
-  async listResources(): Promise<ListResourcesResponse> {
-    return this.unary(this.stub.listResources as Unary<any, ListResourcesResponse>, {}, true);
+  async listResources(opts: RequestOptions = {}): Promise<ListResourcesResponse> {
+    return this.unary(this.stub.listResources as Unary<any, ListResourcesResponse>, {}, true, opts);
   }
 
   /** Delete every workflow-scoped instance of a workflow; returns how many. */
-  async endWorkflow(workflowId: string): Promise<bigint> {
-    const res = await this.unary(this.stub.endWorkflow as Unary<any, any>, { workflowId }, true);
+  async endWorkflow(workflowId: string, opts: RequestOptions = {}): Promise<bigint> {
+    const res = await this.unary(this.stub.endWorkflow as Unary<any, any>, { workflowId }, true, opts);
     return res.deletedInstances as bigint;
   }
 
   /** Yield changes as they happen (no deadline). Break out of the loop, or abort `signal`, to stop. */
   async *watch(memoryId: string, target: Target & WatchOptions): AsyncGenerator<WatchResponse, void, undefined> {
-    const req = { ref: makeRef(memoryId, target), afterSeq: BigInt(target.afterSeq ?? 0) };
-    const call: ClientReadableStream<WatchResponse> = this.stub.watch(req, this.metadata(), {});
+    const req = { ref: makeRef(memoryId, target), afterSeq: checkUint64("afterSeq", target.afterSeq ?? 0) };
+    if (target.signal?.aborted) return;
+    const call: ClientReadableStream<WatchResponse> = this.stub.watch(req, this.metadata(target.metadata), {});
     const onAbort = () => call.cancel();
     target.signal?.addEventListener("abort", onAbort, { once: true });
     try {

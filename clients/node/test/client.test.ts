@@ -109,6 +109,57 @@ describe("MemoryClient on the default project", () => {
     await assert.rejects(stream.next(), NotFoundError);
   });
 
+  it("refuses content that would be mangled or fail in the encoder, before sending anything", async () => {
+    const key = "node-invalid";
+    const bad: [unknown, RegExp][] = [
+      [{ role: "user", content: "half an emoji \uD83E" }, /messages\[0\]\.content: is not valid Unicode/],
+      [{ role: "user", content: "\uDC00 alone" }, /messages\[0\]\.content: is not valid Unicode/],
+      [{ role: "user", content: 42 }, /messages\[0\]\.content: must be a string/],
+      [{ role: "user", content: "x", metadata: { k: "\uD800" } }, /metadata\["k"\]: is not valid Unicode/],
+      [{ role: "user", content: "x", metadata: { k: 1 } }, /metadata\["k"\]: must be a string/],
+      [{ role: "user", content: "x", priority: -1 }, /messages\[0\]\.priority: must be an integer/],
+      [{ role: "user", content: "x", priority: 1.5 }, /messages\[0\]\.priority: must be an integer/],
+      [{ role: "user", content: "x", priority: 2 ** 31 }, /messages\[0\]\.priority: must be an integer/],
+      [{ role: "user", content: "x", persist: "yes" }, /messages\[0\]\.persist: must be a boolean/],
+    ];
+    for (const [msg, why] of bad) {
+      await assert.rejects(c.append("default", [msg as never], { key }), (err: unknown) => {
+        assert.ok(err instanceof InvalidArgumentError, String(err));
+        assert.match(err.details, why);
+        return true;
+      });
+    }
+    await assert.rejects(c.append("default", [{ role: "user", content: "x" }], { key: "k\uD800" }), InvalidArgumentError);
+    assert.equal((await c.stats("default", { key })).messageCount, 0n);
+    // A well-formed pair is fine, and arrives byte for byte.
+    await c.append("default", [{ role: "user", content: "\uD83E\uDDE0" }], { key });
+    assert.deepEqual((await c.readAll("default", { key, view: "raw" })).map((m) => m.content), ["🧠"]);
+  });
+
+  it("answers an invalid limit, maxTokens, chunkSize or afterSeq with a client-side InvalidArgumentError", async () => {
+    const key = "node-limits";
+    const cases: [object, RegExp][] = [
+      [{ limit: -1 }, /^limit: must be an integer in 0\.\.4294967295/],
+      [{ limit: 2 ** 32 }, /^limit: /],
+      [{ limit: 2.5 }, /^limit: /],
+      [{ limit: Number.NaN }, /^limit: /],
+      [{ maxTokens: -5 }, /^maxTokens: /],
+      [{ chunkSize: 1e12 }, /^chunkSize: /],
+      [{ afterSeq: -1 }, /^afterSeq: /],
+      [{ afterSeq: 2n ** 64n }, /^afterSeq: /],
+      [{ afterSeq: 0.5 }, /^afterSeq: /],
+    ];
+    for (const [opts, why] of cases) {
+      await assert.rejects(c.readAll("default", { key, ...opts }), (err: unknown) => {
+        assert.ok(err instanceof InvalidArgumentError && err.codeName === "INVALID_ARGUMENT", String(err));
+        assert.match(err.details, why);
+        return true;
+      });
+    }
+    await assert.rejects(c.watch("default", { key, afterSeq: -1 }).next(), InvalidArgumentError);
+    assert.deepEqual(await c.readAll("default", { key, limit: 2 ** 32 - 1, afterSeq: 2n ** 64n - 1n }), []);
+  });
+
   it("refuses ambiguous addressing and unknown message fields before calling", async () => {
     await assert.rejects(c.stats("default", {} as never), TypeError);
     await assert.rejects(c.stats("default", { key: "k", agent: { agentId: "a" } } as never), TypeError);

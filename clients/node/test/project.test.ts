@@ -31,7 +31,7 @@ describe("MemoryClient on a project with agents", () => {
     const chat = res.resources.find((r) => r.id === "chat");
     assert.equal(chat?.budgetTokens, 300n);
     assert.equal(chat?.strategy, FlushStrategy.FLUSH_STRATEGY_HYBRID_SUMMARY);
-    assert.equal(chat?.settings?.flushing_strategy?.summary_tokens, 60);
+    assert.equal(chat?.settings?.flushing_strategy?.summary_tokens, 64);
   });
 
   it("resolves an agent's references for a context", async () => {

@@ -5,21 +5,34 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { type sendUnaryData, Server, ServerCredentials, type ServerUnaryCall, status } from "@grpc/grpc-js";
+import { Metadata, type sendUnaryData, Server, ServerCredentials, type ServerUnaryCall, status } from "@grpc/grpc-js";
 import {
   DeadlineExceededError, MemoryClient, type MemoryClientOptions, UnavailableError,
 } from "../src";
 import {
-  AppendResponse, ClearResponse, FlushResponse, GetStatsResponse, MemoryServiceService, ReadResponse,
+  AppendResponse, ClearResponse, FlushResponse, GetStatsResponse, MemoryServiceService, ReadResponse, WatchResponse,
 } from "../src/gen/memoryd/v1/memory";
 
-interface Flaky { failures: number; calls: number; auth?: string; midRead?: boolean }
+interface Flaky {
+  failures: number; calls: number; auth?: string; midRead?: boolean;
+  /** Metadata of each call, by method. */
+  seen?: Record<string, Record<string, string>>;
+  /** Called when a call reaches the server (GetHealth, which never answers, and a held Read). */
+  arrived?: () => void;
+  holdRead?: boolean;
+}
+
+function record(f: Flaky, method: string, md: Metadata) {
+  f.seen ??= {};
+  f.seen[method] = Object.fromEntries(Object.entries(md.getMap()).map(([k, v]) => [k, v.toString()]));
+}
 
 const unavailable = { code: status.UNAVAILABLE, details: "store down" };
 
-function unary(f: Flaky, ok: object) {
+function unary(f: Flaky, ok: object, method: string) {
   return (call: ServerUnaryCall<unknown, unknown>, cb: sendUnaryData<unknown>) => {
     f.calls++;
+    record(f, method, call.metadata);
     f.auth = call.metadata.get("authorization")[0]?.toString();
     if (f.calls <= f.failures) cb(unavailable, null);
     else cb(null, ok);
@@ -30,13 +43,21 @@ async function serveFlaky(f: Flaky, bind = "127.0.0.1:0"): Promise<{ target: str
   const server = new Server();
   const unimplemented = (_: unknown, cb: sendUnaryData<unknown>) => cb({ code: status.UNIMPLEMENTED }, null);
   server.addService(MemoryServiceService, {
-    append: unary(f, AppendResponse.fromPartial({ results: [{ seq: 1n }] })),
-    getStats: unary(f, GetStatsResponse.fromPartial({ stats: { messageCount: 7n } })),
-    flush: unary(f, FlushResponse.fromPartial({})),
-    clear: unary(f, ClearResponse.fromPartial({ removedCount: 0n })),
-    getHealth: () => { /* never answers: the client's deadline must end the call */ },
+    append: unary(f, AppendResponse.fromPartial({ results: [{ seq: 1n }] }), "append"),
+    getStats: unary(f, GetStatsResponse.fromPartial({ stats: { messageCount: 7n } }), "getStats"),
+    flush: unary(f, FlushResponse.fromPartial({}), "flush"),
+    clear: unary(f, ClearResponse.fromPartial({ removedCount: 0n }), "clear"),
+    getHealth: (call: ServerUnaryCall<unknown, unknown>) => {
+      record(f, "getHealth", call.metadata);
+      f.arrived?.(); // never answers: the client's deadline (or abort) must end the call
+    },
     read: (call: any) => {
       f.calls++;
+      record(f, "read", call.metadata);
+      if (f.holdRead) {
+        call.write(ReadResponse.fromPartial({ messages: [{ seq: 1n }] }));
+        return; // then holds the stream open until the client goes
+      }
       if (f.midRead) {
         call.write(ReadResponse.fromPartial({ messages: [{ seq: 1n }] }));
         call.emit("error", unavailable);
@@ -49,7 +70,11 @@ async function serveFlaky(f: Flaky, bind = "127.0.0.1:0"): Promise<{ target: str
       call.write(ReadResponse.fromPartial({ messages: [{ seq: 1n }, { seq: 2n }] }));
       call.end();
     },
-    resolveAgent: unimplemented, listResources: unimplemented, endWorkflow: unimplemented, watch: unimplemented,
+    resolveAgent: unimplemented, listResources: unimplemented, endWorkflow: unimplemented,
+    watch: (call: any) => {
+      record(f, "watch", call.metadata);
+      call.write(WatchResponse.fromPartial({ cleared: {} }));
+    },
   } as any);
   const port = await new Promise<number>((ok, fail) =>
     server.bindAsync(bind, ServerCredentials.createInsecure(), (err, p) => (err ? fail(err) : ok(p))));
@@ -148,5 +173,98 @@ describe("deadlines, metadata, targets", () => {
     await withFlaky({ failures: 0, calls: 0 }, {}, async (c) => {
       assert.equal((await c.stats("m", { key: "k" })).messageCount, 7n);
     }, `unix:${sock}`);
+  });
+});
+
+describe("per-call metadata and AbortSignal", () => {
+  const ref = { key: "k" };
+  const md = { "x-request-id": "req-42", traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" };
+
+  it("sends the caller's metadata on every call, next to the bearer token", async () => {
+    const f: Flaky = { failures: 0, calls: 0 };
+    await withFlaky(f, { token: "s3cret", timeoutMs: 2_000 }, async (c) => {
+      await c.append("m", [{ role: "user", content: "x" }], ref, { metadata: md });
+      await c.stats("m", ref, { metadata: md });
+      await c.flush("m", { ...ref, metadata: md });
+      await c.clear("m", ref, { metadata: md });
+      await c.readAll("m", { ...ref, metadata: md });
+      for await (const ev of c.watch("m", { ...ref, metadata: md })) {
+        assert.ok(ev.cleared);
+        break;
+      }
+      const asMetadata = new Metadata();
+      asMetadata.set("x-request-id", "req-43");
+      await c.stats("m", ref, { metadata: asMetadata });
+      assert.equal(f.seen?.getStats["x-request-id"], "req-43");
+    });
+    for (const method of ["append", "flush", "clear", "read", "watch"]) {
+      assert.equal(f.seen?.[method]["x-request-id"], "req-42", method);
+      assert.equal(f.seen?.[method].traceparent, md.traceparent, method);
+      assert.equal(f.seen?.[method].authorization, "Bearer s3cret", method);
+    }
+  });
+
+  it("rejects with the signal's reason when aborted during a call, and does not retry", async () => {
+    const ac = new AbortController();
+    const f: Flaky = { failures: 0, calls: 0, arrived: () => ac.abort() };
+    await withFlaky(f, { timeoutMs: 60_000 }, async (c) => {
+      await assert.rejects(c.health(undefined, undefined, { signal: ac.signal }), (e: unknown) =>
+        e instanceof Error && e.name === "AbortError" && e === ac.signal.reason);
+    });
+  });
+
+  it("rejects at once when already aborted, without calling", async () => {
+    const f: Flaky = { failures: 0, calls: 0 };
+    await withFlaky(f, {}, async (c) => {
+      const reason = new Error("user went away");
+      await assert.rejects(c.stats("m", ref, { signal: AbortSignal.abort(reason) }), (e) => e === reason);
+      await assert.rejects(c.readAll("m", { ...ref, signal: AbortSignal.abort(reason) }), (e) => e === reason);
+    });
+    assert.equal(f.calls, 0);
+  });
+
+  it("stops a retry backoff when aborted", async () => {
+    const ac = new AbortController();
+    const f: Flaky = { failures: 100, calls: 0 };
+    const slow = { attempts: 4, initialBackoffMs: 600_000, maxBackoffMs: 600_000, multiplier: 1 };
+    // The client listens on the signal once per attempt, then once in the backoff: abort then.
+    const listen = ac.signal.addEventListener.bind(ac.signal);
+    let listeners = 0;
+    ac.signal.addEventListener = ((...args: Parameters<typeof listen>) => {
+      listen(...args);
+      if (++listeners === 2) ac.abort();
+    }) as typeof listen;
+    await withFlaky(f, { retry: slow }, async (c) => {
+      await assert.rejects(c.stats("m", ref, { signal: ac.signal }), { name: "AbortError" });
+    });
+    assert.equal(f.calls, 1);
+  });
+
+  it("aborting a read mid-stream rejects the iteration with the signal's reason", async () => {
+    const ac = new AbortController();
+    const f: Flaky = { failures: 0, calls: 0, holdRead: true };
+    await withFlaky(f, {}, async (c) => {
+      const seen: bigint[] = [];
+      await assert.rejects((async () => {
+        for await (const m of c.read("m", { ...ref, signal: ac.signal })) {
+          seen.push(m.seq);
+          ac.abort(); // the server holds the stream open: only the abort can end it
+        }
+      })(), { name: "AbortError" });
+      assert.deepEqual(seen, [1n]);
+    });
+  });
+
+  it("aborting a watch ends it quietly", async () => {
+    const ac = new AbortController();
+    const f: Flaky = { failures: 0, calls: 0 };
+    await withFlaky(f, {}, async (c) => {
+      const events = [];
+      for await (const ev of c.watch("m", { ...ref, signal: ac.signal })) {
+        events.push(ev);
+        ac.abort();
+      }
+      assert.equal(events.length, 1);
+    });
   });
 });

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -10,6 +11,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 from google.protobuf import struct_pb2
 
 from memoryd_client.v1 import memory_pb2 as pb
@@ -22,6 +24,33 @@ DEFAULT_READ_TIMEOUT_S = 60.0
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 MessageLike = pb.Message | Mapping[str, Any]
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+# What the chart's memoryd.clientEnv gives agent containers (and memoryctl reads).
+ENV_ADDR, ENV_TOKEN_FILE, ENV_TLS_CA_FILE = "MEMORYD_ADDR", "MEMORYD_TOKEN_FILE", "MEMORYD_TLS_CA_FILE"
+
+
+def read_token_file(path: str) -> str | None:
+    """The bearer token in ``path`` (surrounding whitespace removed); None when the file is blank."""
+    with open(path, encoding="utf-8") as fh:
+        return fh.read().strip() or None
+
+
+def connection_from_env(
+    target: str | None, token: str | None, credentials: grpc.ChannelCredentials | None
+) -> tuple[str, str | None, grpc.ChannelCredentials | None]:
+    """Fill what the caller left None from the environment, so that code in a pod set up by the
+    chart connects as ``memoryctl`` does: MEMORYD_ADDR (else 127.0.0.1:50051), the token in
+    MEMORYD_TOKEN_FILE, TLS trusting the CA bundle in MEMORYD_TLS_CA_FILE. Unreadable files raise
+    OSError naming the file."""
+    env = os.environ
+    target = target or env.get(ENV_ADDR) or DEFAULT_TARGET
+    if token is None and env.get(ENV_TOKEN_FILE):
+        token = read_token_file(env[ENV_TOKEN_FILE])
+    if credentials is None and env.get(ENV_TLS_CA_FILE):
+        with open(env[ENV_TLS_CA_FILE], "rb") as fh:
+            credentials = grpc.ssl_channel_credentials(root_certificates=fh.read())
+    return target, token, credentials
 
 
 @dataclass(frozen=True)

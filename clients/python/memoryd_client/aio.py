@@ -16,6 +16,7 @@ from memoryd_client._common import (
     Metadata,
     RetryPolicy,
     channel_options,
+    connection_from_env,
     make_message,
     make_ref,
     new_idempotency_key,
@@ -33,14 +34,16 @@ VIEWS = {"context": pb.READ_VIEW_CONTEXT, "raw": pb.READ_VIEW_RAW}
 class AsyncMemoryClient:
     """Client of one memoryd daemon. Use as ``async with AsyncMemoryClient(addr) as c:``.
 
-    ``target`` is a gRPC target: ``127.0.0.1:50051`` or ``unix:/path/memoryd.sock``.
+    ``target`` is a gRPC target: ``127.0.0.1:50051`` or ``unix:/path/memoryd.sock``. Left out
+    (None), it is ``$MEMORYD_ADDR``, else ``127.0.0.1:50051``; a token and TLS left out likewise
+    come from ``$MEMORYD_TOKEN_FILE`` and ``$MEMORYD_TLS_CA_FILE`` (the chart's agent environment).
     Appends get an idempotency key automatically (``auto_idempotency=True``) so that
     retries after UNAVAILABLE can never store a message twice.
     """
 
     def __init__(
         self,
-        target: str = "127.0.0.1:50051",
+        target: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
         read_timeout: float = DEFAULT_READ_TIMEOUT_S,
@@ -49,6 +52,7 @@ class AsyncMemoryClient:
         token: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
+        target, token, credentials = connection_from_env(target, token, credentials)
         opts = channel_options()
         if credentials is not None:
             self._channel = grpc.aio.secure_channel(target, credentials, options=opts)

@@ -4,6 +4,7 @@
     memoryctl resolve intake-agent --ctx workflow.input.conversationId=c-9 --ctx user.id=u-1
     memoryctl read customer-support-context --agent intake-agent --ctx ... --raw --follow
     memoryctl stats default --key conv-1
+    memoryctl append default --key conv-1 "Hello" ; memoryctl append default --key conv-1 --file msgs.jsonl
     memoryctl clear default --key conv-1 --yes
 
 Human output is an aligned table (long content truncated to the terminal); ``--json`` prints
@@ -23,19 +24,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn, TextIO
 
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message as ProtoMessage
 
-from memoryd_client._common import ROLE_NAMES, Agent
+from memoryd_client._common import DEFAULT_TARGET, ROLE_NAMES, ROLES, Agent, make_message, read_token_file
 from memoryd_client.errors import MemorydClientError
 from memoryd_client.sync import MemoryClient
 from memoryd_client.v1 import memory_pb2 as pb
@@ -49,11 +50,39 @@ EXIT_BY_CODE = {
     grpc.StatusCode.UNAVAILABLE: EXIT_UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED: EXIT_UNAVAILABLE,
 }
-DEFAULT_ADDR = "127.0.0.1:50051"
+DEFAULT_ADDR = DEFAULT_TARGET
 
 
 class UsageError(Exception):
     """A problem with the command line itself (exit 2)."""
+
+
+def _bounded_int(limit: int) -> Any:
+    """An argparse type: a whole number in 0..limit (the proto field's range), else usage exit 2."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not 0 <= value <= limit:
+            raise argparse.ArgumentTypeError(f"{value} is out of range 0..{limit}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 86_400:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text} is out of range (0, 86400]")
+    return value
+
+
+UINT32, UINT64 = _bounded_int(2**32 - 1), _bounded_int(2**64 - 1)
+INT32_MAX = 2**31 - 1
 
 
 # ---------------------------------------------------------------- text layout
@@ -212,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"daemon address HOST:PORT or unix:PATH (env MEMORYD_ADDR, default {DEFAULT_ADDR})")
     g.add_argument("--token-file", default=argparse.SUPPRESS,
                    help="file holding the bearer token (env MEMORYD_TOKEN_FILE)")
-    g.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help="seconds per call (default 5)")
+    g.add_argument("--tls-ca-file", default=argparse.SUPPRESS,
+                   help="PEM CA bundle: connect with TLS trusting it (env MEMORYD_TLS_CA_FILE)")
+    g.add_argument("--timeout", type=_seconds, default=argparse.SUPPRESS, help="seconds per call (default 5)")
     g.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON lines on stdout")
     g.add_argument("--wide", action="store_true", default=argparse.SUPPRESS, help="never truncate content")
 
@@ -236,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 1 failed (server error, unhealthy, declined), 2 usage/invalid argument, "
                "3 not found, 4 permission denied, 5 unavailable/timeout",
     )
+    parser.add_argument("--version", action="version", version=f"memoryctl {client_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("resources", parents=[common], help="list memory resources and their budgets")
     p = sub.add_parser("resolve", parents=[common], help="render an agent's references for a context")
@@ -245,11 +277,22 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=help_)
         ref_args(p)
         p.add_argument("--raw", action="store_true", help="every stored message (default: the context view)")
-        p.add_argument("--after-seq", type=int, default=0, metavar="N", help="only messages with seq > N")
-        p.add_argument("--limit", type=int, default=0, metavar="N", help="at most N messages")
-        p.add_argument("--max-tokens", type=int, default=0, metavar="N", help="context view: a smaller budget")
+        p.add_argument("--after-seq", type=UINT64, default=0, metavar="N", help="only messages with seq > N")
+        p.add_argument("--limit", type=UINT32, default=0, metavar="N", help="at most N messages")
+        p.add_argument("--max-tokens", type=UINT32, default=0, metavar="N", help="context view: a smaller budget")
         p.add_argument("-f", "--follow", action="store_true", help="then keep printing new messages")
-        p.add_argument("--count", type=int, default=0, metavar="N", help="stop after printing N messages in total")
+        p.add_argument("--count", type=UINT64, default=0, metavar="N", help="stop after printing N messages in total")
+    p = sub.add_parser("append", parents=[common], help="append one batch of messages (atomically)",
+                       description="Messages come from CONTENT arguments (one message each, --role), or as JSON "
+                                   "lines from --file (- for stdin), or from stdin when it is not a terminal: "
+                                   '{"role": "user", "content": "...", "content_type": "", "priority": 0, '
+                                   '"metadata": {}, "persist": true} per line.')
+    ref_args(p)
+    p.add_argument("content", nargs="*", metavar="CONTENT", help="the content of one message (repeatable)")
+    p.add_argument("--role", choices=sorted(ROLES), default="user", help="role of CONTENT messages (default user)")
+    p.add_argument("--file", metavar="PATH", help="JSON lines, one message per line; - reads stdin")
+    p.add_argument("--idempotency-key", metavar="KEY",
+                   help="retrying with the same key replays the first result (default: a fresh key)")
     p = sub.add_parser("stats", parents=[common], help="message and token counts of an instance")
     ref_args(p)
     p = sub.add_parser("health", parents=[common], help="daemon health (and an instance's, when given)")
@@ -265,8 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p = sub.add_parser("watch", parents=[common], help="print changes of an instance as they happen")
     ref_args(p)
-    p.add_argument("--after-seq", type=int, default=0, metavar="N", help="first replay messages with seq > N")
-    p.add_argument("--count", type=int, default=0, metavar="N", help="stop after N appended messages")
+    p.add_argument("--after-seq", type=UINT64, default=0, metavar="N", help="first replay messages with seq > N")
+    p.add_argument("--count", type=UINT64, default=0, metavar="N", help="stop after N appended messages")
     return parser
 
 
@@ -372,6 +415,74 @@ def cmd_watch(c: MemoryClient, args: argparse.Namespace, out: Output) -> int:
         seen += len(ev.appended.messages)
         if args.count and seen >= args.count:
             break
+    return EXIT_OK
+
+
+MESSAGE_KEYS = {"role", "content", "content_type", "priority", "metadata", "persist"}
+
+
+def parse_message_line(line: str, where: str) -> pb.Message:
+    """One JSON-lines message, checked here so that a bad line is a usage error naming it."""
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{where}: not JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{where}: expected a JSON object per line")
+    unknown = sorted(set(data) - MESSAGE_KEYS)
+    if unknown:
+        raise UsageError(f"{where}: unknown fields {', '.join(unknown)}")
+    if data.get("role") not in ROLES:
+        raise UsageError(f"{where}: role must be one of {', '.join(sorted(ROLES))}")
+    for name in ("content", "content_type"):
+        if not isinstance(data.get(name, ""), str):
+            raise UsageError(f"{where}: {name} must be a string")
+    priority = data.get("priority")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
+                                 or not 0 <= priority <= INT32_MAX):
+        raise UsageError(f"{where}: priority must be a whole number in 0..{INT32_MAX}")
+    metadata = data.get("metadata") or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise UsageError(f"{where}: metadata must be an object of strings")
+    if not isinstance(data.get("persist", True), bool):
+        raise UsageError(f"{where}: persist must be true or false")
+    return make_message(data)
+
+
+def _append_messages(args: argparse.Namespace) -> list[pb.Message]:
+    if args.content and args.file is not None:
+        raise UsageError("append: pass CONTENT arguments or --file, not both")
+    if args.content:
+        return [make_message({"role": args.role, "content": text}) for text in args.content]
+    if args.file is None and sys.stdin.isatty():
+        raise UsageError("append: nothing to append (give CONTENT, --file PATH, or JSON lines on stdin)")
+    name = "stdin" if args.file in (None, "-") else args.file
+    try:
+        if name == "stdin":
+            lines = sys.stdin.read().splitlines()
+        else:
+            with open(args.file, encoding="utf-8") as fh:
+                lines = fh.read().splitlines()
+    except OSError as exc:
+        raise UsageError(f"--file {args.file}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{name}: not UTF-8") from None
+    messages = [parse_message_line(line, f"{name} line {n}") for n, line in enumerate(lines, 1) if line.strip()]
+    if not messages:
+        raise UsageError(f"append: {name} holds no messages")
+    return messages
+
+
+def cmd_append(c: MemoryClient, args: argparse.Namespace, out: Output) -> int:
+    messages = _append_messages(args)
+    r = c.append(args.memory, messages, **target(args), idempotency_key=args.idempotency_key)
+    if out.json:
+        out.obj(to_json(r))
+        return EXIT_OK
+    seqs = [res.seq for res in r.results]
+    span = f"seq {seqs[0]}" if len(seqs) == 1 else f"seqs {seqs[0]}..{seqs[-1]}"
+    out.line(f"{'replayed' if r.replayed else 'appended'} {len(seqs)} message{'s' * (len(seqs) != 1)} ({span}); "
+             f"instance now {r.stats.message_count} messages, {r.stats.token_count} tokens")
     return EXIT_OK
 
 
@@ -482,7 +593,7 @@ def cmd_end_workflow(c: MemoryClient, args: argparse.Namespace, out: Output) -> 
 
 
 COMMANDS = {
-    "resources": cmd_resources, "resolve": cmd_resolve, "read": cmd_read, "tail": cmd_read,
+    "resources": cmd_resources, "resolve": cmd_resolve, "read": cmd_read, "tail": cmd_read, "append": cmd_append,
     "stats": cmd_stats, "health": cmd_health, "flush": cmd_flush, "clear": cmd_clear,
     "end-workflow": cmd_end_workflow, "watch": cmd_watch,
 }
@@ -501,21 +612,48 @@ def _read_token(path: str | None) -> str | None:
     if not path:
         return None
     try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read().strip() or None
+        return read_token_file(path)
     except OSError as exc:
         raise UsageError(f"--token-file {path}: {exc.strerror}") from None
 
 
+def _tls_credentials(path: str | None) -> grpc.ChannelCredentials | None:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            return grpc.ssl_channel_credentials(root_certificates=fh.read())
+    except OSError as exc:
+        raise UsageError(f"--tls-ca-file {path}: {exc.strerror}") from None
+
+
+def client_version() -> str:
+    try:
+        return version("memoryd-client")
+    except PackageNotFoundError:  # run from a source tree without installing
+        return "unknown"
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "append" and not any(a.startswith("-") for a in extra):
+        args.content += extra  # CONTENT after options: argparse gives positionals out in one go
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     as_json = getattr(args, "json", False)
     out = Output(as_json, getattr(args, "wide", False))
-    addr = getattr(args, "addr", None) or os.environ.get("MEMORYD_ADDR") or DEFAULT_ADDR
     try:
-        token = _read_token(getattr(args, "token_file", None) or os.environ.get("MEMORYD_TOKEN_FILE"))
-        with MemoryClient(addr, token=token, timeout=getattr(args, "timeout", 5.0)) as client:
+        # Flags first; what they leave None the client takes from MEMORYD_ADDR, MEMORYD_TOKEN_FILE
+        # and MEMORYD_TLS_CA_FILE, exactly as any program using the library does.
+        token = _read_token(getattr(args, "token_file", None))
+        creds = _tls_credentials(getattr(args, "tls_ca_file", None))
+        try:
+            client = MemoryClient(getattr(args, "addr", None), token=token, credentials=creds,
+                                  timeout=getattr(args, "timeout", 5.0))
+        except OSError as exc:
+            raise UsageError(f"{exc.filename}: {exc.strerror}") from None
+        with client:
             return COMMANDS[args.command](client, args, out)
     except UsageError as exc:
         return _fail(EXIT_USAGE, str(exc), as_json)

@@ -16,6 +16,7 @@ from memoryd_client._common import (
     Metadata,
     RetryPolicy,
     channel_options,
+    connection_from_env,
     make_message,
     make_ref,
     new_idempotency_key,
@@ -30,11 +31,14 @@ T = TypeVar("T")
 
 
 class MemoryClient:
-    """Blocking client of one memoryd daemon; use as ``with MemoryClient(addr) as c:``."""
+    """Blocking client of one memoryd daemon; use as ``with MemoryClient(addr) as c:``.
+
+    Arguments left out come from the environment as in AsyncMemoryClient (MEMORYD_ADDR,
+    MEMORYD_TOKEN_FILE, MEMORYD_TLS_CA_FILE)."""
 
     def __init__(
         self,
-        target: str = "127.0.0.1:50051",
+        target: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
         read_timeout: float = DEFAULT_READ_TIMEOUT_S,
@@ -43,6 +47,7 @@ class MemoryClient:
         token: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
+        target, token, credentials = connection_from_env(target, token, credentials)
         opts = channel_options()
         if credentials is not None:
             self._channel = grpc.secure_channel(target, credentials, options=opts)

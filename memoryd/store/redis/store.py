@@ -158,6 +158,7 @@ class RedisStore:
         self._sem = asyncio.Semaphore(settings.max_connections)
         self._client: RedisClient | None = None
         self._blocking: RedisClient | None = None  # XREAD BLOCK for wait_for_change, its own pool
+        self._waiters = asyncio.Semaphore(settings.max_connections)  # the blocking pool's connections
         self._scripts: dict[str, ScriptCall] = {}
         self._probe: asyncio.Task[None] | None = None
         self._up = False  # Redis answered once since start(); until then every call fails fast
@@ -602,12 +603,21 @@ class RedisStore:
             return
         key = InstanceKeys.of(addr).msgs
         try:
+            # More waiters than blocking connections (redis-py's pool raises when exhausted):
+            # the others wait for one, and return after timeout_s, as a blocked XREAD would.
+            async with asyncio.timeout(timeout_s):
+                await self._waiters.acquire()
+        except TimeoutError:
+            return
+        try:
             async with asyncio.timeout(timeout_s + WAIT_MARGIN_S):
                 await blocking.xread({key: f"{max(after_seq, 0)}-0"}, count=1, block=max(1, int(timeout_s * 1000)))
         except Exception as exc:
             if not isinstance(translate(exc), MemorydError):
                 raise  # a bug of memoryd, not trouble with Redis
             await asyncio.sleep(min(timeout_s, WAIT_ON_TROUBLE_S))  # a wake-up signal only: never raise
+        finally:
+            self._waiters.release()
 
     async def end_workflow(self, project: str, workflow_id: str) -> int:
         index = workflow_index(project, workflow_id)
