@@ -2,6 +2,7 @@
 floor measured in the same run (a bare grpc.aio unary call doing one EVALSHA).
 
     .venv/bin/python bench/bench_daemon.py [--store redis|embedded] [--n 2000]
+    .venv/bin/python bench/bench_daemon.py --tracing [--before DIR]   # tracing off vs on
 
 Client, daemon, floor server and redis-server all share this machine; floor and daemon
 are measured alternately, in rounds, so that drift falls on both. Prints a Markdown
@@ -246,13 +247,113 @@ async def bench(store: str, n: int, simple_floor: bool = False) -> list[tuple[st
     return rows
 
 
+async def bench_tracing(store: str, n: int, rounds: int, before: str | None) -> list[tuple[str, str, str, str]]:
+    """Append latency (1 client) and daemon CPU per append (16 clients) with tracing off and
+    on (OTLP/gRPC to a sink collector, every append sampled: no ``traceparent``, so each is
+    a root span with the default sampler), and optionally the code before tracing existed
+    (``--before DIR``: a checkout run with PYTHONPATH=DIR), and on with one root span in
+    ten sampled. The daemons are measured
+    alternately, ``rounds`` times, each round in a rotated order; ratios are medians of the
+    per-round ratios."""
+    rows: list[tuple[str, str, str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        redis_proc = start_standalone(Path(tmp) / "redis")
+        config = Path(tmp) / "memoryd.yaml"
+        config.write_text(PROJECT)
+        sink_addr = f"127.0.0.1:{free_port()}"
+        sink = spawn([sys.executable, str(ROOT / "bench" / "otlp_sink.py"), sink_addr])
+        off_env = {k: "" for k in os.environ if k.startswith("OTEL_")}
+        variants = {"off": off_env,
+                    "on": {**off_env, "OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{sink_addr}"}}
+        variants["on, 10% sampled"] = {**variants["on"], "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                                       "OTEL_TRACES_SAMPLER_ARG": "0.1"}
+        if before:
+            variants["before"] = {**off_env, "PYTHONPATH": before, "PYTHONDONTWRITEBYTECODE": "1"}
+        daemons, stubs, channels = {}, {}, []
+        try:
+            assert sink.stdout is not None and sink.stdout.readline().strip() == b"ready"
+            for name, env in variants.items():
+                api = f"127.0.0.1:{free_port()}"
+                args = [sys.executable, "-m", "memoryd", "serve", "--listen", api, "--config", str(config)]
+                if store == "redis":
+                    args += ["--redis-url", redis_proc.url]
+                daemons[name] = spawn(args, env=env)
+                wait_serving(api, "memoryd.v1.MemoryService", timeout_s=120)  # the host is shared
+                chans = [grpc.aio.insecure_channel(api) for _ in range(16)]
+                channels += chans
+                stubs[name] = [pb_grpc.MemoryServiceStub(ch) for ch in chans]
+
+            def append_call(name: str) -> Callable[[int], Callable[[], Awaitable[object]]]:
+                def make(i: int) -> Callable[[], Awaitable[object]]:
+                    req = pb.AppendRequest(ref=pb.MemoryRef(memory_id="archive", key=f"{name}-{i}"),
+                                           messages=[pb.Message(role=pb.ROLE_USER, content=CONTENT)])
+                    return lambda: stubs[name][i].Append(req)
+                return make
+
+            for name in variants:
+                await timed(append_call(name)(0), 200)
+            lat: dict[str, list[list[float]]] = {name: [] for name in variants}
+            cpu: dict[str, list[float]] = {name: [] for name in variants}
+            per = max(50, n // 16)
+            names = list(variants)
+            for r in range(rounds):
+                order = names[r % len(names):] + names[:r % len(names)]  # no variant always goes first
+                for name in order:
+                    lat[name].append(await timed(append_call(name)(0), n // rounds))
+                for name in order:
+                    before_cpu = cpu_seconds(daemons[name].pid)
+                    await throughput(append_call(name), 16, per)
+                    cpu[name].append((cpu_seconds(daemons[name].pid) - before_cpu) / (16 * per))
+
+            def p50(name: str) -> float:
+                return pct([x for r in lat[name] for x in r], 50)
+
+            def ratios(name: str, p: float) -> str:
+                rs = sorted(pct(a, p) / pct(b, p) for a, b in zip(lat[name], lat["off"], strict=True))
+                return f"{statistics.median(rs):.2f}x (rounds {rs[0]:.2f}-{rs[-1]:.2f})"
+
+            for name in variants:
+                all_lat = [x for r in lat[name] for x in r]
+                rows.append((f"tracing {name}: append p50 (1 client)", f"{p50(name) * 1e3:.2f} ms",
+                             f"p99 {pct(all_lat, 99) * 1e3:.2f} ms",
+                             "" if name == "off" else f"p50 {ratios(name, 50)} of off"))
+            for name in variants:
+                cr = sorted(a / b for a, b in zip(cpu[name], cpu["off"], strict=True))
+                rows.append((f"tracing {name}: daemon CPU per append (16 clients)",
+                             f"{statistics.median(cpu[name]) * 1e6:.0f} us", "",
+                             "" if name == "off" else f"{statistics.median(cr):.2f}x of off "
+                                                      f"(rounds {cr[0]:.2f}-{cr[-1]:.2f})"))
+            for ch in channels:
+                await ch.close()
+        finally:
+            for proc in (*daemons.values(), sink):
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
+            assert sink.stdout is not None
+            rows.append(("spans received by the sink", sink.stdout.read().decode().strip(), "", ""))
+            redis_proc.stop()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--store", choices=["redis", "embedded"], default="redis")
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--simple-floor", action="store_true",
                         help="the floor runs the older stand-in script instead of memoryd's append script")
+    parser.add_argument("--tracing", action="store_true",
+                        help="compare the daemon with tracing off and on (OTLP to a sink) instead")
+    parser.add_argument("--rounds", type=int, default=7, help="--tracing: alternating rounds")
+    parser.add_argument("--before", help="--tracing: also run the code checked out in this directory")
     args = parser.parse_args()
+    if args.tracing:
+        rows = asyncio.run(bench_tracing(args.store, args.n, args.rounds, args.before))
+        print(f"\nstore: {args.store}, n={args.n}, {args.rounds} rounds, {os.cpu_count()} cores\n")
+        print("| measure | value | | ratio |")
+        print("|---|---|---|---|")
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+        return
     rows = asyncio.run(bench(args.store, args.n, args.simple_floor))
     floor = "stand-in script" if args.simple_floor else "memoryd's append script"
     print(f"\nstore: {args.store}, n={args.n}, floor: {floor}, {os.cpu_count()} cores, "

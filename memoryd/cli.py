@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from memoryd import __version__, auth, keys, logs, settings
+from memoryd import __version__, auth, keys, logs, settings, tracing
 from memoryd.config.model import CircuitBreaker, Project, default_project
 from memoryd.errors import ConfigError, MemorydError
 from memoryd.manager import MemoryManager
@@ -47,7 +47,8 @@ def breaker_settings(project: Project) -> CircuitBreaker:
 def open_store(s: settings.Settings, project: Project) -> MemoryStore:
     from memoryd.store.url import open_store as open_url
 
-    return open_url(s.redis_url, password_file=s.redis_password_file or None, breaker=breaker_settings(project))
+    store = open_url(s.redis_url, password_file=s.redis_password_file or None, breaker=breaker_settings(project))
+    return tracing.traced(store)
 
 
 def check_bind(s: settings.Settings) -> None:
@@ -71,6 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         s = settings.from_sources(vars(args))
         check_bind(s)
+        tracing.configure()
     except ValueError as exc:
         print(f"memoryd serve: {exc}", file=sys.stderr)
         return 2

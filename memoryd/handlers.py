@@ -41,7 +41,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError
 
-from memoryd import logs
+from memoryd import logs, tracing
 from memoryd.auth import TokenCheck
 from memoryd.errors import UndecodableRequest
 from memoryd.metrics import GrpcMethod, Metrics
@@ -319,6 +319,9 @@ class Listener:
         # Only a unary request is decoded before the behaviour; a streamed request is
         # decoded as the behaviour iterates it (reflection's, the only one served).
         des = None if handler.request_streaming else tolerant(handler.request_deserializer)
+        if tracing.enabled() and not method.startswith(QUIET_PREFIXES):
+            return with_behavior(handler, lambda behavior: tracing.server_behavior(
+                _observed(behavior, info), method, status_of), des)
         return with_behavior(handler, lambda behavior: _observed(behavior, info), des)
 
     # -- what generated registration code calls -----------------------------------------------

@@ -3,7 +3,8 @@
 Fields: time, level, logger, event, message, plus whatever a call passes in
 ``extra`` (memory_id, instance_hash, duration_ms, status...). Inside an RPC every
 line also carries ``request_id`` and the fields bound with ``annotate()`` (the
-handler wrapper opens a fresh scope per call). Lines are formatted on the caller's
+handler wrapper opens a fresh scope per call), and ``trace_id``/``span_id`` while
+traces are on (memoryd.tracing). Lines are formatted on the caller's
 thread (so context variables are seen) and written to stderr by a background
 thread, so a slow log reader never blocks the event loop.
 """
@@ -17,6 +18,7 @@ import logging.handlers
 import queue
 import sys
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -24,6 +26,8 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("memoryd_request_id", default=None)
 CALL_FIELDS: ContextVar[dict[str, Any] | None] = ContextVar("memoryd_call_fields", default=None)
+# Set by memoryd.tracing while traces are on: the current span's (trace_id, span_id), or None.
+TRACE_IDS: Callable[[], tuple[str, str] | None] | None = None
 
 
 def annotate(**fields: Any) -> None:
@@ -48,6 +52,10 @@ class JsonFormatter(logging.Formatter):
         request_id = REQUEST_ID.get()
         if request_id is not None:
             out["request_id"] = request_id
+        if TRACE_IDS is not None:
+            ids = TRACE_IDS()
+            if ids is not None:
+                out["trace_id"], out["span_id"] = ids
         call_fields = CALL_FIELDS.get()
         if call_fields:
             out.update(call_fields)

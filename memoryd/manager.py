@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from memoryd import engine, tokens
+from memoryd import engine, tokens, tracing
 from memoryd.config.model import MemoryResource, Project
 from memoryd.config.resolve import ResolvedRef, resolve_agent, resolve_direct, resolve_reference
 from memoryd.engine import Budget, ContextView
@@ -264,7 +264,7 @@ class MemoryManager:
 
         extra = next((s for s in self.stores if s.backend == "embedded"), None)
         if extra is None:
-            extra = EmbeddedStore()
+            extra = tracing.traced(EmbeddedStore())
             self.stores.append(extra)
         return extra
 
@@ -429,6 +429,7 @@ class MemoryManager:
         self._flushes[target.addr] = task
         return True
 
+    @tracing.background_flush
     async def _background_flush(self, target: Target) -> None:
         fields = {"event": "flush", "memory_id": target.resource.id, "instance_hash": target.addr.instance_hash}
         try:
@@ -442,6 +443,7 @@ class MemoryManager:
         finally:
             self._flushes.pop(target.addr, None)
 
+    @tracing.fold
     async def _plan(self, target: Target) -> FlushPlan:
         rt = target.runtime
         state = await rt.store.state(target.addr)

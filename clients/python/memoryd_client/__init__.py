@@ -7,7 +7,7 @@
             print(m.seq, m.content)
 """
 
-from memoryd_client._common import Agent, RetryPolicy
+from memoryd_client._common import Agent, RetryPolicy, call_metadata
 from memoryd_client.aio import AsyncMemoryClient
 from memoryd_client.errors import (
     AbortedError,
@@ -41,5 +41,6 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "UnimplementedError",
+    "call_metadata",
     "pb",
 ]

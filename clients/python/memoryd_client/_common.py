@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,3 +117,38 @@ def make_message(m: MessageLike) -> pb.Message:
 
 def new_idempotency_key() -> str:
     return uuid.uuid4().hex
+
+
+Metadata = tuple[tuple[str, str], ...]
+_CALL_METADATA: ContextVar[Metadata] = ContextVar("memoryd_client_call_metadata", default=())
+
+
+@contextlib.contextmanager
+def call_metadata(*pairs: tuple[str, str], **headers: str) -> Iterator[None]:
+    """Send extra gRPC metadata on every call made inside the block (this thread or task).
+
+    ``with call_metadata(("x-request-id", rid), traceparent=tp):`` -- keyword names are
+    lower-cased with ``_`` as ``-``. A ``traceparent`` given here wins over the one taken
+    from the current OpenTelemetry span.
+    """
+    extra = tuple(pairs) + tuple((k.replace("_", "-").lower(), v) for k, v in headers.items())
+    token = _CALL_METADATA.set(_CALL_METADATA.get() + extra)
+    try:
+        yield
+    finally:
+        _CALL_METADATA.reset(token)
+
+
+def outgoing_metadata(fixed: Metadata) -> Metadata:
+    """``fixed`` (the client's own, e.g. authorization) plus ``call_metadata``, plus the
+    current OpenTelemetry context (``traceparent``) when the caller's process uses
+    OpenTelemetry: opentelemetry is never imported here unless the caller already did."""
+    md = fixed + _CALL_METADATA.get()
+    if "opentelemetry.context" in sys.modules and not any(k == "traceparent" for k, _ in md):
+        from opentelemetry import propagate
+
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        if carrier:
+            md += tuple(carrier.items())
+    return md

@@ -13,12 +13,14 @@ from memoryd_client._common import (
     DEFAULT_TIMEOUT_S,
     Agent,
     MessageLike,
+    Metadata,
     RetryPolicy,
     channel_options,
     connection_from_env,
     make_message,
     make_ref,
     new_idempotency_key,
+    outgoing_metadata,
 )
 from memoryd_client.aio import VIEWS, View
 from memoryd_client.errors import from_rpc_error
@@ -57,6 +59,15 @@ class MemoryClient:
         self._retry = retry or RetryPolicy()
         self._auto_idempotency = auto_idempotency
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+
+    @property
+    def _metadata(self) -> Metadata:
+        """Sent with every call: the token, ``call_metadata`` and the caller's trace context."""
+        return outgoing_metadata(self._fixed_metadata)
+
+    @_metadata.setter
+    def _metadata(self, value: Metadata) -> None:
+        self._fixed_metadata = value
 
     def __enter__(self) -> MemoryClient:
         return self
