@@ -15,18 +15,20 @@ import functools
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from memoryd import engine, tokens, tracing
 from memoryd.config.model import MemoryResource, Project
-from memoryd.config.resolve import ResolvedRef, resolve_agent, resolve_direct, resolve_reference
+from memoryd.config.resolve import ResolvedRef, effective_settings, resolve_agent, resolve_direct, resolve_reference
 from memoryd.engine import Budget, ContextView
 from memoryd.errors import (
     ConfigError,
     FenceRejected,
     InvalidArgument,
     LockContention,
+    MemorydError,
     NotFound,
     PermissionDenied,
     ResourceExhausted,
@@ -36,6 +38,7 @@ from memoryd.errors import (
 from memoryd.keys import InstanceAddr
 from memoryd.metrics import Metrics, status_label
 from memoryd.models import (
+    AppendedRef,
     AppendOutcome,
     FlushOutcome,
     FlushPlan,
@@ -89,17 +92,66 @@ class Target:
     def resource(self) -> MemoryResource:
         return self.runtime.resource
 
+    @property
+    def budget_tokens(self) -> int:
+        return self.runtime.budget.total
+
+    @property
+    def encoding(self) -> str:
+        return self.runtime.counter.encoding_name
+
     def require_write(self, operation: str) -> None:
         if self.mode != "read-write":
             raise PermissionDenied(f"{operation}: the reference to memory '{self.resource.id}' is read-only")
 
 
 @dataclass(frozen=True, slots=True)
+class MessageResult:
+    """What became of one message of an Append, in request order."""
+
+    ref: AppendedRef | None  # None: not persisted (privacy policy)
+    redactions: int
+
+
+@dataclass(frozen=True, slots=True)
 class AppendResult:
-    outcome: AppendOutcome
-    messages: tuple[NewMessage | None, ...]  # None: not persisted
+    results: tuple[MessageResult, ...]
+    meta: InstanceMeta
+    replayed: bool
     flush_scheduled: bool
-    redactions: tuple[int, ...]  # per message, in request order
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceHealth:
+    meta: InstanceMeta
+    token_usage_ratio: float
+    flush_pending: bool
+    over_threshold: bool
+    encoding: str
+    encoding_fallback: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """GetHealth's answer, before it meets the wire."""
+
+    store_reachable: bool
+    store: str  # backend
+    breaker_state: str
+    encoding: str  # of the default model
+    encoding_fallback: bool  # some resource counts with a fallback encoding
+    notes: tuple[str, ...]
+    instance: InstanceHealth | None
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceInfo:
+    id: str
+    description: str
+    budget_tokens: int
+    strategy: str
+    encoding: str
+    settings: dict[str, Any]  # the effective settings, every default filled in
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,8 +452,11 @@ class MemoryManager:
         scheduled = False
         if not outcome.replayed and engine.needs_flush(outcome.meta, rt.resource, rt.budget):
             scheduled = self._schedule_flush(target)
-        return AppendResult(outcome=outcome, messages=tuple(prepared), flush_scheduled=scheduled,
-                            redactions=tuple(redactions))
+        refs = iter(outcome.refs)
+        results = tuple(MessageResult(None if m is None else next(refs), n)
+                        for m, n in zip(prepared, redactions, strict=True))
+        return AppendResult(results=results, meta=outcome.meta, replayed=outcome.replayed,
+                            flush_scheduled=scheduled)
 
     @staticmethod
     async def _refuse_oversized(target: Target, prepared: Sequence[NewMessage | None]) -> None:
@@ -622,6 +677,45 @@ class MemoryManager:
     async def _watch_read(self, call: Callable[[], Awaitable[T]]) -> T:
         async with self._watch_reads:
             return await call()
+
+    # -- the daemon -----------------------------------------------------------------
+
+    def operation(self, name: str, memory_id: str) -> AbstractContextManager[Any]:
+        """Times one operation for ``memoryd_operation_duration_seconds``."""
+        return self.metrics.operation(name, memory_id)
+
+    async def health(self, target: Target | None) -> HealthReport:
+        store = self.store
+        reachable = True
+        try:
+            await store.ping()
+        except MemorydError:
+            reachable = False
+        notes = tuple(f"memory {rt.resource.id}: model {rt.resource.model!r} is unknown; "
+                      f"counting with {rt.counter.encoding_name}"
+                      for rt in self.runtimes.values() if rt.counter.fallback)
+        instance = None
+        if target is not None:
+            meta = await self.meta(target)
+            rt = target.runtime
+            instance = InstanceHealth(
+                meta=meta, token_usage_ratio=meta.token_count / rt.budget.total,
+                flush_pending=self.flush_pending(target.addr), over_threshold=meta.token_count >= rt.budget.flush_at,
+                encoding=rt.counter.encoding_name, encoding_fallback=rt.counter.fallback,
+            )
+        return HealthReport(
+            store_reachable=reachable, store=store.backend, breaker_state=store.breaker_state,
+            encoding=tokens.counter_for_model(None).encoding_name, encoding_fallback=bool(notes), notes=notes,
+            instance=instance,
+        )
+
+    def list_resources(self) -> list[ResourceInfo]:
+        return [
+            ResourceInfo(id=rt.resource.id, description=rt.resource.description, budget_tokens=rt.budget.total,
+                         strategy=rt.resource.flushing_strategy.type, encoding=rt.counter.encoding_name,
+                         settings=effective_settings(rt.resource))
+            for rt in self.runtimes.values()
+        ]
 
     async def clear(self, target: Target) -> int:
         target.require_write("Clear")

@@ -19,8 +19,7 @@ import grpc
 from memoryd_client.v1 import memory_pb2 as pb
 from memoryd_client.v1 import memory_pb2_grpc as pb_grpc
 
-from memoryd import __version__, logs, tokens, validation
-from memoryd.config.resolve import effective_settings
+from memoryd import __version__, logs, validation
 from memoryd.convert import (
     MODES,
     STRATEGIES,
@@ -31,7 +30,7 @@ from memoryd.convert import (
     struct_to_dict,
 )
 from memoryd.engine import summary_message
-from memoryd.errors import InvalidArgument, MemorydError, ShuttingDown
+from memoryd.errors import InvalidArgument, ShuttingDown
 from memoryd.manager import Appended, Flushed, MemoryManager, Target
 from memoryd.models import InstanceMeta, StoredMessage
 from memoryd.status import abort
@@ -69,7 +68,7 @@ def _unary(
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Req, context: Ctx) -> Resp:
         try:
-            with self.manager.metrics.operation(op, _memory_id(request)):
+            with self.manager.operation(op, _memory_id(request)):
                 return await fn(self, request, context)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
@@ -89,7 +88,7 @@ def _stream(
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Req, context: Ctx) -> AsyncIterator[Resp]:
         try:
-            timer = self.manager.metrics.operation(op, _memory_id(request)) if timed else contextlib.nullcontext()
+            timer = self.manager.operation(op, _memory_id(request)) if timed else contextlib.nullcontext()
             with timer:
                 async for item in fn(self, request, context):
                     yield item
@@ -122,10 +121,9 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
 
     @staticmethod
     def _fill_stats(out: pb.InstanceStats, target: Target, meta: InstanceMeta) -> None:
-        rt = target.runtime
         fill_stats(
-            out, meta, instance_id=target.addr.instance_id, budget=rt.budget.total,
-            strategy=rt.resource.flushing_strategy.type, encoding=rt.counter.encoding_name,
+            out, meta, instance_id=target.addr.instance_id, budget=target.budget_tokens,
+            strategy=target.resource.flushing_strategy.type, encoding=target.encoding,
         )
 
     @_unary
@@ -134,17 +132,15 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
         incoming = validation.messages(request.messages, self.settings)
         idem = validation.idempotency_key(request.idempotency_key)
         result = await self.manager.append(target, incoming, idem)
-        resp = pb.AppendResponse(replayed=result.outcome.replayed, flush_scheduled=result.flush_scheduled)
+        resp = pb.AppendResponse(replayed=result.replayed, flush_scheduled=result.flush_scheduled)
         add = resp.results.add
-        refs = iter(result.outcome.refs)
-        for prepared, redactions in zip(result.messages, result.redactions, strict=True):
-            if prepared is None:
+        for r in result.results:
+            if r.ref is None:
                 add(persisted=False)
-                continue
-            r = next(refs)
-            add(seq=r.seq, id=r.id, token_count=r.token_count, persisted=True,
-                effective_priority=r.effective_priority, redactions=redactions)
-        self._fill_stats(resp.stats, target, result.outcome.meta)
+            else:
+                add(seq=r.ref.seq, id=r.ref.id, token_count=r.ref.token_count, persisted=True,
+                    effective_priority=r.ref.effective_priority, redactions=r.redactions)
+        self._fill_stats(resp.stats, target, result.meta)
         return resp
 
     @_stream
@@ -190,34 +186,19 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
 
     @_unary
     async def GetHealth(self, request: pb.GetHealthRequest, context: Ctx) -> pb.GetHealthResponse:
-        store = self.manager.store
-        reachable = True
-        try:
-            await store.ping()
-        except MemorydError:
-            reachable = False
-        default = tokens.counter_for_model(None)
+        target = self._target(request.ref, True) if request.HasField("ref") else None
+        report = await self.manager.health(target)
         resp = pb.GetHealthResponse(
-            healthy=reachable and not self.shutdown.is_set(), store=store.backend,
-            store_reachable=reachable, breaker_state=store.breaker_state, version=__version__,
-            encoding=default.encoding_name, encoding_fallback=False,
+            healthy=report.store_reachable and not self.shutdown.is_set(), store=report.store,
+            store_reachable=report.store_reachable, breaker_state=report.breaker_state, version=__version__,
+            encoding=report.encoding, encoding_fallback=report.encoding_fallback, notes=report.notes,
         )
-        for rt in self.manager.runtimes.values():
-            if rt.counter.fallback:
-                resp.encoding_fallback = True
-                resp.notes.append(f"memory {rt.resource.id}: model {rt.resource.model!r} is unknown; "
-                                  f"counting with {rt.counter.encoding_name}")
-        if request.HasField("ref"):
-            target = self._target(request.ref, True)
-            meta = await self.manager.meta(target)
-            budget = target.runtime.budget
-            resp.encoding = target.runtime.counter.encoding_name
-            resp.encoding_fallback = target.runtime.counter.fallback
+        if target is not None and report.instance is not None:
+            inst = report.instance
+            resp.encoding, resp.encoding_fallback = inst.encoding, inst.encoding_fallback
             resp.instance.CopyFrom(pb.InstanceHealth(
-                stats=self._stats(target, meta),
-                token_usage_ratio=meta.token_count / budget.total,
-                flush_pending=self.manager.flush_pending(target.addr),
-                over_threshold=meta.token_count >= budget.flush_at,
+                stats=self._stats(target, inst.meta), token_usage_ratio=inst.token_usage_ratio,
+                flush_pending=inst.flush_pending, over_threshold=inst.over_threshold,
             ))
         return resp
 
@@ -260,12 +241,11 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
         self, request: pb.ListResourcesRequest, context: Ctx
     ) -> pb.ListResourcesResponse:
         out = pb.ListResourcesResponse(project=self.manager.project.id)
-        for rt in self.manager.runtimes.values():
-            res = rt.resource
+        for res in self.manager.list_resources():
             out.resources.append(pb.Resource(
-                id=res.id, description=res.description, budget_tokens=rt.budget.total,
-                strategy=STRATEGIES.get(res.flushing_strategy.type, pb.FLUSH_STRATEGY_UNSPECIFIED),
-                encoding=rt.counter.encoding_name, settings=dict_to_struct(effective_settings(res)),
+                id=res.id, description=res.description, budget_tokens=res.budget_tokens,
+                strategy=STRATEGIES.get(res.strategy, pb.FLUSH_STRATEGY_UNSPECIFIED),
+                encoding=res.encoding, settings=dict_to_struct(res.settings),
             ))
         return out
 
@@ -276,7 +256,7 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
     @_stream
     async def Watch(self, request: pb.WatchRequest, context: Ctx) -> AsyncIterator[pb.WatchResponse]:
         target = self._target(request.ref, request.HasField("ref"))
-        events = self.manager.watch(target, after_seq=request.after_seq,
+        events = self.manager.watch(target, after_seq=validation.after_seq(request.after_seq),
                                     chunk=self.settings.read_chunk_messages, stop=self.shutdown)
         async with contextlib.aclosing(events):  # frees the watcher's slot when the stream ends
             async for event in events:
