@@ -1,7 +1,8 @@
 """MemoryManager: resolve a reference, then drive the store, the engine and the lock.
 
-The manager owns the daemon's policy (access modes, budgets, background flushes);
-the store owns atomicity; the servicer owns the wire. Nothing here is cached that
+The manager owns the daemon's policy (access modes, budgets, appends, reads, health);
+flushes are ``flushing.Flusher``'s, Watch streams ``watching.Watchers``', a resolved
+instance is a ``targets.Target``; the store owns atomicity; the servicer owns the wire. Nothing here is cached that
 another daemon sharing the store could change: every call reads the store. Budgets
 and token counters are derived from the configuration once, at start.
 """
@@ -9,100 +10,51 @@ and token counters are derived from the configuration once, at start.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
-import functools
 import logging
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from memoryd import engine, tokens, tracing
-from memoryd.config.model import MemoryResource, Project
+from memoryd.config.model import Project
 from memoryd.config.resolve import ResolvedRef, effective_settings, resolve_agent, resolve_direct, resolve_reference
-from memoryd.engine import Budget, ContextView
+from memoryd.engine import ContextView
 from memoryd.errors import (
     ConfigError,
-    FenceRejected,
     InvalidArgument,
-    LockContention,
     MemorydError,
     NotFound,
-    PermissionDenied,
     ResourceExhausted,
-    ShuttingDown,
     echo,
 )
+from memoryd.flushing import THREAD_THRESHOLD, Flusher, FlushResult
 from memoryd.keys import InstanceAddr
-from memoryd.metrics import Metrics, status_label
+from memoryd.metrics import Metrics
 from memoryd.models import (
     AppendedRef,
     AppendOutcome,
-    FlushOutcome,
-    FlushPlan,
     IncomingMessage,
     InstanceMeta,
     NewMessage,
     RefSpec,
     StoredMessage,
-    Summary,
 )
 from memoryd.privacy import PrivacyFilter
 from memoryd.settings import Settings
 from memoryd.store.base import MemoryStore
+from memoryd.targets import ResourceRuntime, Target
+from memoryd.watching import Watchers, WatchEvent
 
 log = logging.getLogger("memoryd.manager")
 T = TypeVar("T")
 
-# A lock acquisition that waited this long found the lock held (the first retry backs off >= 5 ms).
-LOCK_CONTENDED_S = 0.005
 # Direct-key resolutions remembered (oldest dropped first).
 DIRECT_CACHE_SIZE = 4096
-# Above this many messages, planning and view selection run in a worker thread.
-THREAD_THRESHOLD = 2000
 # A CONTEXT read whose newest message is longer than this runs in a worker thread: its cut
 # counts tokens of up to ~16 characters per token of room (~17 ms for 50 KB of prose, ~140 ms
 # for 100 KB of one repeated character at a 7,400-token room).
 CUT_INLINE_MAX_CHARS = 16_384
-
-
-@dataclass(frozen=True, slots=True)
-class ResourceRuntime:
-    """What the daemon derives once from a resource: its budget and token counter."""
-
-    resource: MemoryResource
-    budget: Budget
-    counter: tokens.TokenCounter
-    store: MemoryStore
-    privacy: PrivacyFilter
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """A resolved instance: where it lives, under which resource, with which access."""
-
-    runtime: ResourceRuntime
-    addr: InstanceAddr
-    mode: str  # "read-write" | "read-only"
-    workflow_id: str | None = None
-
-    @property
-    def resource(self) -> MemoryResource:
-        return self.runtime.resource
-
-    @property
-    def budget_tokens(self) -> int:
-        return self.runtime.budget.total
-
-    @property
-    def encoding(self) -> str:
-        return self.runtime.counter.encoding_name
-
-    def require_write(self, operation: str) -> None:
-        if self.mode != "read-write":
-            raise PermissionDenied(f"{operation}: the reference to memory '{self.resource.id}' is read-only")
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,101 +106,6 @@ class ResourceInfo:
     settings: dict[str, Any]  # the effective settings, every default filled in
 
 
-@dataclass(frozen=True, slots=True)
-class FlushResult:
-    plan: FlushPlan
-    applied: bool
-    removed_seqs: tuple[int, ...]
-    meta: InstanceMeta
-
-
-@dataclass(frozen=True, slots=True)
-class Appended:
-    messages: list[StoredMessage]
-
-
-@dataclass(frozen=True, slots=True)
-class Flushed:
-    removed_seqs: list[int]  # of the messages this stream delivered
-    summary: Summary | None
-
-
-@dataclass(frozen=True, slots=True)
-class Cleared:
-    pass
-
-
-WatchEvent = Appended | Flushed | Cleared
-WATCH_WAKE_S = 1.0  # longest a watcher sleeps without re-reading the store
-# Watchers reading the store at once, all watchers of the daemon together: beyond it they
-# queue here, outside the store's per-call timeout, so that hundreds of watchers woken by
-# one append never make the memory API's own calls wait past theirs (and trip the breaker).
-WATCH_READ_CONCURRENCY = 8
-# Content characters in one Appended event (at least one message): what a watcher whose
-# client stopped reading holds, as the event gRPC has not sent yet.
-WATCH_EVENT_CHARS = 16 * 1024
-# Messages in a watcher's first read, before it knows their size (the next reads aim at
-# one event's worth: a read never fetches many messages only to drop them).
-WATCH_FIRST_READ = 16
-
-Runs = list[tuple[int, int]]  # ascending, disjoint [lo, hi] ranges of seqs
-
-
-def _gaps(seqs: Iterable[int], start: int, end: int) -> Runs:
-    """The runs of seqs in (start, end] missing from ``seqs`` (ascending)."""
-    runs: Runs = []
-    prev = start
-    for s in seqs:
-        if s <= start:
-            continue
-        if s > end:
-            break
-        if s > prev + 1:
-            runs.append((prev + 1, s - 1))
-        prev = s
-    if end > prev:
-        runs.append((prev + 1, end))
-    return runs
-
-
-def _minus(runs: Runs, known: Runs) -> list[int]:
-    """The seqs of ``runs`` not in ``known``; each run of ``known`` lies inside one of ``runs``."""
-    out: list[int] = []
-    j = 0
-    for lo, hi in runs:
-        cur = lo
-        while j < len(known) and known[j][0] <= hi:
-            klo, khi = known[j]
-            if klo > cur:
-                out.extend(range(cur, klo))
-            cur = max(cur, khi + 1)
-            j += 1
-        if cur <= hi:
-            out.extend(range(cur, hi + 1))
-    return out
-
-
-def _wiped(seen: InstanceMeta, now: InstanceMeta) -> bool:
-    """Whether the instance a watcher last saw as ``seen`` was wiped (Clear, TTL expiry,
-    EndWorkflow) by the time it reads ``now``: its epoch changed (to "" when it is gone,
-    to another when it was created again), or, for an instance written only by daemons
-    that predate epochs, its sequence went back."""
-    if seen.epoch:
-        return now.epoch != seen.epoch
-    return now.last_seq < seen.last_seq
-
-
-def _event_size(page: Sequence[StoredMessage]) -> tuple[int, int]:
-    """How many of ``page``'s first messages fit one event (at least one), and their size."""
-    size = 0
-    for n, m in enumerate(page):
-        chars = len(m.content) + sum(len(k) + len(v) for k, v in m.metadata.items())
-        if size + chars > WATCH_EVENT_CHARS and n:
-            return n, size
-        size += chars
-    return len(page), size
-
-
 def _large_newest(messages: Sequence[StoredMessage]) -> bool:
     """True when the newest non-pinned message is long enough that cutting it to its room
     (a few token counts of up to its length) could hold the event loop for milliseconds."""
@@ -256,10 +113,6 @@ def _large_newest(messages: Sequence[StoredMessage]) -> bool:
         if m.effective_priority != 0:
             return len(m.content) > CUT_INLINE_MAX_CHARS
     return False
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _discard(task: asyncio.Future[Any]) -> None:
@@ -306,10 +159,9 @@ class MemoryManager:
             )
         if problems:
             raise ConfigError(problems)
-        self._flushes: dict[InstanceAddr, asyncio.Task[None]] = {}
         self._direct: dict[tuple[str, str], Target] = {}
-        self._watchers = 0  # Watch streams running now
-        self._watch_reads = asyncio.Semaphore(WATCH_READ_CONCURRENCY)
+        self._flusher = Flusher(settings, self.metrics)
+        self._watching = Watchers(settings.max_watchers)
 
     def _embedded(self) -> MemoryStore:
         from memoryd.store.embedded import EmbeddedStore
@@ -326,20 +178,9 @@ class MemoryManager:
             await store.start()
 
     async def close(self, *, flush_grace_s: float | None = None) -> None:
-        """Let running flushes finish (they hold the instance lock) for at most
-        ``flush_grace_s`` (None: as long as they take), cancel the rest, close the stores.
-
-        A cancelled flush loses nothing: it either applied its plan atomically or did not
-        (the fence and the apply-flush script), and its lock lapses within its lease."""
-        pending = list(self._flushes.values())
-        if pending:
-            _done, late = await asyncio.wait(pending, timeout=flush_grace_s)
-            for task in late:
-                task.cancel()
-            if late:
-                log.warning("shutdown cancelled %d flush(es) still running after %ss", len(late), flush_grace_s,
-                            extra={"event": "flush_cancelled"})
-                await asyncio.gather(*late, return_exceptions=True)
+        """Let running flushes finish for at most ``flush_grace_s`` (``Flusher.close``), then
+        close the stores."""
+        await self._flusher.close(flush_grace_s)
         for store in self.stores:
             await store.close()
 
@@ -474,76 +315,17 @@ class MemoryManager:
     # -- flush --------------------------------------------------------------------
 
     def flush_pending(self, addr: InstanceAddr) -> bool:
-        return addr in self._flushes
+        return self._flusher.pending(addr)
+
+    async def flushes_idle(self) -> None:
+        """Return when no background flush runs (tests and tools wait for folds this way)."""
+        await self._flusher.idle()
 
     def _schedule_flush(self, target: Target) -> bool:
-        """At most one background flush per instance per daemon; never on the append path."""
-        if target.addr in self._flushes:
-            return False
-        task = asyncio.create_task(self._background_flush(target), name=f"flush-{target.addr.instance_hash}")
-        self._flushes[target.addr] = task
-        return True
-
-    @tracing.background_flush
-    async def _background_flush(self, target: Target) -> None:
-        fields = {"event": "flush", "memory_id": target.resource.id, "instance_hash": target.addr.instance_hash}
-        try:
-            with self.metrics.operation("background_flush", target.resource.id):
-                result = await self.flush(target)
-            log.info("flush", extra={**fields, "status": "ok", "removed": len(result.removed_seqs)})
-        except LockContention:  # another daemon is flushing this instance: nothing to do
-            log.info("flush skipped: instance lock held elsewhere", extra={**fields, "status": "contended"})
-        except Exception as exc:  # a background task has no caller to report to
-            log.warning("background flush failed: %s", type(exc).__name__, extra={**fields, "status": "error"})
-        finally:
-            self._flushes.pop(target.addr, None)
-
-    @tracing.fold
-    async def _plan(self, target: Target) -> FlushPlan:
-        rt = target.runtime
-        state = await rt.store.state(target.addr)
-        count = functools.partial(rt.counter.count_message, "system")
-        args = (state, rt.resource, rt.budget, count, _now_ms())
-        if len(state.messages) > THREAD_THRESHOLD:
-            plan = await asyncio.to_thread(engine.plan_flush, *args)
-        else:
-            plan = engine.plan_flush(*args)
-        return dataclasses.replace(plan, epoch=state.meta.epoch)
+        return self._flusher.schedule(target)
 
     async def flush(self, target: Target, *, dry_run: bool = False) -> FlushResult:
-        target.require_write("Flush")
-        if dry_run:
-            plan = await self._plan(target)
-            return FlushResult(plan, False, (), await target.runtime.store.meta(target.addr))
-        s, rt = self.settings, target.runtime
-        mid, strategy = rt.resource.id, rt.resource.flushing_strategy.type
-        started = time.perf_counter()
-        try:
-            async with rt.store.lock(target.addr, ttl_ms=s.flush_lock_ttl_ms,
-                                     acquire_timeout_s=s.lock_acquire_timeout) as lease:
-                waited = time.perf_counter() - started
-                self.metrics.lock_acquire(mid, waited, acquired=True, contended=waited >= LOCK_CONTENDED_S)
-                plan = await self._plan(target)
-                if not plan.remove_seqs and plan.summary is None:
-                    self.metrics.flushed(mid, strategy, "noop")
-                    return FlushResult(plan, False, (), await rt.store.meta(target.addr))
-                ttl = rt.resource.persistence.ttl_s
-                outcome: FlushOutcome = await rt.store.apply_flush(
-                    target.addr, plan, fence=lease.fence, ttl_ms=None if ttl is None else int(ttl * 1000)
-                )
-        except LockContention as exc:
-            if not isinstance(exc, FenceRejected):
-                self.metrics.lock_acquire(mid, time.perf_counter() - started, acquired=False, contended=True)
-            self.metrics.flushed(mid, strategy, status_label(exc))
-            raise
-        except Exception as exc:
-            self.metrics.flushed(mid, strategy, status_label(exc))
-            raise
-        self.metrics.flushed(mid, strategy, "ok", tokens_saved=max(0, plan.tokens_before - plan.tokens_after))
-        self.metrics.messages_evicted(mid, strategy, len(outcome.removed_seqs))
-        self.metrics.instance_tokens(mid, target.addr.instance_hash, outcome.meta.token_count,
-                                     rt.resource.persistence.ttl_s)
-        return FlushResult(plan, True, outcome.removed_seqs, outcome.meta)
+        return await self._flusher.flush(target, dry_run=dry_run)
 
     # -- reads --------------------------------------------------------------------
 
@@ -592,91 +374,13 @@ class MemoryManager:
     @property
     def watchers(self) -> int:
         """Watch streams running now (at most ``settings.max_watchers``)."""
-        return self._watchers
+        return self._watching.count
 
-    async def watch(
+    def watch(
         self, target: Target, *, after_seq: int, chunk: int, stop: asyncio.Event
     ) -> AsyncGenerator[WatchEvent, None]:
-        """Changes of one instance, read from the store at the consumer's pace.
-
-        Bounded per watcher: the generator is paced by gRPC flow control (a client that
-        stops reading stops it at its next yield), an Appended event carries at most
-        WATCH_EVENT_CHARS of content, and what a Flushed event needs (which delivered seqs
-        are still stored) is kept as runs of the seqs *missing* from the delivered range,
-        not as a set of every delivered seq. Resuming with ``after_seq`` replays what was
-        missed. At most ``settings.max_watchers`` run at once (ResourceExhausted beyond);
-        the daemon's shutdown ends every watcher with ShuttingDown (UNAVAILABLE).
-        """
-        if self._watchers >= self.settings.max_watchers:
-            raise ResourceExhausted(f"Watch: this daemon already serves {self._watchers} watchers "
-                                    "(--max-watchers); close one or retry later")
-        self._watchers += 1
-        try:
-            changes = self._changes(target, after_seq=after_seq, chunk=chunk, stop=stop)
-            async with contextlib.aclosing(changes):  # closed with the stream, not by the GC
-                async for event in changes:
-                    yield event
-        finally:
-            self._watchers -= 1
-
-    async def _changes(
-        self, target: Target, *, after_seq: int, chunk: int, stop: asyncio.Event
-    ) -> AsyncGenerator[WatchEvent, None]:
-        store, addr = target.runtime.store, target.addr
-        start = cursor = after_seq  # delivered: the stored seqs in (start, cursor] ...
-        gone: Runs = []  # ... except these (missing when read, or already reported removed)
-        limit = min(chunk, WATCH_FIRST_READ)
-        # after_seq is taken to refer to the incarnation that exists now: past its end is no Clear
-        seen = await self._watch_read(functools.partial(store.meta, addr))
-        flushes = seen.flush_count
-        while True:
-            if stop.is_set():
-                raise ShuttingDown("Watch: the daemon is shutting down; resume with after_seq")
-            # The page first, then the meta that vouches for it: an unchanged epoch (and flush
-            # count) since the last look means no Clear or flush came before the read either.
-            page = await self._watch_read(functools.partial(store.read, addr, after_seq=cursor, limit=limit))
-            meta = await self._watch_read(functools.partial(store.meta, addr))
-            absent = not meta.epoch and not meta.last_seq
-            if _wiped(seen, meta) or (absent and cursor):  # gone under the cursor: a wiped incarnation
-                start = cursor = 0
-                seen, flushes, gone, limit = meta, meta.flush_count, [], min(chunk, WATCH_FIRST_READ)
-                yield Cleared()
-                continue  # the page may be the new incarnation's: read again from 0
-            seen = meta
-            if meta.flush_count != flushes:
-                flushes = meta.flush_count
-                state = await self._watch_read(functools.partial(store.state, addr))
-                if state.meta.epoch != meta.epoch:
-                    continue  # wiped meanwhile: the next look reports it
-                missing = _gaps((m.seq for m in state.messages), start, cursor)
-                removed, gone = _minus(missing, gone), missing
-                yield Flushed(removed, state.summary)
-                continue  # the page may hold messages this flush removed: read again
-            if page:
-                n, size = _event_size(page)
-                if n < len(page):  # the rest is read again next time
-                    page = page[:n]
-                # the next read: about one event's worth at the size of these messages
-                limit = max(1, min(chunk, WATCH_EVENT_CHARS * n // max(size, 1)))
-                for run in _gaps((m.seq for m in page), cursor, page[-1].seq):
-                    if gone and gone[-1][1] + 1 == run[0]:
-                        gone[-1] = (gone[-1][0], run[1])
-                    else:
-                        gone.append(run)
-                cursor = page[-1].seq
-                yield Appended(page)
-                continue
-            waiter = asyncio.ensure_future(store.wait_for_change(addr, after_seq=cursor, timeout_s=WATCH_WAKE_S))
-            stopper = asyncio.ensure_future(stop.wait())
-            try:
-                await asyncio.wait((waiter, stopper), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for fut in (waiter, stopper):
-                    fut.cancel()
-
-    async def _watch_read(self, call: Callable[[], Awaitable[T]]) -> T:
-        async with self._watch_reads:
-            return await call()
+        """The changes of ``target``'s instance (``watching.Watchers.watch``)."""
+        return self._watching.watch(target.runtime.store, target.addr, after_seq=after_seq, chunk=chunk, stop=stop)
 
     # -- the daemon -----------------------------------------------------------------
 

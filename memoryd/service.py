@@ -31,9 +31,11 @@ from memoryd.convert import (
 )
 from memoryd.engine import summary_message
 from memoryd.errors import InvalidArgument, ShuttingDown
-from memoryd.manager import Appended, Flushed, MemoryManager, Target
+from memoryd.manager import MemoryManager
 from memoryd.models import InstanceMeta, StoredMessage
 from memoryd.status import abort
+from memoryd.targets import Target
+from memoryd.watching import Appended, Flushed
 
 log = logging.getLogger("memoryd.service")
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from memoryd_client import AsyncMemoryClient, ResourceExhaustedError, pb
 
@@ -136,9 +134,7 @@ COUNTER = counter_for_model("gpt-4o")
 
 async def settle(srv: RunningServer) -> None:
     """Wait for the flushes the appends scheduled (the manager's own tasks: no sleep)."""
-    pending = srv.server.manager._flushes
-    while pending:
-        await asyncio.gather(*list(pending.values()), return_exceptions=True)
+    await srv.server.manager.flushes_idle()
 
 
 def text_of(tokens_wanted: int, word: str = "lorem") -> str:

@@ -4,7 +4,6 @@ after every append and the flush it scheduled."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -46,9 +45,7 @@ async def serving(request: pytest.FixtureRequest, backend: str, res: MemoryResou
 
 async def settle(srv: RunningServer) -> None:
     """Wait for the flushes the appends scheduled (the manager's own tasks: no sleep)."""
-    pending = srv.server.manager._flushes
-    while pending:
-        await asyncio.gather(*list(pending.values()), return_exceptions=True)
+    await srv.server.manager.flushes_idle()
 
 
 def message(rng: random.Random, budget: int) -> dict[str, object]:

@@ -14,13 +14,14 @@ from memoryd_client import AsyncMemoryClient, ResourceExhaustedError, Unavailabl
 
 from memoryd.config.model import CircuitBreaker
 from memoryd.keys import InstanceAddr
-from memoryd.manager import WATCH_EVENT_CHARS, Appended, Cleared, MemoryManager
+from memoryd.manager import MemoryManager
 from memoryd.models import IncomingMessage, InstanceMeta, RefSpec
 from memoryd.server import Server
 from memoryd.settings import Settings
 from memoryd.store.base import MemoryStore
 from memoryd.store.embedded import EmbeddedStore
 from memoryd.store.url import open_store
+from memoryd.watching import WATCH_EVENT_CHARS, Appended, Cleared
 from tests.support import RunningServer, free_port, running_server, storage_project
 
 MEM = "default"
