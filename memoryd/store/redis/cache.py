@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from memoryd.keys import InstanceAddr
-from memoryd.models import InstanceMeta, StoredMessage
+from memoryd.models import NO_METADATA, InstanceMeta, InstanceState, NewMessage, StoredMessage
 
 
 def token_sums(messages: Sequence[StoredMessage]) -> tuple[int, int]:
@@ -104,6 +104,43 @@ class ReadCache:
         entry = self._entries.pop(addr, None)
         if entry is not None:
             self._size -= len(entry.messages)
+
+    def remember_appended(
+        self, addr: InstanceAddr, first_seq: int, now_ms: int, ids: Sequence[str], messages: Sequence[NewMessage],
+        meta: InstanceMeta,
+    ) -> None:
+        """What this daemon has just stored is exactly what a read would decode: keep it when
+        it starts the instance or continues the cached copy of the same incarnation (epoch),
+        so that reading back what one wrote (the common sidecar pattern) needs no full read.
+        A cached copy of another incarnation is dropped; anything else leaves the cache as it
+        was: every read re-validates it anyway."""
+        cached = self.get(addr)
+        if cached is None:
+            if not (first_seq == 1 and meta.message_count == len(messages) and meta.flush_count == 0):
+                return
+        elif cached.epoch != meta.epoch:
+            self.drop(addr)
+            return
+        elif cached.covered_seq != first_seq - 1 or cached.flush_count != meta.flush_count:
+            return
+        stored = [
+            StoredMessage(seq=first_seq + i, id=mid, role=m.role, content=m.content, content_type=m.content_type,
+                          priority=m.priority, effective_priority=m.effective_priority, token_count=m.token_count,
+                          created_at_ms=now_ms, metadata=dict(m.metadata) if m.metadata else NO_METADATA)
+            for i, (mid, m) in enumerate(zip(ids, messages, strict=True))
+        ]
+        if cached is None:
+            self.put(addr, CachedInstance(stored, meta.epoch, meta.flush_count, meta.last_seq))
+        elif cached.counters_match(meta, stored):
+            cached.extend(stored, meta.last_seq)
+            self.grew(len(stored))
+
+    def remember(self, addr: InstanceAddr, state: InstanceState) -> None:
+        meta = state.meta
+        if not meta.epoch:  # gone, or written only by daemons that predate epochs: not cacheable
+            self.drop(addr)
+            return
+        self.put(addr, CachedInstance(list(state.messages), meta.epoch, meta.flush_count, meta.last_seq))
 
     def _shrink(self) -> None:
         while self._size > self.max_messages and self._entries:

@@ -38,7 +38,6 @@ from memoryd.errors import (
 )
 from memoryd.keys import InstanceAddr
 from memoryd.models import (
-    NO_METADATA,
     AppendedRef,
     AppendOutcome,
     FlushOutcome,
@@ -399,7 +398,7 @@ class RedisStore:
             own = [r.id for r in refs] == ids
             return AppendOutcome(refs=refs, meta=meta, replayed=not own)
         first_seq, now_ms = int(reply[1]), int(reply[2])
-        self._remember_appended(addr, first_seq, now_ms, ids, messages, meta)
+        self._cache.remember_appended(addr, first_seq, now_ms, ids, messages, meta)
         refs = tuple(
             AppendedRef(seq=first_seq + i, id=mid, token_count=m.token_count,
                         effective_priority=m.effective_priority, created_at_ms=now_ms)
@@ -459,7 +458,7 @@ class RedisStore:
                     messages=tuple(codec.decode_entry(r) for r in rows),
                 )
                 if _counters_match(state):
-                    self._remember(addr, state)
+                    self._cache.remember(addr, state)
                     return state
         meta, summary, rows = await self._run(
             self._script("state", (keys.msgs, keys.meta, keys.summary), ()), retry=True, bulk=True
@@ -469,45 +468,8 @@ class RedisStore:
             summary=codec.decode_summary(summary),
             messages=tuple(codec.decode_entry(r) for r in rows),
         )
-        self._remember(addr, state)
+        self._cache.remember(addr, state)
         return state
-
-    def _remember_appended(
-        self, addr: InstanceAddr, first_seq: int, now_ms: int, ids: Sequence[str], messages: Sequence[NewMessage],
-        meta: InstanceMeta,
-    ) -> None:
-        """What this daemon has just stored is exactly what a read would decode: keep it when
-        it starts the instance or continues the cached copy of the same incarnation (epoch),
-        so that reading back what one wrote (the common sidecar pattern) needs no full read.
-        A cached copy of another incarnation is dropped; anything else leaves the cache as it
-        was: every read re-validates it anyway."""
-        cached = self._cache.get(addr)
-        if cached is None:
-            if not (first_seq == 1 and meta.message_count == len(messages) and meta.flush_count == 0):
-                return
-        elif cached.epoch != meta.epoch:
-            self._cache.drop(addr)
-            return
-        elif cached.covered_seq != first_seq - 1 or cached.flush_count != meta.flush_count:
-            return
-        stored = [
-            StoredMessage(seq=first_seq + i, id=mid, role=m.role, content=m.content, content_type=m.content_type,
-                          priority=m.priority, effective_priority=m.effective_priority, token_count=m.token_count,
-                          created_at_ms=now_ms, metadata=dict(m.metadata) if m.metadata else NO_METADATA)
-            for i, (mid, m) in enumerate(zip(ids, messages, strict=True))
-        ]
-        if cached is None:
-            self._cache.put(addr, CachedInstance(stored, meta.epoch, meta.flush_count, meta.last_seq))
-        elif cached.counters_match(meta, stored):
-            cached.extend(stored, meta.last_seq)
-            self._cache.grew(len(stored))
-
-    def _remember(self, addr: InstanceAddr, state: InstanceState) -> None:
-        meta = state.meta
-        if not meta.epoch:  # gone, or written only by daemons that predate epochs: not cacheable
-            self._cache.drop(addr)
-            return
-        self._cache.put(addr, CachedInstance(list(state.messages), meta.epoch, meta.flush_count, meta.last_seq))
 
     async def _revalidate(
         self, keys: InstanceKeys, cached: CachedInstance
