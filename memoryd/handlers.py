@@ -3,8 +3,7 @@ check, access log and the grpc_server_* metrics.
 
 grpc.aio server interceptors would do the same per call: grpcio awaits each
 interceptor's ``intercept_service`` and the interceptor builds a new method handler for
-every RPC. Measured with callgrind, that per-call part was small (~5k of an append's
-1,345k instructions); the wrapper's own work is ~40k either way. Here the generated
+every RPC (a small cost, docs/decisions.md, "Measured costs behind the code"). Here the generated
 ``add_*_to_server`` functions (and the reflection servicer's) register on a
 ``Listener``, a stand-in for the server that wraps each method handler once and hands
 the wrapped one to the real ``grpc.aio.Server``; unknown methods never reach a wrapper

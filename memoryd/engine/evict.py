@@ -17,9 +17,9 @@ while they fit what is left of the room and the limit; the first one that does n
 fit keeps its newest messages that do, and every less important one goes. That is
 the same selection (token counts are never negative, so "drop the oldest until it
 fits" keeps exactly the longest newest run that fits), but a read of a large instance
-costs the kept messages, not the stored ones: a 4,000-token view of 1,000 messages
-took ~0.6 ms dropping ~900 messages one by one; the whole view now takes ~0.09 ms. The step-by-step
-form above is kept as the tests' oracle (tests/unit/test_engine_properties.py).
+costs the kept messages, not the stored ones (measured: docs/decisions.md, "Measured
+costs behind the code"). The step-by-step form above is kept as the tests' oracle
+(tests/unit/test_engine_properties.py).
 """
 
 from __future__ import annotations

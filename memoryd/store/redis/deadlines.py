@@ -1,10 +1,9 @@
 """Per-call timeouts for the store's calls, kept by one timer instead of one per call.
 
 ``asyncio.timeout`` schedules a ``TimerHandle`` on the loop's heap when a call begins
-and cancels it when the call ends. Every store call does this, and under load it cost
-the daemon ~7 % of its CPU per append. That is far more than the ~6 µs it takes in
-isolation: it was measured with 16 concurrent appenders against the daemon with the
-timer removed, the daemon's CPU per append divided by the floor's, in the same runs.
+and cancels it when the call ends. Every store call does this, and under load that was
+a measurable share of the daemon's CPU per append (docs/decisions.md, "Measured costs
+behind the code").
 
 All calls guarded by one ``Deadlines`` share one timeout, so their deadlines come in
 the order the calls begin. A call registers in an insertion-ordered dict (O(1)) and
