@@ -80,6 +80,7 @@ def fill_stats(
     out.budget_tokens = budget
     out.last_seq = meta.last_seq
     out.flush_count = meta.flush_count
+    out.evicted = meta.evicted
     out.strategy = STRATEGIES.get(strategy, pb.FLUSH_STRATEGY_UNSPECIFIED)
     out.encoding = encoding
     if meta.last_flush_at_ms is not None:

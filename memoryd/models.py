@@ -109,6 +109,7 @@ class InstanceMeta:
     flush_count: int = 0
     last_flush_at_ms: int | None = None
     fence: int = 0
+    evicted: int = 0  # messages dropped by flushes without being folded (fifo)
     # The instance's identity: set when it is created, new whenever it is wiped (Clear, TTL
     # expiry, EndWorkflow) and created again; "" while it does not exist. Seqs restart at 1
     # in a new incarnation, so a seq or a counter alone cannot tell two incarnations apart.

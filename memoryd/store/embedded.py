@@ -262,6 +262,7 @@ class EmbeddedStore:
             summary_tokens=summary_tokens,
             flush_count=meta.flush_count + 1,
             last_flush_at_ms=_now_ms(),
+            evicted=meta.evicted + (len(removed) if plan.strategy == "fifo" else 0),
         )
         self._touch(inst, ttl_ms)
         self._notify(addr)

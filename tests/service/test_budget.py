@@ -229,9 +229,11 @@ async def test_regression_fifo_keeps_the_newest_message_that_fits() -> None:
         view = await context(c, "k")
         evicted = value(scrape(srv.server.ports["metrics"]), "memoryd_messages_evicted_total",
                         memory_id="chat", strategy="fifo")
+        stats = await c.stats("chat", key="k")
     assert raw and raw[-1].content == big
     assert view and view[-1].content == big and sum(m.token_count for m in view) <= 800
     assert evicted == len(acked) - len(raw) > 0  # dropping is fifo's choice: counted
+    assert stats.evicted == evicted  # ... in GetStats too (promise 4)
 
 
 async def test_regression_block_cap_shows_the_newest_tool_result_cut() -> None:

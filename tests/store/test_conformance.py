@@ -138,6 +138,17 @@ async def test_a_flush_planned_on_a_wiped_incarnation_removes_nothing(store: Mem
     assert [m.content for m in state.messages] == ["NEW a", "NEW b"] and state.summary is None
 
 
+async def test_fifo_drops_are_counted_and_folds_are_not(store: MemoryStore, addr: InstanceAddr) -> None:
+    await store.append(addr, [msg(f"m{i}") for i in range(6)])
+    async with store.lock(addr, ttl_ms=10_000, acquire_timeout_s=5) as lease:
+        await store.apply_flush(addr, replace(plan([1, 2]), strategy="fifo"), fence=lease.fence)
+    async with store.lock(addr, ttl_ms=10_000, acquire_timeout_s=5) as lease:
+        await store.apply_flush(addr, plan([3], Summary("s", 2, 3, 0)), fence=lease.fence)
+    meta = await store.meta(addr)
+    assert meta.evicted == 2 and meta.message_count == 3
+    assert (await store.state(addr)).meta.evicted == 2
+
+
 async def test_pinned_cap_refuses_whole_batch(store: MemoryStore, addr: InstanceAddr) -> None:
     await store.append(addr, [pinned("sys", tokens=10)], pinned_cap=15)
     with pytest.raises(PinnedTierFull):

@@ -102,7 +102,7 @@ def _int(v: Any) -> int:
 
 def decode_meta(values: Sequence[Any]) -> InstanceMeta:
     """The HMGET reply of ``layout.META_FIELDS`` (missing fields are None)."""
-    v = dict(zip(META_FIELDS, values, strict=True))
+    v = dict(zip(META_FIELDS, values, strict=True))  # every field but these two is a count
     last_flush, epoch = v.pop("last_flush_at_ms"), v.pop("epoch")
     return InstanceMeta(
         **{name: 0 if x is None else int(x) for name, x in v.items()},

@@ -42,6 +42,7 @@ META_FIELDS = (
     "last_flush_at_ms",
     "fence",
     "epoch",
+    "evicted",
 )
 SUMMARY_FIELDS = ("content", "token_count", "through_seq", "updated_at_ms")
 

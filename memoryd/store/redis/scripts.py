@@ -146,7 +146,8 @@ return {$APPEND_STORED, last + 1, now_ms, meta()}
 """)
 
 # ARGV: fence, ttl_ms, has_summary ('1'/'0'), summary content, summary tokens, through_seq,
-# updated_at_ms, epoch the plan was made from ('' = not checked), then the seqs to remove.
+# updated_at_ms, epoch the plan was made from ('' = not checked), '1' when the removed
+# messages are dropped unfolded (fifo: counted in meta.evicted), then the seqs to remove.
 # Reply: ``ApplyFlushReply``.
 APPLY_FLUSH = _script(_PRELUDE + """
 if redis.call('EXISTS', KEYS[2]) == 0 then return {$FLUSH_GONE} end
@@ -156,7 +157,7 @@ local cur = redis.call('HGET', KEYS[2], 'fence')
 if (not cur) or tonumber(cur) ~= tonumber(ARGV[1]) then return {$FLUSH_STALE_FENCE, cur or '0'} end
 local removed = {}
 local rm_pinned, rm_recent = 0, 0
-for i = 9, #ARGV do
+for i = 10, #ARGV do
   local id = ARGV[i] .. '-0'
   local e = redis.call('XRANGE', KEYS[1], id, id)
   if e[1] then
@@ -174,6 +175,7 @@ if #removed > 0 then
   redis.call('HINCRBY', KEYS[2], 'message_count', string.format('%d', 0 - #removed))
   redis.call('HINCRBY', KEYS[2], 'pinned_tokens', string.format('%d', 0 - rm_pinned))
   redis.call('HINCRBY', KEYS[2], 'recent_tokens', string.format('%d', 0 - rm_recent))
+  if ARGV[9] == '1' then redis.call('HINCRBY', KEYS[2], 'evicted', string.format('%d', #removed)) end
 end
 if ARGV[3] == '1' then
   redis.call('DEL', KEYS[3])

@@ -524,6 +524,7 @@ class RedisStore:
             s.through_seq if s is not None else 0,
             s.updated_at_ms if s is not None else 0,
             plan.epoch,
+            "1" if plan.strategy == "fifo" else "0",
             *plan.remove_seqs,
         ]
         reply = await self._run(self._script("apply_flush", keys.data, args))

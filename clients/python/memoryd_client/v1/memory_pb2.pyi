@@ -602,6 +602,7 @@ class InstanceStats(_message.Message):
     LAST_FLUSH_AT_FIELD_NUMBER: _builtins.int
     STRATEGY_FIELD_NUMBER: _builtins.int
     ENCODING_FIELD_NUMBER: _builtins.int
+    EVICTED_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     """Stable instance id: "<project>/<memory_id>/<sanitised key>". It contains the key:
     daemons log only a hash of it.
@@ -626,6 +627,10 @@ class InstanceStats(_message.Message):
     """The resource's flushing strategy."""
     encoding: _builtins.str
     """The tiktoken encoding used for counting (e.g. "o200k_base")."""
+    evicted: _builtins.int
+    """Messages dropped without being folded into the summary (the fifo strategy drops by
+    choice; hybrid_summary folds and never counts here), since the instance was created.
+    """
     @_builtins.property
     def last_flush_at(self) -> _timestamp_pb2.Timestamp:
         """Time of the last applied flush (unset: never)."""
@@ -645,10 +650,11 @@ class InstanceStats(_message.Message):
         last_flush_at: _timestamp_pb2.Timestamp | None = ...,
         strategy: Global___FlushStrategy.ValueType = ...,
         encoding: _builtins.str = ...,
+        evicted: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_flush_at", b"last_flush_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_tokens", b"budget_tokens", "encoding", b"encoding", "flush_count", b"flush_count", "instance_id", b"instance_id", "last_flush_at", b"last_flush_at", "last_seq", b"last_seq", "message_count", b"message_count", "pinned_tokens", b"pinned_tokens", "recent_tokens", b"recent_tokens", "strategy", b"strategy", "summary_tokens", b"summary_tokens", "token_count", b"token_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_tokens", b"budget_tokens", "encoding", b"encoding", "evicted", b"evicted", "flush_count", b"flush_count", "instance_id", b"instance_id", "last_flush_at", b"last_flush_at", "last_seq", b"last_seq", "message_count", b"message_count", "pinned_tokens", b"pinned_tokens", "recent_tokens", b"recent_tokens", "strategy", b"strategy", "summary_tokens", b"summary_tokens", "token_count", b"token_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

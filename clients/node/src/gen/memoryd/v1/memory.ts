@@ -503,6 +503,11 @@ export interface InstanceStats {
   strategy: FlushStrategy;
   /** The tiktoken encoding used for counting (e.g. "o200k_base"). */
   encoding: string;
+  /**
+   * Messages dropped without being folded into the summary (the fifo strategy drops by
+   * choice; hybrid_summary folds and never counts here), since the instance was created.
+   */
+  evicted: bigint;
 }
 
 export interface GetStatsResponse {
@@ -2140,6 +2145,7 @@ function createBaseInstanceStats(): InstanceStats {
     lastFlushAt: undefined,
     strategy: 0,
     encoding: "",
+    evicted: 0n,
   };
 }
 
@@ -2204,6 +2210,12 @@ export const InstanceStats: MessageFns<InstanceStats> = {
     }
     if (message.encoding !== "") {
       writer.uint32(98).string(message.encoding);
+    }
+    if (message.evicted !== 0n) {
+      if (BigInt.asUintN(64, message.evicted) !== message.evicted) {
+        throw new globalThis.Error("value provided for field message.evicted of type uint64 too large");
+      }
+      writer.uint32(104).uint64(message.evicted);
     }
     return writer;
   },
@@ -2317,6 +2329,14 @@ export const InstanceStats: MessageFns<InstanceStats> = {
             message.encoding = reader.string();
             continue;
           }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.evicted = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2379,6 +2399,7 @@ export const InstanceStats: MessageFns<InstanceStats> = {
         : undefined,
       strategy: isSet(object.strategy) ? flushStrategyFromJSON(object.strategy) : 0,
       encoding: isSet(object.encoding) ? globalThis.String(object.encoding) : "",
+      evicted: isSet(object.evicted) ? BigInt(object.evicted) : 0n,
     };
   },
 
@@ -2420,6 +2441,9 @@ export const InstanceStats: MessageFns<InstanceStats> = {
     if (message.encoding !== "") {
       obj.encoding = message.encoding;
     }
+    if (message.evicted !== 0n) {
+      obj.evicted = message.evicted.toString();
+    }
     return obj;
   },
 
@@ -2456,6 +2480,7 @@ export const InstanceStats: MessageFns<InstanceStats> = {
       : undefined;
     message.strategy = object.strategy ?? 0;
     message.encoding = object.encoding ?? "";
+    message.evicted = (object.evicted !== undefined && object.evicted !== null) ? BigInt(object.evicted) : 0n;
     return message;
   },
 };
