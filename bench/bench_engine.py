@@ -19,17 +19,27 @@ import random
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from memoryd import tokens
 from memoryd.config.model import FlushingStrategy, MemoryResource, PriorityBlock
-from memoryd.engine import compute_budget, context_view, effective_priority, plan_flush, recount
-from memoryd.models import InstanceMeta, InstanceState, StoredMessage
+from memoryd.engine import compute_budget, context_view, effective_priority, plan_flush
+from memoryd.models import InstanceMeta, InstanceState, StoredMessage, Summary
 
 TEXT = (
     "The customer asked whether the refund for order 48213 was processed; the agent checked "
     "the ledger and confirmed it on 2024-05-02. Привет, мир! 你好，世界。 Grüße 🙂👍🏽 "
 )
+
+
+def recount(base: InstanceMeta, msgs: Sequence[StoredMessage], summary: Summary | None) -> InstanceMeta:
+    """Counters of ``msgs`` and ``summary`` (what a store keeps beside them)."""
+    pinned = sum(m.token_count for m in msgs if m.pinned)
+    return replace(base, message_count=len(msgs), pinned_tokens=pinned,
+                   recent_tokens=sum(m.token_count for m in msgs) - pinned,
+                   summary_tokens=summary.token_count if summary else 0,
+                   last_seq=max([base.last_seq, *(m.seq for m in msgs)]))
 
 
 def _sample(size: int) -> str:
@@ -201,7 +211,7 @@ def fact_retention(cap: int) -> tuple[int, int, int, int, list[float]]:
     """Fold the fact chat as the daemon would (B = 3,000, hybrid_summary, a flush when
     due); (folds, facts in the final CONTEXT view, facts, summary tokens, fold seconds).
     tests/unit/test_engine_rules.py holds the result to the promise's target."""
-    from memoryd.engine import apply_plan, needs_flush
+    from memoryd.engine import needs_flush
 
     counter = tokens.counter_for_model("gpt-4o")
     count = functools.partial(counter.count_message, "system")
@@ -219,7 +229,10 @@ def fact_retention(cap: int) -> tuple[int, int, int, int, list[float]]:
             t0 = time.perf_counter()
             plan = plan_flush(state, res, budget, count, seq)
             times.append(time.perf_counter() - t0)
-            state = apply_plan(state, plan, now_ms=seq)
+            kept = tuple(x for x in state.messages if x.seq not in set(plan.remove_seqs))
+            summary = plan.summary or state.summary  # what a store's apply-flush leaves
+            state = InstanceState(replace(recount(state.meta, kept, summary), flush_count=state.meta.flush_count + 1),
+                                  summary, kept)
     view = context_view(state, budget, count=counter.count_message)
     text = "\n".join(v.content for v in view.messages)
     return len(times), sum(f in text for f in facts), len(facts), state.meta.summary_tokens, times

@@ -4,17 +4,13 @@ No I/O, no asyncio, no tokenizer: token counts arrive with the messages, and the
 summariser receives a ``count`` callable. Rules and decisions: docs/tokens-and-budget.md.
 """
 
-from memoryd.engine.apply import apply_plan, recount
 from memoryd.engine.budget import (
     MIN_RECENT_TOKENS,
     MIN_SUMMARY_TOKENS,
     Budget,
     budget_problems,
-    check_message_fits,
     check_oversize,
-    check_pinned_append,
     compute_budget,
-    message_ceiling,
     message_room,
 )
 from memoryd.engine.evict import select_evictions
@@ -28,19 +24,14 @@ __all__ = [
     "MIN_SUMMARY_TOKENS",
     "Budget",
     "ContextView",
-    "apply_plan",
     "budget_problems",
-    "check_message_fits",
     "check_oversize",
-    "check_pinned_append",
     "compute_budget",
     "context_view",
     "effective_priority",
-    "message_ceiling",
     "message_room",
     "needs_flush",
     "plan_flush",
-    "recount",
     "select_evictions",
     "summarize",
     "summary_message",

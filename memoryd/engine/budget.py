@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from memoryd.config.model import MemoryResource
-from memoryd.errors import ConfigError, PinnedTierFull, ResourceExhausted
+from memoryd.errors import ConfigError, ResourceExhausted
 from memoryd.models import PINNED_PRIORITY
 
 MIN_RECENT_TOKENS = 64
@@ -181,33 +181,3 @@ def check_oversize(budget: Budget, sizes: list[tuple[int, int, int]], pinned_tok
                 f"messages[{index}]: {token_count} tokens, more than the {room} tokens of room a context view "
                 f"has for it (oversize: reject); nothing was stored"
             )
-
-
-def check_pinned_append(budget: Budget, pinned_tokens: int, adding: int) -> None:
-    """Raise PinnedTierFull when ``adding`` pinned tokens would overflow the pinned cap.
-
-    The stores apply the same rule atomically (``pinned_cap`` argument of append); this
-    lets the manager refuse a batch before touching the store.
-    """
-    if adding > 0 and pinned_tokens + adding > budget.pinned_cap:
-        raise PinnedTierFull(
-            f"pinned tier full: {pinned_tokens} + {adding} pinned tokens exceed the cap of {budget.pinned_cap}"
-        )
-
-
-def message_ceiling(budget: Budget, effective_priority: int) -> int:
-    """The largest token count a single message of this priority can have and still
-    appear in a context view (its tier cap, and its block cap)."""
-    if effective_priority == PINNED_PRIORITY:
-        return budget.pinned_cap
-    return min(budget.recent_cap, budget.block_caps.get(effective_priority, budget.recent_cap))
-
-
-def check_message_fits(budget: Budget, effective_priority: int, token_count: int, field: str = "messages") -> None:
-    """Raise ResourceExhausted for a message that could never be part of a context view."""
-    ceiling = message_ceiling(budget, effective_priority)
-    if token_count > ceiling:
-        raise ResourceExhausted(
-            f"{field}: message of {token_count} tokens exceeds the {ceiling} tokens its tier "
-            f"(priority {effective_priority}) can hold"
-        )

@@ -19,20 +19,18 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from memoryd import tokens
 from memoryd.config.model import FlushingStrategy, MemoryResource, PriorityBlock, TokenAllocation
 from memoryd.engine import (
-    apply_plan,
     budget_problems,
     check_oversize,
-    check_pinned_append,
     compute_budget,
     context_view,
     effective_priority,
     needs_flush,
     plan_flush,
-    recount,
 )
 from memoryd.engine.view import newest_room
 from memoryd.errors import InvalidArgument, ResourceExhausted
 from memoryd.models import InstanceMeta, InstanceState, Kind, StoredMessage
+from tests.engine_apply import apply_plan, recount
 from tests.promises import is_cut_of, named, unaccounted
 from tests.unit.test_engine_properties import reference_evictions
 
@@ -129,8 +127,10 @@ class Promises(RuleBasedStateMachine):
                 token_count=COUNT_MSG(role, content), created_at_ms=seq,
             ))
         try:  # what the manager and the store check before anything is stored
-            check_pinned_append(self.budget, self.state.meta.pinned_tokens,
-                                sum(m.token_count for m in batch if m.pinned))
+            adding = sum(m.token_count for m in batch if m.pinned)  # the store's pinned_cap check
+            if adding and self.budget.pinned_cap is not None and \
+                    self.state.meta.pinned_tokens + adding > self.budget.pinned_cap:
+                raise ResourceExhausted("pinned tier full")
             if self.res.oversize == "reject":
                 check_oversize(self.budget, [(i, m.effective_priority, m.token_count) for i, m in enumerate(batch)],
                                self.state.meta.pinned_tokens)

@@ -14,19 +14,18 @@ from memoryd import tokens
 from memoryd.config.model import FlushingStrategy, MemoryResource, PriorityBlock, TokenAllocation
 from memoryd.engine import (
     Budget,
-    apply_plan,
     budget_problems,
     compute_budget,
     context_view,
     effective_priority,
     needs_flush,
     plan_flush,
-    recount,
     select_evictions,
 )
 from memoryd.engine.evict import select_kept
 from memoryd.errors import InvalidArgument
 from memoryd.models import InstanceMeta, InstanceState, Kind, StoredMessage, Summary
+from tests.engine_apply import apply_plan, recount
 
 COUNT_MSG = tokens.counter_for_model("gpt-4o").count_message
 COUNT = functools.partial(COUNT_MSG, "system")

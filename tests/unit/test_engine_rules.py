@@ -11,19 +11,14 @@ from memoryd import tokens
 from memoryd.config.model import FlushingStrategy, MemoryResource, PriorityBlock, TokenAllocation
 from memoryd.engine import (
     Budget,
-    apply_plan,
     budget_problems,
-    check_message_fits,
     check_oversize,
-    check_pinned_append,
     compute_budget,
     context_view,
     effective_priority,
-    message_ceiling,
     message_room,
     needs_flush,
     plan_flush,
-    recount,
     select_evictions,
     summarize,
 )
@@ -37,7 +32,10 @@ from memoryd.errors import (
     ResourceExhausted,
     Status,
 )
-from memoryd.models import InstanceMeta, InstanceState, Kind, StoredMessage, Summary
+from memoryd.keys import InstanceAddr
+from memoryd.models import InstanceMeta, InstanceState, Kind, NewMessage, StoredMessage, Summary
+from memoryd.store.embedded import EmbeddedStore
+from tests.engine_apply import apply_plan, recount
 from tests.promises import MARKER, named, unaccounted
 
 COUNT = functools.partial(tokens.counter_for_model("gpt-4o").count_message, "system")
@@ -168,25 +166,23 @@ def test_flush_threshold_rounds_up() -> None:
     assert compute_budget(res, None).flush_at == 750  # ceil(749.25)
 
 
-def test_pinned_cap_boundary_for_resource_exhausted() -> None:
+async def test_pinned_cap_boundary_for_resource_exhausted() -> None:
+    """The cap the budget computes is the one the store enforces (the manager passes
+    ``budget.pinned_cap`` with every append): exactly at the cap is allowed, one more is not."""
     block0 = (PriorityBlock(priority=0, content_types=("policy",), max_tokens=40),)
     b = compute_budget(resource(priority_blocks=block0), None)
-    check_pinned_append(b, 30, 10)  # exactly at the cap is allowed
-    check_pinned_append(b, 45, 0)  # adding nothing pinned never fails
+    assert b.pinned_cap == 40
+    store, addr = EmbeddedStore(), InstanceAddr("p", "r", "k")
+
+    def pinned(tokens: int) -> NewMessage:
+        return NewMessage("system", "policy", "policy", 0, 0, tokens)
+
+    await store.append(addr, [pinned(30)], pinned_cap=b.pinned_cap)
+    await store.append(addr, [pinned(10)], pinned_cap=b.pinned_cap)  # exactly at the cap
     with pytest.raises(PinnedTierFull) as exc:
-        check_pinned_append(b, 30, 11)
+        await store.append(addr, [pinned(1)], pinned_cap=b.pinned_cap)
     assert exc.value.status is Status.RESOURCE_EXHAUSTED
     assert "40" in exc.value.message
-
-
-def test_message_ceiling() -> None:
-    alloc = TokenAllocation(system=0.2, short_term=0.5, long_term=0.3)
-    blocks = (PriorityBlock(priority=7, content_types=("tool_result",), max_tokens=30),)
-    b = compute_budget(resource(token_allocation=alloc, priority_blocks=blocks), None)
-    assert (message_ceiling(b, 0), message_ceiling(b, 5), message_ceiling(b, 7)) == (20, 50, 30)
-    check_message_fits(b, 7, 30)
-    with pytest.raises(ResourceExhausted, match="31 tokens"):
-        check_message_fits(b, 7, 31)
 
 
 # -- the eviction rule -----------------------------------------------------------------

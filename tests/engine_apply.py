@@ -1,4 +1,5 @@
-"""Apply a FlushPlan to an InstanceState, purely (the embedded store and tests use it).
+"""Apply a FlushPlan to an InstanceState, purely: the tests' model of what a store's
+apply-flush must leave (the stores themselves apply plans atomically, in Lua or in process).
 
 Counters are recomputed from the content, never adjusted, so they cannot drift.
 Idempotent: seqs already gone are skipped, and ``flush_count`` / ``last_flush_at_ms``
