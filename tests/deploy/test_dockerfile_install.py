@@ -141,8 +141,9 @@ def test_lock_pins_every_declared_dependency_with_hashes() -> None:
     lock = read_lock()
     assert "scripts/lock_requirements.sh" in LOCK.read_text().splitlines()[1]
     assert [ln for ln in (REPO / "requirements.in").read_text().splitlines() if not ln.startswith("#")] == [
-        "./clients/python", "."]
-    declared = [*tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"],
+        "./clients/python", ".[otel]"]  # the image can trace (the otel extra), off by default
+    daemon = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = [*daemon["dependencies"], *daemon["optional-dependencies"]["otel"],
                 *tomllib.loads((REPO / "clients" / "python" / "pyproject.toml").read_text())["project"]["dependencies"]]
     for dep in map(Requirement, declared):
         name = canonicalize_name(dep.name)
