@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from memoryd import engine, tokens, tracing
-from memoryd.config.model import Project
-from memoryd.config.resolve import ResolvedRef, effective_settings, resolve_agent, resolve_direct, resolve_reference
+from memoryd.config.model import Project, effective_settings
+from memoryd.config.resolve import ResolvedRef, resolve_agent, resolve_direct, resolve_reference
 from memoryd.engine import ContextView
 from memoryd.errors import (
     ConfigError,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,9 @@ from memoryd.config.model import (
     Project,
     TokenAllocation,
 )
+from memoryd.config.rules import Entry, check_resource_fields, get
 from memoryd.config.schema import (
     ACCESS,
-    ALLOCATION_TOLERANCE,
     CIRCUIT_BREAKER,
     DEFAULT_MAX_TOKENS,
     FLUSHING_STRATEGY,
@@ -51,27 +50,6 @@ RESOURCE_DIR = "memories"
 _RESOURCE = Obj(RESOURCE_FIELDS)
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    """A validated mapping, where it came from, and the checker holding its lines."""
-
-    values: dict[str, Any]
-    base: str  # field path of the mapping ("" for a whole resource file)
-    checker: Checker
-
-    def path(self, *names: str) -> str:
-        return ".".join(n for n in (self.base, *names) if n).replace(".[", "[")
-
-    def line(self, *names: str) -> int | None:
-        return self.checker.line_of(self.path(*names), self.checker.line_of(self.base))
-
-    def report(self, names: tuple[str, ...], message: str, line: int | None = None) -> None:
-        self.checker.report(line if line is not None else self.line(*names), self.path(*names), message)
-
-    def where(self) -> str:
-        return f"{self.checker.file}:{self.line('id')}"
-
-
 def project_file_path(path: str | os.PathLike[str]) -> Path:
     """``path`` itself, or ``<path>/memoryd.yaml`` when ``path`` is a directory."""
     p = Path(path)
@@ -84,21 +62,21 @@ def load_project(path: str | os.PathLike[str]) -> Project:
     problems: list[Problem] = []
     main = Checker(str(project_file), problems)
     doc = _check_file(main, PROJECT_FILE)
-    entries: list[_Entry] = []
+    entries: list[Entry] = []
     for i, values in enumerate(doc.get("memories", ())):
         if values is not INVALID:
-            entries.append(_Entry(values, f"memories[{i}]", main))
+            entries.append(Entry(values, f"memories[{i}]", main))
     files = [str(project_file)]
     for resource_file in _resource_files(project_file.parent / RESOURCE_DIR):
         checker = Checker(str(resource_file), problems)
         files.append(checker.file)
         values = _check_file(checker, RESOURCE_FILE)
         if values:
-            entries.append(_Entry(values, "", checker))
+            entries.append(Entry(values, "", checker))
     resources = _unique(entries, "memory")
     for entry in entries:
         _check_resource(entry)
-    agent_entries = [_Entry(v, f"agents[{i}]", main) for i, v in enumerate(doc.get("agents", ()))
+    agent_entries = [Entry(v, f"agents[{i}]", main) for i, v in enumerate(doc.get("agents", ()))
                      if v is not INVALID]
     agents = _unique(agent_entries, "agent")
     for entry in agent_entries:
@@ -148,9 +126,9 @@ def _resource_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def _unique(entries: list[_Entry], what: str) -> dict[str, _Entry]:
+def _unique(entries: list[Entry], what: str) -> dict[str, Entry]:
     """Index entries by id, reporting every duplicate against its first definition."""
-    out: dict[str, _Entry] = {}
+    out: dict[str, Entry] = {}
     for entry in entries:
         ident = entry.values.get("id")
         if ident is None:
@@ -162,8 +140,8 @@ def _unique(entries: list[_Entry], what: str) -> dict[str, _Entry]:
     return out
 
 
-def _check_resource(e: _Entry) -> None:
-    _check_resource_fields(e)
+def _check_resource(e: Entry) -> None:
+    check_resource_fields(e)
     v = e.values
     prefix = e.path()
     if "id" in v and not any(p.file == e.checker.file and (not prefix or p.path == prefix
@@ -175,7 +153,7 @@ def _check_resource(e: _Entry) -> None:
             e.report(names, message, line=e.checker.line_of(e.path(*names)) or _nearest_line(e, names))
 
 
-def _nearest_line(e: _Entry, names: tuple[str, ...]) -> int | None:
+def _nearest_line(e: Entry, names: tuple[str, ...]) -> int | None:
     """The line of the closest given field on ``names``' path, else of the budget."""
     for n in range(len(names) - 1, 0, -1):
         line = e.checker.line_of(e.path(*names[:n]))
@@ -184,60 +162,7 @@ def _nearest_line(e: _Entry, names: tuple[str, ...]) -> int | None:
     return e.line("max_tokens") if "max_tokens" in e.values else e.line("max_context_ratio")
 
 
-def _check_resource_fields(e: _Entry) -> None:
-    v = e.values
-    if "max_tokens" in v and "max_context_ratio" in v:
-        e.report(("max_context_ratio",), "give max_tokens or max_context_ratio, not both")
-    if "max_context_ratio" in v and "model" not in v:
-        e.report(("max_context_ratio",), "max_context_ratio needs `model` (whose context window it scales)")
-    elif "max_context_ratio" in v and context_window(v["model"]) is None:
-        e.report(("model",), f"the context window of model {v['model']!r} is unknown, so max_context_ratio "
-                             "cannot be applied; give max_tokens instead")
-    allocation = v.get("token_allocation", {})
-    if len(allocation) == 3:
-        total = sum(allocation.values())
-        if abs(total - 1.0) > ALLOCATION_TOLERANCE:
-            e.report(("token_allocation",), f"system + short_term + long_term must sum to 1 "
-                                            f"(±{ALLOCATION_TOLERANCE}), got {total:g}")
-    _check_blocks(e)
-    flushing = v.get("flushing_strategy", {})
-    if _get(FLUSHING_STRATEGY, flushing, "type") == "hybrid_summary":
-        if allocation.get("long_term") == 0:
-            e.report(("token_allocation", "long_term"),
-                     "hybrid_summary needs room for the summary: long_term must be > 0 (or use fifo)")
-        summary = _get(FLUSHING_STRATEGY, flushing, "summary_tokens")
-        if "max_tokens" in v and summary >= v["max_tokens"]:
-            given = "" if "summary_tokens" in flushing else ", the default"
-            e.report(("flushing_strategy", "summary_tokens"),
-                     f"summary_tokens ({summary}{given}) must be smaller than max_tokens ({v['max_tokens']}); "
-                     "lower summary_tokens or use type: fifo",
-                     line=e.line("flushing_strategy", "summary_tokens") if "summary_tokens" in flushing
-                     else e.line("max_tokens"))
-
-
-def _check_blocks(e: _Entry) -> None:
-    priorities: dict[int, int] = {}
-    content_types: dict[str, int] = {}
-    for i, block in enumerate(e.values.get("priority_blocks", ())):
-        if block is INVALID:
-            continue
-        where = f"priority_blocks[{i}]"
-        priority = block.get("priority")
-        if priority is not None:
-            if priority in priorities:
-                e.report((where, "priority"),
-                         f"duplicate priority {priority} (also in priority_blocks[{priorities[priority]}])")
-            priorities.setdefault(priority, i)
-        for ct in block.get("content_types", ()):
-            if ct is INVALID:
-                continue
-            if ct in content_types and content_types[ct] != i:
-                e.report((where, "content_types"),
-                         f"content type {ct!r} is already in priority_blocks[{content_types[ct]}]")
-            content_types.setdefault(ct, i)
-
-
-def _check_agent(e: _Entry, resources: dict[str, _Entry]) -> None:
+def _check_agent(e: Entry, resources: dict[str, Entry]) -> None:
     v = e.values
     if any(e.checker.invalid(e.path(n), v, n) for n in ("memory", "memories")):
         return  # already reported; level rules would only add noise
@@ -269,7 +194,7 @@ def _check_agent(e: _Entry, resources: dict[str, _Entry]) -> None:
         e.report(("memory_key",), "the agent references no memory (add `memory: <id>` or remove memory_key)")
 
 
-def _check_level2(e: _Entry, memory: Any, key: Any) -> None:
+def _check_level2(e: Entry, memory: Any, key: Any) -> None:
     if memory is not True:
         got = "missing" if memory is None else f"got memory: {_yaml_scalar(memory)}"
         e.report(("memory",), f"a list of memory ids (Level 2) requires `memory: true` ({got})",
@@ -278,7 +203,7 @@ def _check_level2(e: _Entry, memory: Any, key: Any) -> None:
         e.report(("memory_key",), "is required with a list of memory ids (Level 2)", line=e.line())
 
 
-def _check_level3(e: _Entry, memory: Any, key: Any) -> None:
+def _check_level3(e: Entry, memory: Any, key: Any) -> None:
     if memory is not None and memory is not True:
         e.report(("memory",), f"`memory: {_yaml_scalar(memory)}` cannot be combined with a list of references "
                               "(Level 3)")
@@ -290,7 +215,7 @@ def _yaml_scalar(value: Any) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
-def _check_known(e: _Entry, names: tuple[str, ...], memory_id: str, resources: dict[str, _Entry]) -> None:
+def _check_known(e: Entry, names: tuple[str, ...], memory_id: str, resources: dict[str, Entry]) -> None:
     if memory_id in resources:
         return
     close = difflib.get_close_matches(memory_id, list(resources), n=1, cutoff=0.6)
@@ -299,7 +224,7 @@ def _check_known(e: _Entry, names: tuple[str, ...], memory_id: str, resources: d
     e.checker.report(e.checker.line_of(path, e.line()), path, f"unknown memory {memory_id!r}{hint}")
 
 
-def _check_no_duplicate_refs(e: _Entry, refs: list[Any]) -> None:
+def _check_no_duplicate_refs(e: Entry, refs: list[Any]) -> None:
     seen: set[str] = set()
     for i, ref in enumerate(refs):
         rid = ref.get("id") if isinstance(ref, dict) else ref
@@ -309,12 +234,6 @@ def _check_no_duplicate_refs(e: _Entry, refs: list[Any]) -> None:
             path = e.path("memories", f"[{i}]")
             e.checker.report(e.checker.line_of(path, e.line()), path, f"memory {rid!r} is referenced twice")
         seen.add(rid)
-
-
-def _get(schema: Obj, values: dict[str, Any], name: str) -> Any:
-    spec = schema.get(name)
-    assert spec is not None, name
-    return values.get(name, spec.default)
 
 
 def _build_resource(v: dict[str, Any]) -> MemoryResource:
@@ -328,40 +247,40 @@ def _build_resource(v: dict[str, Any]) -> MemoryResource:
         max_tokens = DEFAULT_MAX_TOKENS
     return MemoryResource(
         id=v["id"],
-        description=_get(_RESOURCE, v, "description"),
-        type=_get(_RESOURCE, v, "type"),
+        description=get(_RESOURCE, v, "description"),
+        type=get(_RESOURCE, v, "type"),
         max_tokens=max_tokens,
         max_context_ratio=v.get("max_context_ratio"),
         model=v.get("model"),
         message_limit=v.get("message_limit"),
-        default_priority=_get(_RESOURCE, v, "default_priority"),
+        default_priority=get(_RESOURCE, v, "default_priority"),
         token_allocation=TokenAllocation(**allocation) if allocation else None,
         priority_blocks=tuple(
             PriorityBlock(b["priority"], tuple(b["content_types"]), b.get("max_tokens"))
             for b in v.get("priority_blocks", ())
         ),
         flushing_strategy=FlushingStrategy(
-            type=_get(FLUSHING_STRATEGY, flushing, "type"),
-            summarize_threshold=_get(FLUSHING_STRATEGY, flushing, "summarize_threshold"),
-            summary_tokens=_get(FLUSHING_STRATEGY, flushing, "summary_tokens"),
-            summarize_oldest_percent=_get(FLUSHING_STRATEGY, flushing, "summarize_oldest_percent"),
+            type=get(FLUSHING_STRATEGY, flushing, "type"),
+            summarize_threshold=get(FLUSHING_STRATEGY, flushing, "summarize_threshold"),
+            summary_tokens=get(FLUSHING_STRATEGY, flushing, "summary_tokens"),
+            summarize_oldest_percent=get(FLUSHING_STRATEGY, flushing, "summarize_oldest_percent"),
         ),
         persistence=Persistence(
             type=persistence.get("type"),
-            ttl_s=_get(PERSISTENCE, persistence, "ttl"),  # None when the file says `never`
+            ttl_s=get(PERSISTENCE, persistence, "ttl"),  # None when the file says `never`
             circuit_breaker=CircuitBreaker(
-                timeout_s=_get(CIRCUIT_BREAKER, breaker, "timeout"),
-                max_failures=_get(CIRCUIT_BREAKER, breaker, "max_failures"),
-                reset_timeout_s=_get(CIRCUIT_BREAKER, breaker, "reset_timeout"),
+                timeout_s=get(CIRCUIT_BREAKER, breaker, "timeout"),
+                max_failures=get(CIRCUIT_BREAKER, breaker, "max_failures"),
+                reset_timeout_s=get(CIRCUIT_BREAKER, breaker, "reset_timeout"),
             ),
         ),
         privacy_policy=PrivacyPolicy(
-            redact_patterns=tuple(_get(PRIVACY_POLICY, privacy, "redact_patterns")),
-            non_persistable_message_types=tuple(_get(PRIVACY_POLICY, privacy, "non_persistable_message_types")),
-            default_redaction_string=_get(PRIVACY_POLICY, privacy, "default_redaction_string"),
+            redact_patterns=tuple(get(PRIVACY_POLICY, privacy, "redact_patterns")),
+            non_persistable_message_types=tuple(get(PRIVACY_POLICY, privacy, "non_persistable_message_types")),
+            default_redaction_string=get(PRIVACY_POLICY, privacy, "default_redaction_string"),
         ),
-        direct_access=_get(ACCESS, v.get("access", {}), "direct"),
-        oversize=_get(_RESOURCE, v, "oversize"),
+        direct_access=get(ACCESS, v.get("access", {}), "direct"),
+        oversize=get(_RESOURCE, v, "oversize"),
     )
 
 
@@ -370,7 +289,7 @@ def _build_agent(v: dict[str, Any]) -> Agent:
     memory = v.get("memory")
     if refs and isinstance(refs[0], dict):
         level = 3
-        references = tuple(MemoryReference(r["id"], _get(REFERENCE, r, "mode"), r["key"]) for r in refs)
+        references = tuple(MemoryReference(r["id"], get(REFERENCE, r, "mode"), r["key"]) for r in refs)
     elif refs:
         level = 2
         references = tuple(MemoryReference(rid, "read-write", v["memory_key"]) for rid in refs)

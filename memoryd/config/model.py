@@ -7,7 +7,7 @@ The YAML loader (``memoryd.config.loader``) produces these from the one schema
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 AccessMode = Literal["read-write", "read-only"]
 DirectAccess = Literal["read-write", "read-only", "deny"]
@@ -130,3 +130,47 @@ def default_project() -> Project:
     """The built-in project served when no --config is given: one resource, direct keys."""
     res = MemoryResource(id=DEFAULT_RESOURCE_ID, description="built-in default memory", max_tokens=8000)
     return Project(id="default", resources={res.id: res}, agents={})
+
+
+def effective_settings(resource: MemoryResource) -> dict[str, Any]:
+    """Every setting of ``resource`` after defaults, named as in the YAML (durations in seconds)."""
+    fs, ps, pp = resource.flushing_strategy, resource.persistence, resource.privacy_policy
+    cb = ps.circuit_breaker
+    ta = resource.token_allocation
+    return {
+        "id": resource.id,
+        "description": resource.description,
+        "type": resource.type,
+        "max_tokens": resource.max_tokens,
+        "max_context_ratio": resource.max_context_ratio,
+        "model": resource.model,
+        "message_limit": resource.message_limit,
+        "default_priority": resource.default_priority,
+        "token_allocation": None if ta is None else {
+            "system": ta.system, "short_term": ta.short_term, "long_term": ta.long_term,
+        },
+        "priority_blocks": [
+            {"priority": b.priority, "content_types": list(b.content_types), "max_tokens": b.max_tokens}
+            for b in resource.priority_blocks
+        ],
+        "flushing_strategy": {
+            "type": fs.type,
+            "summarize_threshold": fs.summarize_threshold,
+            "summary_tokens": fs.summary_tokens,
+            "summarize_oldest_percent": fs.summarize_oldest_percent,
+        },
+        "persistence": {
+            "type": ps.type,
+            "ttl": ps.ttl_s,
+            "circuit_breaker": {
+                "timeout": cb.timeout_s, "max_failures": cb.max_failures, "reset_timeout": cb.reset_timeout_s,
+            },
+        },
+        "privacy_policy": {
+            "redact_patterns": list(pp.redact_patterns),
+            "non_persistable_message_types": list(pp.non_persistable_message_types),
+            "default_redaction_string": pp.default_redaction_string,
+        },
+        "oversize": resource.oversize,
+        "access": {"direct": resource.direct_access},
+    }

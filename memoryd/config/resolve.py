@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from memoryd.config.model import AccessMode, Agent, MemoryReference, MemoryResource, Project
+from memoryd.config.model import AccessMode, Agent, MemoryReference, Project
 from memoryd.config.templates import DEFAULT_FIELD_PREFIX, compile_template, lookup_text
 from memoryd.errors import NotFound, PermissionDenied, echo
 from memoryd.keys import MAX_DIRECT_KEY_BYTES, InstanceAddr, sanitize_key, validate_direct_key
@@ -114,46 +114,3 @@ def resolve_direct(
         memory_id=memory_id, mode=mode, key_template="", key=clean,
         addr=InstanceAddr(project.id, memory_id, clean), workflow_id=None, level=0,
     )
-
-
-def effective_settings(resource: MemoryResource) -> dict[str, Any]:
-    """Every setting of ``resource`` after defaults, named as in the YAML (durations in seconds)."""
-    fs, ps, pp = resource.flushing_strategy, resource.persistence, resource.privacy_policy
-    cb = ps.circuit_breaker
-    ta = resource.token_allocation
-    return {
-        "id": resource.id,
-        "description": resource.description,
-        "type": resource.type,
-        "max_tokens": resource.max_tokens,
-        "max_context_ratio": resource.max_context_ratio,
-        "model": resource.model,
-        "message_limit": resource.message_limit,
-        "default_priority": resource.default_priority,
-        "token_allocation": None if ta is None else {
-            "system": ta.system, "short_term": ta.short_term, "long_term": ta.long_term,
-        },
-        "priority_blocks": [
-            {"priority": b.priority, "content_types": list(b.content_types), "max_tokens": b.max_tokens}
-            for b in resource.priority_blocks
-        ],
-        "flushing_strategy": {
-            "type": fs.type,
-            "summarize_threshold": fs.summarize_threshold,
-            "summary_tokens": fs.summary_tokens,
-            "summarize_oldest_percent": fs.summarize_oldest_percent,
-        },
-        "persistence": {
-            "type": ps.type,
-            "ttl": ps.ttl_s,
-            "circuit_breaker": {
-                "timeout": cb.timeout_s, "max_failures": cb.max_failures, "reset_timeout": cb.reset_timeout_s,
-            },
-        },
-        "privacy_policy": {
-            "redact_patterns": list(pp.redact_patterns),
-            "non_persistable_message_types": list(pp.non_persistable_message_types),
-            "default_redaction_string": pp.default_redaction_string,
-        },
-        "access": {"direct": resource.direct_access},
-    }

@@ -12,10 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from memoryd.config.loader import load_project
-from memoryd.config.model import Project, default_project
+from memoryd.config.model import Project, default_project, effective_settings
 from memoryd.config.resolve import (
     ResolvedRef,
-    effective_settings,
     resolve_agent,
     resolve_direct,
     resolve_reference,
@@ -213,6 +212,7 @@ def test_effective_settings_are_complete_and_json_able(project: Project) -> None
                         "circuit_breaker": {"timeout": 0.5, "max_failures": 5, "reset_timeout": 10.0}},
         "privacy_policy": {"redact_patterns": [], "non_persistable_message_types": [],
                            "default_redaction_string": "[REDACTED]"},
+        "oversize": "truncate",
         "access": {"direct": "read-only"},
     }
     full = effective_settings(project.resources[SHARED])
