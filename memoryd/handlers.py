@@ -194,9 +194,9 @@ _FAULTS = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.Sta
 
 
 def _access_level(info: _MethodInfo, code: grpc.StatusCode) -> int:
-    """Successful calls log at debug: one JSON line per call at info cost ~12 % of the
-    daemon's CPU under load (py-spy, 16 concurrent appenders). Refused calls log at
-    info, server-side faults at warning; health and reflection stay at debug."""
+    """Successful calls log at debug: one JSON line per call at info is a large share of the
+    daemon's CPU under load (docs/decisions.md, "Measured costs behind the code"). Refused
+    calls log at info, server-side faults at warning; health and reflection stay at debug."""
     if info.log_level == logging.DEBUG or code == grpc.StatusCode.OK:
         return logging.DEBUG
     return logging.WARNING if code in _FAULTS else logging.INFO
@@ -331,7 +331,7 @@ class Listener:
     def add_registered_method_handlers(self, service_name: str, method_handlers: dict[str, Handler]) -> None:
         """Not registered: the generated code registers the same handlers as a generic
         handler too, and grpcio 1.85 serves a call through a registered method handler with
-        ~60k more instructions than through the generic one (a protobuf servicer returning
-        a constant: 503k against 441k per call, callgrind). Calls from stubs that use
-        registered methods fall back to the generic handler."""
+        more instructions than through the generic one (docs/decisions.md, "Measured costs
+        behind the code"). Calls from stubs that use registered methods fall back to the
+        generic handler."""
         del service_name, method_handlers

@@ -51,9 +51,9 @@ T = TypeVar("T")
 
 # Direct-key resolutions remembered (oldest dropped first).
 DIRECT_CACHE_SIZE = 4096
-# A CONTEXT read whose newest message is longer than this runs in a worker thread: its cut
-# counts tokens of up to ~16 characters per token of room (~17 ms for 50 KB of prose, ~140 ms
-# for 100 KB of one repeated character at a 7,400-token room).
+# A CONTEXT read whose newest message is longer than this runs in a worker thread: cutting
+# it to its room counts tokens of much of it, milliseconds of CPU (docs/decisions.md,
+# "Measured costs behind the code").
 CUT_INLINE_MAX_CHARS = 16_384
 
 

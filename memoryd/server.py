@@ -192,7 +192,7 @@ class Server:
             await self.start()
             # Everything loaded at start-up (encodings, configuration, grpc and protobuf
             # modules) lives as long as the process: keep it out of the cyclic collector's
-            # scans. Collections during load cost ~2.5 % of an append's instructions.
+            # scans (collections during load were a measurable share of an append's instructions).
             gc.freeze()
             await stop.wait()
             log.info("stopping", extra={"event": "stopping", "grace_s": self.settings.shutdown_grace})

@@ -280,7 +280,7 @@ def _parts(page: list[StoredMessage], budget: int) -> Iterator[list[StoredMessag
     """``page`` cut into runs whose encoded size stays under ``budget`` bytes (each run
     holds at least one message). A page is cut by message count (``chunk_size``); 256
     messages of up to 1 MiB each would exceed the send limit and fail the whole stream
-    with RESOURCE_EXHAUSTED. Sizes are counted, not encoded: ~0.15 us per message."""
+    with RESOURCE_EXHAUSTED. Sizes are counted, not encoded (cheap beside the encoding)."""
     start = total = 0
     for i, msg in enumerate(page):
         content, metadata = msg[3], msg[9]

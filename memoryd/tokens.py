@@ -48,12 +48,9 @@ tokens that prime the reply are per *request*, not per message, and are not incl
 
 ASYNC_INLINE_MAX_CHARS = 2_048
 """``count_message_async`` counts content up to this many characters on the event loop
-and hands longer content to a thread. Measured with bench/bench_engine.py (2 cores,
-mixed-script text): counting costs ~37 µs per KiB; ``asyncio.to_thread`` costs the loop
-thread ~25-35 µs and adds ~80-100 µs of latency and a worker's CPU. The loop's cost
-crosses over near 0.7-1 KiB, but below 2 KiB inline counting blocks the loop for less
-than ~80 µs (a fraction of one gRPC call's ~500 µs), saves the latency and uses less
-CPU in total; above it, the loop is spared."""
+and hands longer content to a thread: below it, counting inline blocks the loop for a
+small fraction of one gRPC call and saves the hand-off's latency and CPU; above it, the
+loop is spared (measured: docs/decisions.md, "Measured costs behind the code")."""
 
 
 # -- model -> encoding ---------------------------------------------------------------

@@ -150,8 +150,8 @@ def context_view(
     limit = budget.total if not max_tokens else min(budget.total, max_tokens)
 
     messages = state.messages  # oldest first, as every store returns them (InstanceState)
-    # StoredMessage.pinned spelled out: the property call doubles the cost of these passes
-    # (138 against 75 µs over 1,000 messages), and most conversations pin a system prompt.
+    # StoredMessage.pinned spelled out: the property call doubles the cost of these passes,
+    # and most conversations pin a system prompt.
     if PINNED_PRIORITY in set(map(_priority, messages)):
         pinned: Sequence[StoredMessage] = [m for m in messages if m.effective_priority == PINNED_PRIORITY]
         recent: Sequence[StoredMessage] = [m for m in messages if m.effective_priority != PINNED_PRIORITY]

@@ -5,8 +5,8 @@ effective priority (the scripts' counter arithmetic reads these two), ``c``
 created_at_ms (set by the script from the server clock), ``i`` id, ``r`` role, ``x``
 content, ``y`` content_type, ``q`` priority ("" when unset) and ``m`` metadata as JSON
 ("" when empty). Decoding is a few ``bytes.decode``/``int`` calls per entry and JSON only
-for non-empty metadata: 1.7 µs per entry against 3.7 µs for one JSON blob per entry
-(json.loads has a fixed ~1.5 µs cost); see bench/bench_redis_store.py, "encoding".
+for non-empty metadata, half the cost of one JSON blob per entry (``json.loads`` has a
+fixed cost); bench/bench_redis_store.py, "encoding", measures both.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from memoryd.store.redis.layout import ENTRY_FIELDS, META_FIELDS
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _loads = json.loads
 _new_message = tuple.__new__
-_MESSAGE = Kind.MESSAGE  # an enum member read from its class costs ~0.2 µs in 3.11
+_MESSAGE = Kind.MESSAGE  # read once: an enum member read from its class is slow in 3.11
 
 
 # message_args' order: the entry's fields less ``c`` (the script writes the server time there).
@@ -75,8 +75,8 @@ def decode_entry(
 ) -> StoredMessage:
     """One XRANGE entry: ``[b"<seq>-0", [b"t", tok, b"p", prio, ...]]``, fields in ``ENTRY_FIELDS`` order.
 
-    The positions come from ``layout.ENTRY_FIELDS`` and are bound as defaults (local reads;
-    a module-global per field cost ~8 % of the decoding). Built with ``tuple.__new__`` in
+    The positions come from ``layout.ENTRY_FIELDS`` and are bound as defaults (local reads
+    are cheaper than a module-global per field). Built with ``tuple.__new__`` in
     field order: the named tuple's keyword ``__new__`` costs about as much again as all the
     decoding (a cold read decodes every entry)."""
     entry_id, f = entry[0], entry[1]
