@@ -152,3 +152,15 @@ def outgoing_metadata(fixed: Metadata) -> Metadata:
         if carrier:
             md += tuple(carrier.items())
     return md
+
+
+class OutgoingMetadata:
+    """Mixin of both clients: what every call sends (the token, ``call_metadata`` and the
+    caller's trace context), from the client's own fixed pairs."""
+
+    _fixed_metadata: Metadata = ()
+
+    @property
+    def _metadata(self) -> Metadata:
+        return outgoing_metadata(self._fixed_metadata)
+

@@ -13,14 +13,13 @@ from memoryd_client._common import (
     DEFAULT_TIMEOUT_S,
     Agent,
     MessageLike,
-    Metadata,
+    OutgoingMetadata,
     RetryPolicy,
     channel_options,
     connection_from_env,
     make_message,
     make_ref,
     new_idempotency_key,
-    outgoing_metadata,
 )
 from memoryd_client.errors import from_rpc_error
 from memoryd_client.v1 import memory_pb2 as pb
@@ -31,7 +30,7 @@ View = Literal["context", "raw"]
 VIEWS = {"context": pb.READ_VIEW_CONTEXT, "raw": pb.READ_VIEW_RAW}
 
 
-class AsyncMemoryClient:
+class AsyncMemoryClient(OutgoingMetadata):
     """Client of one memoryd daemon. Use as ``async with AsyncMemoryClient(addr) as c:``.
 
     ``target`` is a gRPC target: ``127.0.0.1:50051`` or ``unix:/path/memoryd.sock``. Left out
@@ -63,16 +62,7 @@ class AsyncMemoryClient:
         self._read_timeout = read_timeout
         self._retry = retry or RetryPolicy()
         self._auto_idempotency = auto_idempotency
-        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
-
-    @property
-    def _metadata(self) -> Metadata:
-        """Sent with every call: the token, ``call_metadata`` and the caller's trace context."""
-        return outgoing_metadata(self._fixed_metadata)
-
-    @_metadata.setter
-    def _metadata(self, value: Metadata) -> None:
-        self._fixed_metadata = value
+        self._fixed_metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
     async def __aenter__(self) -> AsyncMemoryClient:
         return self

@@ -13,14 +13,13 @@ from memoryd_client._common import (
     DEFAULT_TIMEOUT_S,
     Agent,
     MessageLike,
-    Metadata,
+    OutgoingMetadata,
     RetryPolicy,
     channel_options,
     connection_from_env,
     make_message,
     make_ref,
     new_idempotency_key,
-    outgoing_metadata,
 )
 from memoryd_client.aio import VIEWS, View
 from memoryd_client.errors import from_rpc_error
@@ -30,7 +29,7 @@ from memoryd_client.v1 import memory_pb2_grpc as pb_grpc
 T = TypeVar("T")
 
 
-class MemoryClient:
+class MemoryClient(OutgoingMetadata):
     """Blocking client of one memoryd daemon; use as ``with MemoryClient(addr) as c:``.
 
     Arguments left out come from the environment as in AsyncMemoryClient (MEMORYD_ADDR,
@@ -58,16 +57,7 @@ class MemoryClient:
         self._read_timeout = read_timeout
         self._retry = retry or RetryPolicy()
         self._auto_idempotency = auto_idempotency
-        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
-
-    @property
-    def _metadata(self) -> Metadata:
-        """Sent with every call: the token, ``call_metadata`` and the caller's trace context."""
-        return outgoing_metadata(self._fixed_metadata)
-
-    @_metadata.setter
-    def _metadata(self, value: Metadata) -> None:
-        self._fixed_metadata = value
+        self._fixed_metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
     def __enter__(self) -> MemoryClient:
         return self
