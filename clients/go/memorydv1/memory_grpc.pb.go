@@ -39,6 +39,14 @@ type MemoryServiceClient interface {
 	EndWorkflow(ctx context.Context, in *EndWorkflowRequest, opts ...grpc.CallOption) (*EndWorkflowResponse, error)
 	// Watch streams changes of one instance as they happen, resumable from after_seq.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (MemoryService_WatchClient, error)
+	// PlanFlush returns what a fold would take out of the live context now, for a summary
+	// written by the caller (e.g. the agent's own model); nothing changes.
+	PlanFlush(ctx context.Context, in *PlanFlushRequest, opts ...grpc.CallOption) (*PlanFlushResponse, error)
+	// ApplyFlush folds exactly a plan's messages under the caller's summary, if and only if
+	// no other fold happened since the plan (else ABORTED: plan again).
+	ApplyFlush(ctx context.Context, in *ApplyFlushRequest, opts ...grpc.CallOption) (*ApplyFlushResponse, error)
+	// DeleteMessages removes single messages from the live context and from history.
+	DeleteMessages(ctx context.Context, in *DeleteMessagesRequest, opts ...grpc.CallOption) (*DeleteMessagesResponse, error)
 }
 
 type memoryServiceClient struct {
@@ -185,6 +193,33 @@ func (x *memoryServiceWatchClient) Recv() (*WatchResponse, error) {
 	return m, nil
 }
 
+func (c *memoryServiceClient) PlanFlush(ctx context.Context, in *PlanFlushRequest, opts ...grpc.CallOption) (*PlanFlushResponse, error) {
+	out := new(PlanFlushResponse)
+	err := c.cc.Invoke(ctx, "/memoryd.v1.MemoryService/PlanFlush", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *memoryServiceClient) ApplyFlush(ctx context.Context, in *ApplyFlushRequest, opts ...grpc.CallOption) (*ApplyFlushResponse, error) {
+	out := new(ApplyFlushResponse)
+	err := c.cc.Invoke(ctx, "/memoryd.v1.MemoryService/ApplyFlush", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *memoryServiceClient) DeleteMessages(ctx context.Context, in *DeleteMessagesRequest, opts ...grpc.CallOption) (*DeleteMessagesResponse, error) {
+	out := new(DeleteMessagesResponse)
+	err := c.cc.Invoke(ctx, "/memoryd.v1.MemoryService/DeleteMessages", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MemoryServiceServer is the server API for MemoryService service.
 // All implementations must embed UnimplementedMemoryServiceServer
 // for forward compatibility
@@ -211,6 +246,14 @@ type MemoryServiceServer interface {
 	EndWorkflow(context.Context, *EndWorkflowRequest) (*EndWorkflowResponse, error)
 	// Watch streams changes of one instance as they happen, resumable from after_seq.
 	Watch(*WatchRequest, MemoryService_WatchServer) error
+	// PlanFlush returns what a fold would take out of the live context now, for a summary
+	// written by the caller (e.g. the agent's own model); nothing changes.
+	PlanFlush(context.Context, *PlanFlushRequest) (*PlanFlushResponse, error)
+	// ApplyFlush folds exactly a plan's messages under the caller's summary, if and only if
+	// no other fold happened since the plan (else ABORTED: plan again).
+	ApplyFlush(context.Context, *ApplyFlushRequest) (*ApplyFlushResponse, error)
+	// DeleteMessages removes single messages from the live context and from history.
+	DeleteMessages(context.Context, *DeleteMessagesRequest) (*DeleteMessagesResponse, error)
 	mustEmbedUnimplementedMemoryServiceServer()
 }
 
@@ -247,6 +290,15 @@ func (UnimplementedMemoryServiceServer) EndWorkflow(context.Context, *EndWorkflo
 }
 func (UnimplementedMemoryServiceServer) Watch(*WatchRequest, MemoryService_WatchServer) error {
 	return status.Errorf(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedMemoryServiceServer) PlanFlush(context.Context, *PlanFlushRequest) (*PlanFlushResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method PlanFlush not implemented")
+}
+func (UnimplementedMemoryServiceServer) ApplyFlush(context.Context, *ApplyFlushRequest) (*ApplyFlushResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ApplyFlush not implemented")
+}
+func (UnimplementedMemoryServiceServer) DeleteMessages(context.Context, *DeleteMessagesRequest) (*DeleteMessagesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeleteMessages not implemented")
 }
 func (UnimplementedMemoryServiceServer) mustEmbedUnimplementedMemoryServiceServer() {}
 
@@ -447,6 +499,60 @@ func (x *memoryServiceWatchServer) Send(m *WatchResponse) error {
 	return x.ServerStream.SendMsg(m)
 }
 
+func _MemoryService_PlanFlush_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PlanFlushRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MemoryServiceServer).PlanFlush(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/memoryd.v1.MemoryService/PlanFlush",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MemoryServiceServer).PlanFlush(ctx, req.(*PlanFlushRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MemoryService_ApplyFlush_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApplyFlushRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MemoryServiceServer).ApplyFlush(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/memoryd.v1.MemoryService/ApplyFlush",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MemoryServiceServer).ApplyFlush(ctx, req.(*ApplyFlushRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MemoryService_DeleteMessages_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteMessagesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MemoryServiceServer).DeleteMessages(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/memoryd.v1.MemoryService/DeleteMessages",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MemoryServiceServer).DeleteMessages(ctx, req.(*DeleteMessagesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _MemoryService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "memoryd.v1.MemoryService",
 	HandlerType: (*MemoryServiceServer)(nil),
@@ -482,6 +588,18 @@ var _MemoryService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "EndWorkflow",
 			Handler:    _MemoryService_EndWorkflow_Handler,
+		},
+		{
+			MethodName: "PlanFlush",
+			Handler:    _MemoryService_PlanFlush_Handler,
+		},
+		{
+			MethodName: "ApplyFlush",
+			Handler:    _MemoryService_ApplyFlush_Handler,
+		},
+		{
+			MethodName: "DeleteMessages",
+			Handler:    _MemoryService_DeleteMessages_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -189,6 +189,12 @@ export function makeMessage(m: MessageInput, i = 0): Message {
     tokenCount: 0,
     kind: 0,
     effectivePriority: 0,
+    toolCalls: [],
+    toolCallId: "",
+    name: "",
+    parts: [],
+    extra: "",
+    folded: false,
   };
 }
 

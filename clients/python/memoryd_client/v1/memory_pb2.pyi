@@ -42,6 +42,8 @@ class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType],
     ROLE_USER: _Role.ValueType  # 2
     ROLE_ASSISTANT: _Role.ValueType  # 3
     ROLE_TOOL: _Role.ValueType  # 4
+    ROLE_DEVELOPER: _Role.ValueType  # 5
+    """OpenAI's successor to `system` for reasoning models; treated as system for priorities."""
 
 class Role(_Role, metaclass=_RoleEnumTypeWrapper):
     """Role is the chat role of a message, as chat-completion APIs define it."""
@@ -51,6 +53,8 @@ ROLE_SYSTEM: Role.ValueType  # 1
 ROLE_USER: Role.ValueType  # 2
 ROLE_ASSISTANT: Role.ValueType  # 3
 ROLE_TOOL: Role.ValueType  # 4
+ROLE_DEVELOPER: Role.ValueType  # 5
+"""OpenAI's successor to `system` for reasoning models; treated as system for priorities."""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
 class _MessageKind:
@@ -107,6 +111,10 @@ class _ReadViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReadView.Val
     """
     READ_VIEW_RAW: _ReadView.ValueType  # 2
     """Every stored message, oldest first, no budget applied (after_seq and limit apply)."""
+    READ_VIEW_HISTORY: _ReadView.ValueType  # 3
+    """Every kept message, folded (history) or live, oldest first, each marked with
+    `folded`; no budget applied (after_seq and limit apply).
+    """
 
 class ReadView(_ReadView, metaclass=_ReadViewEnumTypeWrapper):
     """ReadView selects what Read returns."""
@@ -119,6 +127,10 @@ recent messages that fit the budget (or the smaller max_tokens), in order.
 """
 READ_VIEW_RAW: ReadView.ValueType  # 2
 """Every stored message, oldest first, no budget applied (after_seq and limit apply)."""
+READ_VIEW_HISTORY: ReadView.ValueType  # 3
+"""Every kept message, folded (history) or live, oldest first, each marked with
+`folded`; no budget applied (after_seq and limit apply).
+"""
 Global___ReadView: _TypeAlias = ReadView  # noqa: Y015
 
 class _ConfigLevel:
@@ -158,6 +170,10 @@ class _FlushStrategyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FlushSt
     """Fold the oldest messages into a rule-based summary (default)."""
     FLUSH_STRATEGY_FIFO: _FlushStrategy.ValueType  # 2
     """Evict by priority then age, no summary."""
+    FLUSH_STRATEGY_EXTERNAL: _FlushStrategy.ValueType  # 3
+    """The caller folds (PlanFlush/ApplyFlush) with its own summary; the daemon signals when a
+    fold is due and falls back to the rule-based summary after external_timeout.
+    """
 
 class FlushStrategy(_FlushStrategy, metaclass=_FlushStrategyEnumTypeWrapper):
     """FlushStrategy of a resource."""
@@ -167,7 +183,132 @@ FLUSH_STRATEGY_HYBRID_SUMMARY: FlushStrategy.ValueType  # 1
 """Fold the oldest messages into a rule-based summary (default)."""
 FLUSH_STRATEGY_FIFO: FlushStrategy.ValueType  # 2
 """Evict by priority then age, no summary."""
+FLUSH_STRATEGY_EXTERNAL: FlushStrategy.ValueType  # 3
+"""The caller folds (PlanFlush/ApplyFlush) with its own summary; the daemon signals when a
+fold is due and falls back to the rule-based summary after external_timeout.
+"""
 Global___FlushStrategy: _TypeAlias = FlushStrategy  # noqa: Y015
+
+@_typing.final
+class ToolCall(_message.Message):
+    """ToolCall is one call an assistant message makes (OpenAI `tool_calls[]`, Anthropic `tool_use`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The call's id, unique in the instance; a tool message answers it by tool_call_id."""
+    name: _builtins.str
+    """The tool (function) name."""
+    arguments: _builtins.str
+    """The arguments as the model wrote them (JSON text), stored byte for byte."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        arguments: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "id", b"id", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolCall: _TypeAlias = ToolCall  # noqa: Y015
+
+@_typing.final
+class MediaRef(_message.Message):
+    """MediaRef points at an image or a file: by URL, by a provider's file id, or inline
+    (base64 `data`, only under the daemon's size limit; never a way to store blobs).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    FILE_ID_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    MIME_TYPE_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """http(s) or data: URL."""
+    file_id: _builtins.str
+    """A provider file id (e.g. OpenAI "file-abc")."""
+    data: _builtins.bytes
+    """Inline bytes (small only)."""
+    mime_type: _builtins.str
+    """MIME type, e.g. "image/png", "application/pdf"."""
+    size_bytes: _builtins.int
+    """Size in bytes, when known."""
+    detail: _builtins.str
+    """OpenAI image detail: "auto", "low" or "high" (empty: auto)."""
+    width: _builtins.int
+    """Pixel size of an image, when known (for token counting)."""
+    height: _builtins.int
+    filename: _builtins.str
+    """File name, for files."""
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        file_id: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+        mime_type: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        detail: _builtins.str = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+        filename: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "detail", b"detail", "file_id", b"file_id", "filename", b"filename", "height", b"height", "mime_type", b"mime_type", "size_bytes", b"size_bytes", "url", b"url", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MediaRef: _TypeAlias = MediaRef  # noqa: Y015
+
+@_typing.final
+class ContentPart(_message.Message):
+    """ContentPart is one part of a multi-part message content."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    FILE_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """Text."""
+    @_builtins.property
+    def image(self) -> Global___MediaRef:
+        """An image."""
+
+    @_builtins.property
+    def file(self) -> Global___MediaRef:
+        """A file (document)."""
+
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        image: Global___MediaRef | None = ...,
+        file: Global___MediaRef | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["file", b"file", "image", b"image", "part", b"part", "text", b"text"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file", b"file", "image", b"image", "part", b"part", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["text", "image", "file"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___ContentPart: _TypeAlias = ContentPart  # noqa: Y015
 
 @_typing.final
 class Message(_message.Message):
@@ -203,12 +344,18 @@ class Message(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     PERSIST_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
     SEQ_FIELD_NUMBER: _builtins.int
     ID_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     TOKEN_COUNT_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     EFFECTIVE_PRIORITY_FIELD_NUMBER: _builtins.int
+    FOLDED_FIELD_NUMBER: _builtins.int
     role: Global___Role.ValueType
     """Chat role; required on Append."""
     content: _builtins.str
@@ -223,6 +370,12 @@ class Message(_message.Message):
     """
     persist: _builtins.bool
     """Unset or true: store it. False: the message is not persistable and is never written."""
+    tool_call_id: _builtins.str
+    """Tool messages: the id of the call this message answers. Required for ROLE_TOOL."""
+    name: _builtins.str
+    """Optional participant name (user/assistant) or tool name (tool messages)."""
+    extra: _builtins.str
+    """Opaque provider fields memoryd does not model, as JSON text, returned byte for byte."""
     seq: _builtins.int
     """Server-set: position in the instance, strictly increasing, never reused."""
     id: _builtins.str
@@ -233,9 +386,21 @@ class Message(_message.Message):
     """Server-set: MESSAGE or SUMMARY."""
     effective_priority: _builtins.int
     """Server-set: the priority the budget rules used."""
+    folded: _builtins.bool
+    """Server-set, HISTORY reads: true when the message was folded out of the live context."""
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Caller metadata, stored and returned unchanged."""
+
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
+        """Assistant messages: the tools this turn calls. The calls and the tool messages that
+        answer them form one group, kept, folded or dropped whole.
+        """
+
+    @_builtins.property
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContentPart]:
+        """Multi-part content (text, images, files). When set, `content` must be empty."""
 
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
@@ -250,16 +415,22 @@ class Message(_message.Message):
         priority: _builtins.int | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         persist: _builtins.bool | None = ...,
+        tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
+        tool_call_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        parts: _abc.Iterable[Global___ContentPart] | None = ...,
+        extra: _builtins.str = ...,
         seq: _builtins.int = ...,
         id: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         token_count: _builtins.int = ...,
         kind: Global___MessageKind.ValueType = ...,
         effective_priority: _builtins.int = ...,
+        folded: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_persist", b"_persist", "_priority", b"_priority", "created_at", b"created_at", "persist", b"persist", "priority", b"priority"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_persist", b"_persist", "_priority", b"_priority", "content", b"content", "content_type", b"content_type", "created_at", b"created_at", "effective_priority", b"effective_priority", "id", b"id", "kind", b"kind", "metadata", b"metadata", "persist", b"persist", "priority", b"priority", "role", b"role", "seq", b"seq", "token_count", b"token_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_persist", b"_persist", "_priority", b"_priority", "content", b"content", "content_type", b"content_type", "created_at", b"created_at", "effective_priority", b"effective_priority", "extra", b"extra", "folded", b"folded", "id", b"id", "kind", b"kind", "metadata", b"metadata", "name", b"name", "parts", b"parts", "persist", b"persist", "priority", b"priority", "role", b"role", "seq", b"seq", "token_count", b"token_count", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__persist: _TypeAlias = _typing.Literal["persist"]  # noqa: Y015
     _WhichOneofArgType__persist: _TypeAlias = _typing.Literal["_persist", b"_persist"]  # noqa: Y015
@@ -463,7 +634,7 @@ class ReadRequest(_message.Message):
     MAX_TOKENS_FIELD_NUMBER: _builtins.int
     CHUNK_SIZE_FIELD_NUMBER: _builtins.int
     view: Global___ReadView.ValueType
-    """CONTEXT (default) or RAW."""
+    """CONTEXT (default), RAW or HISTORY."""
     after_seq: _builtins.int
     """Only messages with seq > after_seq (0: from the beginning)."""
     limit: _builtins.int
@@ -603,6 +774,9 @@ class InstanceStats(_message.Message):
     STRATEGY_FIELD_NUMBER: _builtins.int
     ENCODING_FIELD_NUMBER: _builtins.int
     EVICTED_FIELD_NUMBER: _builtins.int
+    HISTORY_MESSAGES_FIELD_NUMBER: _builtins.int
+    SUMMARY_THROUGH_SEQ_FIELD_NUMBER: _builtins.int
+    HISTORY_DROPPED_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     """Stable instance id: "<project>/<memory_id>/<sanitised key>". It contains the key:
     daemons log only a hash of it.
@@ -631,6 +805,12 @@ class InstanceStats(_message.Message):
     """Messages dropped without being folded into the summary (the fifo strategy drops by
     choice; hybrid_summary folds and never counts here), since the instance was created.
     """
+    history_messages: _builtins.int
+    """Messages kept in history (folded out of the live context), not counting live ones."""
+    summary_through_seq: _builtins.int
+    """Highest seq the summary covers (0: no summary)."""
+    history_dropped: _builtins.int
+    """History messages dropped because the history was over max_history_messages."""
     @_builtins.property
     def last_flush_at(self) -> _timestamp_pb2.Timestamp:
         """Time of the last applied flush (unset: never)."""
@@ -651,10 +831,13 @@ class InstanceStats(_message.Message):
         strategy: Global___FlushStrategy.ValueType = ...,
         encoding: _builtins.str = ...,
         evicted: _builtins.int = ...,
+        history_messages: _builtins.int = ...,
+        summary_through_seq: _builtins.int = ...,
+        history_dropped: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_flush_at", b"last_flush_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_tokens", b"budget_tokens", "encoding", b"encoding", "evicted", b"evicted", "flush_count", b"flush_count", "instance_id", b"instance_id", "last_flush_at", b"last_flush_at", "last_seq", b"last_seq", "message_count", b"message_count", "pinned_tokens", b"pinned_tokens", "recent_tokens", b"recent_tokens", "strategy", b"strategy", "summary_tokens", b"summary_tokens", "token_count", b"token_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_tokens", b"budget_tokens", "encoding", b"encoding", "evicted", b"evicted", "flush_count", b"flush_count", "history_dropped", b"history_dropped", "history_messages", b"history_messages", "instance_id", b"instance_id", "last_flush_at", b"last_flush_at", "last_seq", b"last_seq", "message_count", b"message_count", "pinned_tokens", b"pinned_tokens", "recent_tokens", b"recent_tokens", "strategy", b"strategy", "summary_through_seq", b"summary_through_seq", "summary_tokens", b"summary_tokens", "token_count", b"token_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1151,6 +1334,8 @@ class WatchResponse(_message.Message):
     APPENDED_FIELD_NUMBER: _builtins.int
     FLUSHED_FIELD_NUMBER: _builtins.int
     CLEARED_FIELD_NUMBER: _builtins.int
+    FLUSH_DUE_FIELD_NUMBER: _builtins.int
+    DELETED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def appended(self) -> Global___Appended:
         """Messages appended (in seq order)."""
@@ -1163,18 +1348,28 @@ class WatchResponse(_message.Message):
     def cleared(self) -> Global___Cleared:
         """The instance was cleared."""
 
+    @_builtins.property
+    def flush_due(self) -> Global___FlushDue:
+        """A fold is due and the resource's strategy is external."""
+
+    @_builtins.property
+    def deleted(self) -> Global___Deleted:
+        """Messages were deleted (DeleteMessages)."""
+
     def __init__(
         self,
         *,
         appended: Global___Appended | None = ...,
         flushed: Global___Flushed | None = ...,
         cleared: Global___Cleared | None = ...,
+        flush_due: Global___FlushDue | None = ...,
+        deleted: Global___Deleted | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["appended", b"appended", "cleared", b"cleared", "event", b"event", "flushed", b"flushed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["appended", b"appended", "cleared", b"cleared", "deleted", b"deleted", "event", b"event", "flush_due", b"flush_due", "flushed", b"flushed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["appended", b"appended", "cleared", b"cleared", "event", b"event", "flushed", b"flushed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["appended", b"appended", "cleared", b"cleared", "deleted", b"deleted", "event", b"event", "flush_due", b"flush_due", "flushed", b"flushed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["appended", "flushed", "cleared"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["appended", "flushed", "cleared", "flush_due", "deleted"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -1238,3 +1433,245 @@ class Cleared(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Cleared: _TypeAlias = Cleared  # noqa: Y015
+
+@_typing.final
+class Deleted(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def seqs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        seqs: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["seqs", b"seqs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Deleted: _TypeAlias = Deleted  # noqa: Y015
+
+@_typing.final
+class FlushDue(_message.Message):
+    """FlushDue: the instance is over its threshold and its strategy is external: a fold is
+    due (PlanFlush/ApplyFlush); the daemon folds by rule after external_timeout.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def stats(self) -> Global___InstanceStats:
+        """The instance's stats when the fold became due."""
+
+    def __init__(
+        self,
+        *,
+        stats: Global___InstanceStats | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FlushDue: _TypeAlias = FlushDue  # noqa: Y015
+
+@_typing.final
+class PlanFlushRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ref(self) -> Global___MemoryRef:
+        """The instance. Required; needs write access."""
+
+    def __init__(
+        self,
+        *,
+        ref: Global___MemoryRef | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanFlushRequest: _TypeAlias = PlanFlushRequest  # noqa: Y015
+
+@_typing.final
+class PlanFlushResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_TOKEN_FIELD_NUMBER: _builtins.int
+    SEQS_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    CURRENT_SUMMARY_FIELD_NUMBER: _builtins.int
+    SUMMARY_MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    STATS_FIELD_NUMBER: _builtins.int
+    plan_token: _builtins.str
+    """Names the instance's state the plan was made from; give it to ApplyFlush."""
+    current_summary: _builtins.str
+    """The current summary's text ("" when there is none); the new summary replaces it."""
+    summary_max_tokens: _builtins.int
+    """The most tokens the new summary may hold."""
+    @_builtins.property
+    def seqs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The seqs the fold takes out of the live context, ascending (empty: nothing to fold)."""
+
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
+        """The messages the fold takes out, in seq order (what the summary should cover)."""
+
+    @_builtins.property
+    def stats(self) -> Global___InstanceStats:
+        """Instance stats when planned."""
+
+    def __init__(
+        self,
+        *,
+        plan_token: _builtins.str = ...,
+        seqs: _abc.Iterable[_builtins.int] | None = ...,
+        messages: _abc.Iterable[Global___Message] | None = ...,
+        current_summary: _builtins.str = ...,
+        summary_max_tokens: _builtins.int = ...,
+        stats: Global___InstanceStats | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_summary", b"current_summary", "messages", b"messages", "plan_token", b"plan_token", "seqs", b"seqs", "stats", b"stats", "summary_max_tokens", b"summary_max_tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanFlushResponse: _TypeAlias = PlanFlushResponse  # noqa: Y015
+
+@_typing.final
+class ApplyFlushRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    PLAN_TOKEN_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    plan_token: _builtins.str
+    """PlanFlushResponse.plan_token. Required."""
+    summary: _builtins.str
+    """The new summary (replaces the current one; it should cover it). May be empty only
+    when the plan folds nothing.
+    """
+    @_builtins.property
+    def ref(self) -> Global___MemoryRef:
+        """The instance. Required; needs write access."""
+
+    def __init__(
+        self,
+        *,
+        ref: Global___MemoryRef | None = ...,
+        plan_token: _builtins.str = ...,
+        summary: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan_token", b"plan_token", "ref", b"ref", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyFlushRequest: _TypeAlias = ApplyFlushRequest  # noqa: Y015
+
+@_typing.final
+class ApplyFlushResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REMOVED_SEQS_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    STATS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def removed_seqs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Seqs folded out of the live context."""
+
+    @_builtins.property
+    def summary(self) -> Global___Message:
+        """The stored summary."""
+
+    @_builtins.property
+    def stats(self) -> Global___InstanceStats:
+        """Instance stats after the fold."""
+
+    def __init__(
+        self,
+        *,
+        removed_seqs: _abc.Iterable[_builtins.int] | None = ...,
+        summary: Global___Message | None = ...,
+        stats: Global___InstanceStats | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats", "summary", b"summary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["removed_seqs", b"removed_seqs", "stats", b"stats", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyFlushResponse: _TypeAlias = ApplyFlushResponse  # noqa: Y015
+
+@_typing.final
+class DeleteMessagesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    SEQS_FIELD_NUMBER: _builtins.int
+    IF_LAST_SEQ_FIELD_NUMBER: _builtins.int
+    if_last_seq: _builtins.int
+    """When set: delete only if the instance's newest seq is still this value (else ABORTED)."""
+    @_builtins.property
+    def ref(self) -> Global___MemoryRef:
+        """The instance. Required; needs write access."""
+
+    @_builtins.property
+    def seqs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Seqs to delete, live or in history. Required, at least one."""
+
+    def __init__(
+        self,
+        *,
+        ref: Global___MemoryRef | None = ...,
+        seqs: _abc.Iterable[_builtins.int] | None = ...,
+        if_last_seq: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_if_last_seq", b"_if_last_seq", "if_last_seq", b"if_last_seq", "ref", b"ref"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_if_last_seq", b"_if_last_seq", "if_last_seq", b"if_last_seq", "ref", b"ref", "seqs", b"seqs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__if_last_seq: _TypeAlias = _typing.Literal["if_last_seq"]  # noqa: Y015
+    _WhichOneofArgType__if_last_seq: _TypeAlias = _typing.Literal["_if_last_seq", b"_if_last_seq"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__if_last_seq) -> _WhichOneofReturnType__if_last_seq | None: ...
+
+Global___DeleteMessagesRequest: _TypeAlias = DeleteMessagesRequest  # noqa: Y015
+
+@_typing.final
+class DeleteMessagesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_SEQS_FIELD_NUMBER: _builtins.int
+    STATS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deleted_seqs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Seqs really deleted (seqs not stored are ignored)."""
+
+    @_builtins.property
+    def stats(self) -> Global___InstanceStats:
+        """Instance stats after the delete."""
+
+    def __init__(
+        self,
+        *,
+        deleted_seqs: _abc.Iterable[_builtins.int] | None = ...,
+        stats: Global___InstanceStats | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_seqs", b"deleted_seqs", "stats", b"stats"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteMessagesResponse: _TypeAlias = DeleteMessagesResponse  # noqa: Y015

@@ -86,6 +86,21 @@ class MemoryServiceStub:
                 request_serializer=memoryd_dot_v1_dot_memory__pb2.WatchRequest.SerializeToString,
                 response_deserializer=memoryd_dot_v1_dot_memory__pb2.WatchResponse.FromString,
                 _registered_method=True)
+        self.PlanFlush = channel.unary_unary(
+                '/memoryd.v1.MemoryService/PlanFlush',
+                request_serializer=memoryd_dot_v1_dot_memory__pb2.PlanFlushRequest.SerializeToString,
+                response_deserializer=memoryd_dot_v1_dot_memory__pb2.PlanFlushResponse.FromString,
+                _registered_method=True)
+        self.ApplyFlush = channel.unary_unary(
+                '/memoryd.v1.MemoryService/ApplyFlush',
+                request_serializer=memoryd_dot_v1_dot_memory__pb2.ApplyFlushRequest.SerializeToString,
+                response_deserializer=memoryd_dot_v1_dot_memory__pb2.ApplyFlushResponse.FromString,
+                _registered_method=True)
+        self.DeleteMessages = channel.unary_unary(
+                '/memoryd.v1.MemoryService/DeleteMessages',
+                request_serializer=memoryd_dot_v1_dot_memory__pb2.DeleteMessagesRequest.SerializeToString,
+                response_deserializer=memoryd_dot_v1_dot_memory__pb2.DeleteMessagesResponse.FromString,
+                _registered_method=True)
 
 
 class MemoryServiceServicer:
@@ -164,6 +179,29 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PlanFlush(self, request, context):
+        """PlanFlush returns what a fold would take out of the live context now, for a summary
+        written by the caller (e.g. the agent's own model); nothing changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyFlush(self, request, context):
+        """ApplyFlush folds exactly a plan's messages under the caller's summary, if and only if
+        no other fold happened since the plan (else ABORTED: plan again).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteMessages(self, request, context):
+        """DeleteMessages removes single messages from the live context and from history.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -216,6 +254,21 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=memoryd_dot_v1_dot_memory__pb2.WatchRequest.FromString,
                     response_serializer=memoryd_dot_v1_dot_memory__pb2.WatchResponse.SerializeToString,
+            ),
+            'PlanFlush': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanFlush,
+                    request_deserializer=memoryd_dot_v1_dot_memory__pb2.PlanFlushRequest.FromString,
+                    response_serializer=memoryd_dot_v1_dot_memory__pb2.PlanFlushResponse.SerializeToString,
+            ),
+            'ApplyFlush': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyFlush,
+                    request_deserializer=memoryd_dot_v1_dot_memory__pb2.ApplyFlushRequest.FromString,
+                    response_serializer=memoryd_dot_v1_dot_memory__pb2.ApplyFlushResponse.SerializeToString,
+            ),
+            'DeleteMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteMessages,
+                    request_deserializer=memoryd_dot_v1_dot_memory__pb2.DeleteMessagesRequest.FromString,
+                    response_serializer=memoryd_dot_v1_dot_memory__pb2.DeleteMessagesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -489,6 +542,87 @@ class MemoryService:
             '/memoryd.v1.MemoryService/Watch',
             memoryd_dot_v1_dot_memory__pb2.WatchRequest.SerializeToString,
             memoryd_dot_v1_dot_memory__pb2.WatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlanFlush(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memoryd.v1.MemoryService/PlanFlush',
+            memoryd_dot_v1_dot_memory__pb2.PlanFlushRequest.SerializeToString,
+            memoryd_dot_v1_dot_memory__pb2.PlanFlushResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyFlush(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memoryd.v1.MemoryService/ApplyFlush',
+            memoryd_dot_v1_dot_memory__pb2.ApplyFlushRequest.SerializeToString,
+            memoryd_dot_v1_dot_memory__pb2.ApplyFlushResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memoryd.v1.MemoryService/DeleteMessages',
+            memoryd_dot_v1_dot_memory__pb2.DeleteMessagesRequest.SerializeToString,
+            memoryd_dot_v1_dot_memory__pb2.DeleteMessagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

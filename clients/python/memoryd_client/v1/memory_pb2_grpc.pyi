@@ -66,6 +66,16 @@ class MemoryServiceStub:
     """EndWorkflow deletes every workflow-scoped instance created under a workflow."""
     Watch: _grpc.UnaryStreamMultiCallable[_memory_pb2.WatchRequest, _memory_pb2.WatchResponse]
     """Watch streams changes of one instance as they happen, resumable from after_seq."""
+    PlanFlush: _grpc.UnaryUnaryMultiCallable[_memory_pb2.PlanFlushRequest, _memory_pb2.PlanFlushResponse]
+    """PlanFlush returns what a fold would take out of the live context now, for a summary
+    written by the caller (e.g. the agent's own model); nothing changes.
+    """
+    ApplyFlush: _grpc.UnaryUnaryMultiCallable[_memory_pb2.ApplyFlushRequest, _memory_pb2.ApplyFlushResponse]
+    """ApplyFlush folds exactly a plan's messages under the caller's summary, if and only if
+    no other fold happened since the plan (else ABORTED: plan again).
+    """
+    DeleteMessages: _grpc.UnaryUnaryMultiCallable[_memory_pb2.DeleteMessagesRequest, _memory_pb2.DeleteMessagesResponse]
+    """DeleteMessages removes single messages from the live context and from history."""
 
 @_typing.type_check_only
 class MemoryServiceAsyncStub(MemoryServiceStub):
@@ -95,6 +105,16 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     """EndWorkflow deletes every workflow-scoped instance created under a workflow."""
     Watch: _aio.UnaryStreamMultiCallable[_memory_pb2.WatchRequest, _memory_pb2.WatchResponse]  # type: ignore[assignment]
     """Watch streams changes of one instance as they happen, resumable from after_seq."""
+    PlanFlush: _aio.UnaryUnaryMultiCallable[_memory_pb2.PlanFlushRequest, _memory_pb2.PlanFlushResponse]  # type: ignore[assignment]
+    """PlanFlush returns what a fold would take out of the live context now, for a summary
+    written by the caller (e.g. the agent's own model); nothing changes.
+    """
+    ApplyFlush: _aio.UnaryUnaryMultiCallable[_memory_pb2.ApplyFlushRequest, _memory_pb2.ApplyFlushResponse]  # type: ignore[assignment]
+    """ApplyFlush folds exactly a plan's messages under the caller's summary, if and only if
+    no other fold happened since the plan (else ABORTED: plan again).
+    """
+    DeleteMessages: _aio.UnaryUnaryMultiCallable[_memory_pb2.DeleteMessagesRequest, _memory_pb2.DeleteMessagesResponse]  # type: ignore[assignment]
+    """DeleteMessages removes single messages from the live context and from history."""
 
 class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """MemoryService is served by the memoryd daemon, normally on a pod-local address."""
@@ -181,5 +201,33 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_memory_pb2.WatchResponse], _abc.AsyncIterator[_memory_pb2.WatchResponse]]:
         """Watch streams changes of one instance as they happen, resumable from after_seq."""
+
+    @_abc_1.abstractmethod
+    def PlanFlush(
+        self,
+        request: _memory_pb2.PlanFlushRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_pb2.PlanFlushResponse, _abc.Awaitable[_memory_pb2.PlanFlushResponse]]:
+        """PlanFlush returns what a fold would take out of the live context now, for a summary
+        written by the caller (e.g. the agent's own model); nothing changes.
+        """
+
+    @_abc_1.abstractmethod
+    def ApplyFlush(
+        self,
+        request: _memory_pb2.ApplyFlushRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_pb2.ApplyFlushResponse, _abc.Awaitable[_memory_pb2.ApplyFlushResponse]]:
+        """ApplyFlush folds exactly a plan's messages under the caller's summary, if and only if
+        no other fold happened since the plan (else ABORTED: plan again).
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteMessages(
+        self,
+        request: _memory_pb2.DeleteMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_pb2.DeleteMessagesResponse, _abc.Awaitable[_memory_pb2.DeleteMessagesResponse]]:
+        """DeleteMessages removes single messages from the live context and from history."""
 
 def add_MemoryServiceServicer_to_server(servicer: MemoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -42,6 +42,8 @@ export enum Role {
   ROLE_USER = 2,
   ROLE_ASSISTANT = 3,
   ROLE_TOOL = 4,
+  /** ROLE_DEVELOPER - OpenAI's successor to `system` for reasoning models; treated as system for priorities. */
+  ROLE_DEVELOPER = 5,
   UNRECOGNIZED = -1,
 }
 
@@ -62,6 +64,9 @@ export function roleFromJSON(object: any): Role {
     case 4:
     case "ROLE_TOOL":
       return Role.ROLE_TOOL;
+    case 5:
+    case "ROLE_DEVELOPER":
+      return Role.ROLE_DEVELOPER;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -81,6 +86,8 @@ export function roleToJSON(object: Role): string {
       return "ROLE_ASSISTANT";
     case Role.ROLE_TOOL:
       return "ROLE_TOOL";
+    case Role.ROLE_DEVELOPER:
+      return "ROLE_DEVELOPER";
     case Role.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -180,6 +187,11 @@ export enum ReadView {
   READ_VIEW_CONTEXT = 1,
   /** READ_VIEW_RAW - Every stored message, oldest first, no budget applied (after_seq and limit apply). */
   READ_VIEW_RAW = 2,
+  /**
+   * READ_VIEW_HISTORY - Every kept message, folded (history) or live, oldest first, each marked with
+   * `folded`; no budget applied (after_seq and limit apply).
+   */
+  READ_VIEW_HISTORY = 3,
   UNRECOGNIZED = -1,
 }
 
@@ -194,6 +206,9 @@ export function readViewFromJSON(object: any): ReadView {
     case 2:
     case "READ_VIEW_RAW":
       return ReadView.READ_VIEW_RAW;
+    case 3:
+    case "READ_VIEW_HISTORY":
+      return ReadView.READ_VIEW_HISTORY;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -209,6 +224,8 @@ export function readViewToJSON(object: ReadView): string {
       return "READ_VIEW_CONTEXT";
     case ReadView.READ_VIEW_RAW:
       return "READ_VIEW_RAW";
+    case ReadView.READ_VIEW_HISTORY:
+      return "READ_VIEW_HISTORY";
     case ReadView.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -271,6 +288,11 @@ export enum FlushStrategy {
   FLUSH_STRATEGY_HYBRID_SUMMARY = 1,
   /** FLUSH_STRATEGY_FIFO - Evict by priority then age, no summary. */
   FLUSH_STRATEGY_FIFO = 2,
+  /**
+   * FLUSH_STRATEGY_EXTERNAL - The caller folds (PlanFlush/ApplyFlush) with its own summary; the daemon signals when a
+   * fold is due and falls back to the rule-based summary after external_timeout.
+   */
+  FLUSH_STRATEGY_EXTERNAL = 3,
   UNRECOGNIZED = -1,
 }
 
@@ -285,6 +307,9 @@ export function flushStrategyFromJSON(object: any): FlushStrategy {
     case 2:
     case "FLUSH_STRATEGY_FIFO":
       return FlushStrategy.FLUSH_STRATEGY_FIFO;
+    case 3:
+    case "FLUSH_STRATEGY_EXTERNAL":
+      return FlushStrategy.FLUSH_STRATEGY_EXTERNAL;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -300,10 +325,60 @@ export function flushStrategyToJSON(object: FlushStrategy): string {
       return "FLUSH_STRATEGY_HYBRID_SUMMARY";
     case FlushStrategy.FLUSH_STRATEGY_FIFO:
       return "FLUSH_STRATEGY_FIFO";
+    case FlushStrategy.FLUSH_STRATEGY_EXTERNAL:
+      return "FLUSH_STRATEGY_EXTERNAL";
     case FlushStrategy.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
   }
+}
+
+/** ToolCall is one call an assistant message makes (OpenAI `tool_calls[]`, Anthropic `tool_use`). */
+export interface ToolCall {
+  /** The call's id, unique in the instance; a tool message answers it by tool_call_id. */
+  id: string;
+  /** The tool (function) name. */
+  name: string;
+  /** The arguments as the model wrote them (JSON text), stored byte for byte. */
+  arguments: string;
+}
+
+/**
+ * MediaRef points at an image or a file: by URL, by a provider's file id, or inline
+ * (base64 `data`, only under the daemon's size limit; never a way to store blobs).
+ */
+export interface MediaRef {
+  /** http(s) or data: URL. */
+  url: string;
+  /** A provider file id (e.g. OpenAI "file-abc"). */
+  fileId: string;
+  /** Inline bytes (small only). */
+  data: Buffer;
+  /** MIME type, e.g. "image/png", "application/pdf". */
+  mimeType: string;
+  /** Size in bytes, when known. */
+  sizeBytes: bigint;
+  /** OpenAI image detail: "auto", "low" or "high" (empty: auto). */
+  detail: string;
+  /** Pixel size of an image, when known (for token counting). */
+  width: number;
+  height: number;
+  /** File name, for files. */
+  filename: string;
+}
+
+/** ContentPart is one part of a multi-part message content. */
+export interface ContentPart {
+  /** Text. */
+  text?:
+    | string
+    | undefined;
+  /** An image. */
+  image?:
+    | MediaRef
+    | undefined;
+  /** A file (document). */
+  file?: MediaRef | undefined;
 }
 
 /**
@@ -333,6 +408,19 @@ export interface Message {
   persist?:
     | boolean
     | undefined;
+  /**
+   * Assistant messages: the tools this turn calls. The calls and the tool messages that
+   * answer them form one group, kept, folded or dropped whole.
+   */
+  toolCalls: ToolCall[];
+  /** Tool messages: the id of the call this message answers. Required for ROLE_TOOL. */
+  toolCallId: string;
+  /** Optional participant name (user/assistant) or tool name (tool messages). */
+  name: string;
+  /** Multi-part content (text, images, files). When set, `content` must be empty. */
+  parts: ContentPart[];
+  /** Opaque provider fields memoryd does not model, as JSON text, returned byte for byte. */
+  extra: string;
   /** Server-set: position in the instance, strictly increasing, never reused. */
   seq: bigint;
   /** Server-set: stable unique id of the stored message. */
@@ -347,6 +435,8 @@ export interface Message {
   kind: MessageKind;
   /** Server-set: the priority the budget rules used. */
   effectivePriority: number;
+  /** Server-set, HISTORY reads: true when the message was folded out of the live context. */
+  folded: boolean;
 }
 
 export interface Message_MetadataEntry {
@@ -431,7 +521,7 @@ export interface ReadRequest {
   ref:
     | MemoryRef
     | undefined;
-  /** CONTEXT (default) or RAW. */
+  /** CONTEXT (default), RAW or HISTORY. */
   view: ReadView;
   /** Only messages with seq > after_seq (0: from the beginning). */
   afterSeq: bigint;
@@ -508,6 +598,12 @@ export interface InstanceStats {
    * choice; hybrid_summary folds and never counts here), since the instance was created.
    */
   evicted: bigint;
+  /** Messages kept in history (folded out of the live context), not counting live ones. */
+  historyMessages: bigint;
+  /** Highest seq the summary covers (0: no summary). */
+  summaryThroughSeq: bigint;
+  /** History messages dropped because the history was over max_history_messages. */
+  historyDropped: bigint;
 }
 
 export interface GetStatsResponse {
@@ -668,7 +764,15 @@ export interface WatchResponse {
     | Flushed
     | undefined;
   /** The instance was cleared. */
-  cleared?: Cleared | undefined;
+  cleared?:
+    | Cleared
+    | undefined;
+  /** A fold is due and the resource's strategy is external. */
+  flushDue?:
+    | FlushDue
+    | undefined;
+  /** Messages were deleted (DeleteMessages). */
+  deleted?: Deleted | undefined;
 }
 
 export interface Appended {
@@ -683,6 +787,508 @@ export interface Flushed {
 export interface Cleared {
 }
 
+export interface Deleted {
+  seqs: bigint[];
+}
+
+/**
+ * FlushDue: the instance is over its threshold and its strategy is external: a fold is
+ * due (PlanFlush/ApplyFlush); the daemon folds by rule after external_timeout.
+ */
+export interface FlushDue {
+  /** The instance's stats when the fold became due. */
+  stats: InstanceStats | undefined;
+}
+
+export interface PlanFlushRequest {
+  /** The instance. Required; needs write access. */
+  ref: MemoryRef | undefined;
+}
+
+export interface PlanFlushResponse {
+  /** Names the instance's state the plan was made from; give it to ApplyFlush. */
+  planToken: string;
+  /** The seqs the fold takes out of the live context, ascending (empty: nothing to fold). */
+  seqs: bigint[];
+  /** The messages the fold takes out, in seq order (what the summary should cover). */
+  messages: Message[];
+  /** The current summary's text ("" when there is none); the new summary replaces it. */
+  currentSummary: string;
+  /** The most tokens the new summary may hold. */
+  summaryMaxTokens: number;
+  /** Instance stats when planned. */
+  stats: InstanceStats | undefined;
+}
+
+export interface ApplyFlushRequest {
+  /** The instance. Required; needs write access. */
+  ref:
+    | MemoryRef
+    | undefined;
+  /** PlanFlushResponse.plan_token. Required. */
+  planToken: string;
+  /**
+   * The new summary (replaces the current one; it should cover it). May be empty only
+   * when the plan folds nothing.
+   */
+  summary: string;
+}
+
+export interface ApplyFlushResponse {
+  /** Seqs folded out of the live context. */
+  removedSeqs: bigint[];
+  /** The stored summary. */
+  summary:
+    | Message
+    | undefined;
+  /** Instance stats after the fold. */
+  stats: InstanceStats | undefined;
+}
+
+export interface DeleteMessagesRequest {
+  /** The instance. Required; needs write access. */
+  ref:
+    | MemoryRef
+    | undefined;
+  /** Seqs to delete, live or in history. Required, at least one. */
+  seqs: bigint[];
+  /** When set: delete only if the instance's newest seq is still this value (else ABORTED). */
+  ifLastSeq?: bigint | undefined;
+}
+
+export interface DeleteMessagesResponse {
+  /** Seqs really deleted (seqs not stored are ignored). */
+  deletedSeqs: bigint[];
+  /** Instance stats after the delete. */
+  stats: InstanceStats | undefined;
+}
+
+function createBaseToolCall(): ToolCall {
+  return { id: "", name: "", arguments: "" };
+}
+
+export const ToolCall: MessageFns<ToolCall> = {
+  encode(message: ToolCall, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.arguments !== "") {
+      writer.uint32(26).string(message.arguments);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ToolCall {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseToolCall();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.arguments = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ToolCall {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      arguments: isSet(object.arguments) ? globalThis.String(object.arguments) : "",
+    };
+  },
+
+  toJSON(message: ToolCall): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.arguments !== "") {
+      obj.arguments = message.arguments;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ToolCall>, I>>(base?: I): ToolCall {
+    return ToolCall.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ToolCall>, I>>(object: I): ToolCall {
+    const message = createBaseToolCall();
+    message.id = object.id ?? "";
+    message.name = object.name ?? "";
+    message.arguments = object.arguments ?? "";
+    return message;
+  },
+};
+
+function createBaseMediaRef(): MediaRef {
+  return {
+    url: "",
+    fileId: "",
+    data: Buffer.alloc(0),
+    mimeType: "",
+    sizeBytes: 0n,
+    detail: "",
+    width: 0,
+    height: 0,
+    filename: "",
+  };
+}
+
+export const MediaRef: MessageFns<MediaRef> = {
+  encode(message: MediaRef, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.url !== "") {
+      writer.uint32(10).string(message.url);
+    }
+    if (message.fileId !== "") {
+      writer.uint32(18).string(message.fileId);
+    }
+    if (message.data.length !== 0) {
+      writer.uint32(26).bytes(message.data);
+    }
+    if (message.mimeType !== "") {
+      writer.uint32(34).string(message.mimeType);
+    }
+    if (message.sizeBytes !== 0n) {
+      if (BigInt.asUintN(64, message.sizeBytes) !== message.sizeBytes) {
+        throw new globalThis.Error("value provided for field message.sizeBytes of type uint64 too large");
+      }
+      writer.uint32(40).uint64(message.sizeBytes);
+    }
+    if (message.detail !== "") {
+      writer.uint32(50).string(message.detail);
+    }
+    if (message.width !== 0) {
+      writer.uint32(56).uint32(message.width);
+    }
+    if (message.height !== 0) {
+      writer.uint32(64).uint32(message.height);
+    }
+    if (message.filename !== "") {
+      writer.uint32(74).string(message.filename);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MediaRef {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMediaRef();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.url = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.fileId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.data = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.mimeType = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.sizeBytes = reader.uint64() as bigint;
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.detail = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.width = reader.uint32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.height = reader.uint32();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.filename = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MediaRef {
+    return {
+      url: isSet(object.url) ? globalThis.String(object.url) : "",
+      fileId: isSet(object.fileId)
+        ? globalThis.String(object.fileId)
+        : isSet(object.file_id)
+        ? globalThis.String(object.file_id)
+        : "",
+      data: isSet(object.data) ? Buffer.from(bytesFromBase64(object.data)) : Buffer.alloc(0),
+      mimeType: isSet(object.mimeType)
+        ? globalThis.String(object.mimeType)
+        : isSet(object.mime_type)
+        ? globalThis.String(object.mime_type)
+        : "",
+      sizeBytes: isSet(object.sizeBytes)
+        ? BigInt(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? BigInt(object.size_bytes)
+        : 0n,
+      detail: isSet(object.detail) ? globalThis.String(object.detail) : "",
+      width: isSet(object.width) ? globalThis.Number(object.width) : 0,
+      height: isSet(object.height) ? globalThis.Number(object.height) : 0,
+      filename: isSet(object.filename) ? globalThis.String(object.filename) : "",
+    };
+  },
+
+  toJSON(message: MediaRef): unknown {
+    const obj: any = {};
+    if (message.url !== "") {
+      obj.url = message.url;
+    }
+    if (message.fileId !== "") {
+      obj.fileId = message.fileId;
+    }
+    if (message.data.length !== 0) {
+      obj.data = base64FromBytes(message.data);
+    }
+    if (message.mimeType !== "") {
+      obj.mimeType = message.mimeType;
+    }
+    if (message.sizeBytes !== 0n) {
+      obj.sizeBytes = message.sizeBytes.toString();
+    }
+    if (message.detail !== "") {
+      obj.detail = message.detail;
+    }
+    if (message.width !== 0) {
+      obj.width = Math.round(message.width);
+    }
+    if (message.height !== 0) {
+      obj.height = Math.round(message.height);
+    }
+    if (message.filename !== "") {
+      obj.filename = message.filename;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MediaRef>, I>>(base?: I): MediaRef {
+    return MediaRef.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MediaRef>, I>>(object: I): MediaRef {
+    const message = createBaseMediaRef();
+    message.url = object.url ?? "";
+    message.fileId = object.fileId ?? "";
+    message.data = object.data ?? Buffer.alloc(0);
+    message.mimeType = object.mimeType ?? "";
+    message.sizeBytes = (object.sizeBytes !== undefined && object.sizeBytes !== null) ? BigInt(object.sizeBytes) : 0n;
+    message.detail = object.detail ?? "";
+    message.width = object.width ?? 0;
+    message.height = object.height ?? 0;
+    message.filename = object.filename ?? "";
+    return message;
+  },
+};
+
+function createBaseContentPart(): ContentPart {
+  return { text: undefined, image: undefined, file: undefined };
+}
+
+export const ContentPart: MessageFns<ContentPart> = {
+  encode(message: ContentPart, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.text !== undefined) {
+      writer.uint32(10).string(message.text);
+    }
+    if (message.image !== undefined) {
+      MediaRef.encode(message.image, writer.uint32(18).fork()).join();
+    }
+    if (message.file !== undefined) {
+      MediaRef.encode(message.file, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ContentPart {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseContentPart();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.text = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.image = MediaRef.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.file = MediaRef.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ContentPart {
+    return {
+      text: isSet(object.text) ? globalThis.String(object.text) : undefined,
+      image: isSet(object.image) ? MediaRef.fromJSON(object.image) : undefined,
+      file: isSet(object.file) ? MediaRef.fromJSON(object.file) : undefined,
+    };
+  },
+
+  toJSON(message: ContentPart): unknown {
+    const obj: any = {};
+    if (message.text !== undefined) {
+      obj.text = message.text;
+    }
+    if (message.image !== undefined) {
+      obj.image = MediaRef.toJSON(message.image);
+    }
+    if (message.file !== undefined) {
+      obj.file = MediaRef.toJSON(message.file);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ContentPart>, I>>(base?: I): ContentPart {
+    return ContentPart.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ContentPart>, I>>(object: I): ContentPart {
+    const message = createBaseContentPart();
+    message.text = object.text ?? undefined;
+    message.image = (object.image !== undefined && object.image !== null)
+      ? MediaRef.fromPartial(object.image)
+      : undefined;
+    message.file = (object.file !== undefined && object.file !== null) ? MediaRef.fromPartial(object.file) : undefined;
+    return message;
+  },
+};
+
 function createBaseMessage(): Message {
   return {
     role: 0,
@@ -691,12 +1297,18 @@ function createBaseMessage(): Message {
     priority: undefined,
     metadata: {},
     persist: undefined,
+    toolCalls: [],
+    toolCallId: "",
+    name: "",
+    parts: [],
+    extra: "",
     seq: 0n,
     id: "",
     createdAt: undefined,
     tokenCount: 0,
     kind: 0,
     effectivePriority: 0,
+    folded: false,
   };
 }
 
@@ -720,6 +1332,21 @@ export const Message: MessageFns<Message> = {
     if (message.persist !== undefined) {
       writer.uint32(48).bool(message.persist);
     }
+    for (const v of message.toolCalls) {
+      ToolCall.encode(v!, writer.uint32(58).fork()).join();
+    }
+    if (message.toolCallId !== "") {
+      writer.uint32(66).string(message.toolCallId);
+    }
+    if (message.name !== "") {
+      writer.uint32(74).string(message.name);
+    }
+    for (const v of message.parts) {
+      ContentPart.encode(v!, writer.uint32(130).fork()).join();
+    }
+    if (message.extra !== "") {
+      writer.uint32(138).string(message.extra);
+    }
     if (message.seq !== 0n) {
       if (BigInt.asUintN(64, message.seq) !== message.seq) {
         throw new globalThis.Error("value provided for field message.seq of type uint64 too large");
@@ -740,6 +1367,9 @@ export const Message: MessageFns<Message> = {
     }
     if (message.effectivePriority !== 0) {
       writer.uint32(120).int32(message.effectivePriority);
+    }
+    if (message.folded !== false) {
+      writer.uint32(144).bool(message.folded);
     }
     return writer;
   },
@@ -808,6 +1438,46 @@ export const Message: MessageFns<Message> = {
             message.persist = reader.bool();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.toolCalls.push(ToolCall.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.toolCallId = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.parts.push(ContentPart.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.extra = reader.string();
+            continue;
+          }
           case 10: {
             if (tag !== 80) {
               break;
@@ -856,6 +1526,14 @@ export const Message: MessageFns<Message> = {
             message.effectivePriority = reader.int32();
             continue;
           }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.folded = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -893,6 +1571,21 @@ export const Message: MessageFns<Message> = {
         )
         : {},
       persist: isSet(object.persist) ? globalThis.Boolean(object.persist) : undefined,
+      toolCalls: globalThis.Array.isArray(object?.toolCalls)
+        ? object.toolCalls.map((e: any) => ToolCall.fromJSON(e))
+        : globalThis.Array.isArray(object?.tool_calls)
+        ? object.tool_calls.map((e: any) => ToolCall.fromJSON(e))
+        : [],
+      toolCallId: isSet(object.toolCallId)
+        ? globalThis.String(object.toolCallId)
+        : isSet(object.tool_call_id)
+        ? globalThis.String(object.tool_call_id)
+        : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      parts: globalThis.Array.isArray(object?.parts)
+        ? object.parts.map((e: any) => ContentPart.fromJSON(e))
+        : [],
+      extra: isSet(object.extra) ? globalThis.String(object.extra) : "",
       seq: isSet(object.seq) ? BigInt(object.seq) : 0n,
       id: isSet(object.id) ? globalThis.String(object.id) : "",
       createdAt: isSet(object.createdAt)
@@ -911,6 +1604,7 @@ export const Message: MessageFns<Message> = {
         : isSet(object.effective_priority)
         ? globalThis.Number(object.effective_priority)
         : 0,
+      folded: isSet(object.folded) ? globalThis.Boolean(object.folded) : false,
     };
   },
 
@@ -940,6 +1634,21 @@ export const Message: MessageFns<Message> = {
     if (message.persist !== undefined) {
       obj.persist = message.persist;
     }
+    if (message.toolCalls?.length) {
+      obj.toolCalls = message.toolCalls.map((e) => ToolCall.toJSON(e));
+    }
+    if (message.toolCallId !== "") {
+      obj.toolCallId = message.toolCallId;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.parts?.length) {
+      obj.parts = message.parts.map((e) => ContentPart.toJSON(e));
+    }
+    if (message.extra !== "") {
+      obj.extra = message.extra;
+    }
     if (message.seq !== 0n) {
       obj.seq = message.seq.toString();
     }
@@ -957,6 +1666,9 @@ export const Message: MessageFns<Message> = {
     }
     if (message.effectivePriority !== 0) {
       obj.effectivePriority = Math.round(message.effectivePriority);
+    }
+    if (message.folded !== false) {
+      obj.folded = message.folded;
     }
     return obj;
   },
@@ -980,6 +1692,11 @@ export const Message: MessageFns<Message> = {
       {},
     );
     message.persist = object.persist ?? undefined;
+    message.toolCalls = object.toolCalls?.map((e) => ToolCall.fromPartial(e)) || [];
+    message.toolCallId = object.toolCallId ?? "";
+    message.name = object.name ?? "";
+    message.parts = object.parts?.map((e) => ContentPart.fromPartial(e)) || [];
+    message.extra = object.extra ?? "";
     message.seq = (object.seq !== undefined && object.seq !== null) ? BigInt(object.seq) : 0n;
     message.id = object.id ?? "";
     message.createdAt = (object.createdAt !== undefined && object.createdAt !== null)
@@ -988,6 +1705,7 @@ export const Message: MessageFns<Message> = {
     message.tokenCount = object.tokenCount ?? 0;
     message.kind = object.kind ?? 0;
     message.effectivePriority = object.effectivePriority ?? 0;
+    message.folded = object.folded ?? false;
     return message;
   },
 };
@@ -2146,6 +2864,9 @@ function createBaseInstanceStats(): InstanceStats {
     strategy: 0,
     encoding: "",
     evicted: 0n,
+    historyMessages: 0n,
+    summaryThroughSeq: 0n,
+    historyDropped: 0n,
   };
 }
 
@@ -2216,6 +2937,24 @@ export const InstanceStats: MessageFns<InstanceStats> = {
         throw new globalThis.Error("value provided for field message.evicted of type uint64 too large");
       }
       writer.uint32(104).uint64(message.evicted);
+    }
+    if (message.historyMessages !== 0n) {
+      if (BigInt.asUintN(64, message.historyMessages) !== message.historyMessages) {
+        throw new globalThis.Error("value provided for field message.historyMessages of type uint64 too large");
+      }
+      writer.uint32(112).uint64(message.historyMessages);
+    }
+    if (message.summaryThroughSeq !== 0n) {
+      if (BigInt.asUintN(64, message.summaryThroughSeq) !== message.summaryThroughSeq) {
+        throw new globalThis.Error("value provided for field message.summaryThroughSeq of type uint64 too large");
+      }
+      writer.uint32(120).uint64(message.summaryThroughSeq);
+    }
+    if (message.historyDropped !== 0n) {
+      if (BigInt.asUintN(64, message.historyDropped) !== message.historyDropped) {
+        throw new globalThis.Error("value provided for field message.historyDropped of type uint64 too large");
+      }
+      writer.uint32(128).uint64(message.historyDropped);
     }
     return writer;
   },
@@ -2337,6 +3076,30 @@ export const InstanceStats: MessageFns<InstanceStats> = {
             message.evicted = reader.uint64() as bigint;
             continue;
           }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.historyMessages = reader.uint64() as bigint;
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.summaryThroughSeq = reader.uint64() as bigint;
+            continue;
+          }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.historyDropped = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2400,6 +3163,21 @@ export const InstanceStats: MessageFns<InstanceStats> = {
       strategy: isSet(object.strategy) ? flushStrategyFromJSON(object.strategy) : 0,
       encoding: isSet(object.encoding) ? globalThis.String(object.encoding) : "",
       evicted: isSet(object.evicted) ? BigInt(object.evicted) : 0n,
+      historyMessages: isSet(object.historyMessages)
+        ? BigInt(object.historyMessages)
+        : isSet(object.history_messages)
+        ? BigInt(object.history_messages)
+        : 0n,
+      summaryThroughSeq: isSet(object.summaryThroughSeq)
+        ? BigInt(object.summaryThroughSeq)
+        : isSet(object.summary_through_seq)
+        ? BigInt(object.summary_through_seq)
+        : 0n,
+      historyDropped: isSet(object.historyDropped)
+        ? BigInt(object.historyDropped)
+        : isSet(object.history_dropped)
+        ? BigInt(object.history_dropped)
+        : 0n,
     };
   },
 
@@ -2444,6 +3222,15 @@ export const InstanceStats: MessageFns<InstanceStats> = {
     if (message.evicted !== 0n) {
       obj.evicted = message.evicted.toString();
     }
+    if (message.historyMessages !== 0n) {
+      obj.historyMessages = message.historyMessages.toString();
+    }
+    if (message.summaryThroughSeq !== 0n) {
+      obj.summaryThroughSeq = message.summaryThroughSeq.toString();
+    }
+    if (message.historyDropped !== 0n) {
+      obj.historyDropped = message.historyDropped.toString();
+    }
     return obj;
   },
 
@@ -2481,6 +3268,15 @@ export const InstanceStats: MessageFns<InstanceStats> = {
     message.strategy = object.strategy ?? 0;
     message.encoding = object.encoding ?? "";
     message.evicted = (object.evicted !== undefined && object.evicted !== null) ? BigInt(object.evicted) : 0n;
+    message.historyMessages = (object.historyMessages !== undefined && object.historyMessages !== null)
+      ? BigInt(object.historyMessages)
+      : 0n;
+    message.summaryThroughSeq = (object.summaryThroughSeq !== undefined && object.summaryThroughSeq !== null)
+      ? BigInt(object.summaryThroughSeq)
+      : 0n;
+    message.historyDropped = (object.historyDropped !== undefined && object.historyDropped !== null)
+      ? BigInt(object.historyDropped)
+      : 0n;
     return message;
   },
 };
@@ -4307,7 +5103,7 @@ export const WatchRequest: MessageFns<WatchRequest> = {
 };
 
 function createBaseWatchResponse(): WatchResponse {
-  return { appended: undefined, flushed: undefined, cleared: undefined };
+  return { appended: undefined, flushed: undefined, cleared: undefined, flushDue: undefined, deleted: undefined };
 }
 
 export const WatchResponse: MessageFns<WatchResponse> = {
@@ -4320,6 +5116,12 @@ export const WatchResponse: MessageFns<WatchResponse> = {
     }
     if (message.cleared !== undefined) {
       Cleared.encode(message.cleared, writer.uint32(26).fork()).join();
+    }
+    if (message.flushDue !== undefined) {
+      FlushDue.encode(message.flushDue, writer.uint32(34).fork()).join();
+    }
+    if (message.deleted !== undefined) {
+      Deleted.encode(message.deleted, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -4361,6 +5163,22 @@ export const WatchResponse: MessageFns<WatchResponse> = {
             message.cleared = Cleared.decode(reader, reader.uint32());
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.flushDue = FlushDue.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.deleted = Deleted.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4378,6 +5196,12 @@ export const WatchResponse: MessageFns<WatchResponse> = {
       appended: isSet(object.appended) ? Appended.fromJSON(object.appended) : undefined,
       flushed: isSet(object.flushed) ? Flushed.fromJSON(object.flushed) : undefined,
       cleared: isSet(object.cleared) ? Cleared.fromJSON(object.cleared) : undefined,
+      flushDue: isSet(object.flushDue)
+        ? FlushDue.fromJSON(object.flushDue)
+        : isSet(object.flush_due)
+        ? FlushDue.fromJSON(object.flush_due)
+        : undefined,
+      deleted: isSet(object.deleted) ? Deleted.fromJSON(object.deleted) : undefined,
     };
   },
 
@@ -4391,6 +5215,12 @@ export const WatchResponse: MessageFns<WatchResponse> = {
     }
     if (message.cleared !== undefined) {
       obj.cleared = Cleared.toJSON(message.cleared);
+    }
+    if (message.flushDue !== undefined) {
+      obj.flushDue = FlushDue.toJSON(message.flushDue);
+    }
+    if (message.deleted !== undefined) {
+      obj.deleted = Deleted.toJSON(message.deleted);
     }
     return obj;
   },
@@ -4408,6 +5238,12 @@ export const WatchResponse: MessageFns<WatchResponse> = {
       : undefined;
     message.cleared = (object.cleared !== undefined && object.cleared !== null)
       ? Cleared.fromPartial(object.cleared)
+      : undefined;
+    message.flushDue = (object.flushDue !== undefined && object.flushDue !== null)
+      ? FlushDue.fromPartial(object.flushDue)
+      : undefined;
+    message.deleted = (object.deleted !== undefined && object.deleted !== null)
+      ? Deleted.fromPartial(object.deleted)
       : undefined;
     return message;
   },
@@ -4642,6 +5478,872 @@ export const Cleared: MessageFns<Cleared> = {
   },
 };
 
+function createBaseDeleted(): Deleted {
+  return { seqs: [] };
+}
+
+export const Deleted: MessageFns<Deleted> = {
+  encode(message: Deleted, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.seqs.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.seqs) {
+        if (BigInt.asUintN(64, v) !== v) {
+          throw new globalThis.Error("a value provided in array field seqs of type uint64 is too large");
+        }
+        writer.uint64(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Deleted {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleted();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 8) {
+              message.seqs.push(reader.uint64() as bigint);
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.seqs.push(reader.uint64() as bigint);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Deleted {
+    return { seqs: globalThis.Array.isArray(object?.seqs) ? object.seqs.map((e: any) => BigInt(e)) : [] };
+  },
+
+  toJSON(message: Deleted): unknown {
+    const obj: any = {};
+    if (message.seqs?.length) {
+      obj.seqs = message.seqs.map((e) => e.toString());
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Deleted>, I>>(base?: I): Deleted {
+    return Deleted.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Deleted>, I>>(object: I): Deleted {
+    const message = createBaseDeleted();
+    message.seqs = object.seqs?.map((e) => BigInt(e)) || [];
+    return message;
+  },
+};
+
+function createBaseFlushDue(): FlushDue {
+  return { stats: undefined };
+}
+
+export const FlushDue: MessageFns<FlushDue> = {
+  encode(message: FlushDue, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.stats !== undefined) {
+      InstanceStats.encode(message.stats, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FlushDue {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFlushDue();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.stats = InstanceStats.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FlushDue {
+    return { stats: isSet(object.stats) ? InstanceStats.fromJSON(object.stats) : undefined };
+  },
+
+  toJSON(message: FlushDue): unknown {
+    const obj: any = {};
+    if (message.stats !== undefined) {
+      obj.stats = InstanceStats.toJSON(message.stats);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FlushDue>, I>>(base?: I): FlushDue {
+    return FlushDue.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FlushDue>, I>>(object: I): FlushDue {
+    const message = createBaseFlushDue();
+    message.stats = (object.stats !== undefined && object.stats !== null)
+      ? InstanceStats.fromPartial(object.stats)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePlanFlushRequest(): PlanFlushRequest {
+  return { ref: undefined };
+}
+
+export const PlanFlushRequest: MessageFns<PlanFlushRequest> = {
+  encode(message: PlanFlushRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.ref !== undefined) {
+      MemoryRef.encode(message.ref, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PlanFlushRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePlanFlushRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.ref = MemoryRef.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PlanFlushRequest {
+    return { ref: isSet(object.ref) ? MemoryRef.fromJSON(object.ref) : undefined };
+  },
+
+  toJSON(message: PlanFlushRequest): unknown {
+    const obj: any = {};
+    if (message.ref !== undefined) {
+      obj.ref = MemoryRef.toJSON(message.ref);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PlanFlushRequest>, I>>(base?: I): PlanFlushRequest {
+    return PlanFlushRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PlanFlushRequest>, I>>(object: I): PlanFlushRequest {
+    const message = createBasePlanFlushRequest();
+    message.ref = (object.ref !== undefined && object.ref !== null) ? MemoryRef.fromPartial(object.ref) : undefined;
+    return message;
+  },
+};
+
+function createBasePlanFlushResponse(): PlanFlushResponse {
+  return { planToken: "", seqs: [], messages: [], currentSummary: "", summaryMaxTokens: 0, stats: undefined };
+}
+
+export const PlanFlushResponse: MessageFns<PlanFlushResponse> = {
+  encode(message: PlanFlushResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.planToken !== "") {
+      writer.uint32(10).string(message.planToken);
+    }
+    if (message.seqs.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.seqs) {
+        if (BigInt.asUintN(64, v) !== v) {
+          throw new globalThis.Error("a value provided in array field seqs of type uint64 is too large");
+        }
+        writer.uint64(v);
+      }
+      writer.join();
+    }
+    for (const v of message.messages) {
+      Message.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.currentSummary !== "") {
+      writer.uint32(34).string(message.currentSummary);
+    }
+    if (message.summaryMaxTokens !== 0) {
+      writer.uint32(40).uint32(message.summaryMaxTokens);
+    }
+    if (message.stats !== undefined) {
+      InstanceStats.encode(message.stats, writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PlanFlushResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePlanFlushResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.planToken = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag === 16) {
+              message.seqs.push(reader.uint64() as bigint);
+
+              continue;
+            }
+
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.seqs.push(reader.uint64() as bigint);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.messages.push(Message.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.currentSummary = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.summaryMaxTokens = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.stats = InstanceStats.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PlanFlushResponse {
+    return {
+      planToken: isSet(object.planToken)
+        ? globalThis.String(object.planToken)
+        : isSet(object.plan_token)
+        ? globalThis.String(object.plan_token)
+        : "",
+      seqs: globalThis.Array.isArray(object?.seqs) ? object.seqs.map((e: any) => BigInt(e)) : [],
+      messages: globalThis.Array.isArray(object?.messages) ? object.messages.map((e: any) => Message.fromJSON(e)) : [],
+      currentSummary: isSet(object.currentSummary)
+        ? globalThis.String(object.currentSummary)
+        : isSet(object.current_summary)
+        ? globalThis.String(object.current_summary)
+        : "",
+      summaryMaxTokens: isSet(object.summaryMaxTokens)
+        ? globalThis.Number(object.summaryMaxTokens)
+        : isSet(object.summary_max_tokens)
+        ? globalThis.Number(object.summary_max_tokens)
+        : 0,
+      stats: isSet(object.stats) ? InstanceStats.fromJSON(object.stats) : undefined,
+    };
+  },
+
+  toJSON(message: PlanFlushResponse): unknown {
+    const obj: any = {};
+    if (message.planToken !== "") {
+      obj.planToken = message.planToken;
+    }
+    if (message.seqs?.length) {
+      obj.seqs = message.seqs.map((e) => e.toString());
+    }
+    if (message.messages?.length) {
+      obj.messages = message.messages.map((e) => Message.toJSON(e));
+    }
+    if (message.currentSummary !== "") {
+      obj.currentSummary = message.currentSummary;
+    }
+    if (message.summaryMaxTokens !== 0) {
+      obj.summaryMaxTokens = Math.round(message.summaryMaxTokens);
+    }
+    if (message.stats !== undefined) {
+      obj.stats = InstanceStats.toJSON(message.stats);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PlanFlushResponse>, I>>(base?: I): PlanFlushResponse {
+    return PlanFlushResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PlanFlushResponse>, I>>(object: I): PlanFlushResponse {
+    const message = createBasePlanFlushResponse();
+    message.planToken = object.planToken ?? "";
+    message.seqs = object.seqs?.map((e) => BigInt(e)) || [];
+    message.messages = object.messages?.map((e) => Message.fromPartial(e)) || [];
+    message.currentSummary = object.currentSummary ?? "";
+    message.summaryMaxTokens = object.summaryMaxTokens ?? 0;
+    message.stats = (object.stats !== undefined && object.stats !== null)
+      ? InstanceStats.fromPartial(object.stats)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseApplyFlushRequest(): ApplyFlushRequest {
+  return { ref: undefined, planToken: "", summary: "" };
+}
+
+export const ApplyFlushRequest: MessageFns<ApplyFlushRequest> = {
+  encode(message: ApplyFlushRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.ref !== undefined) {
+      MemoryRef.encode(message.ref, writer.uint32(10).fork()).join();
+    }
+    if (message.planToken !== "") {
+      writer.uint32(18).string(message.planToken);
+    }
+    if (message.summary !== "") {
+      writer.uint32(26).string(message.summary);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ApplyFlushRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseApplyFlushRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.ref = MemoryRef.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.planToken = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.summary = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ApplyFlushRequest {
+    return {
+      ref: isSet(object.ref) ? MemoryRef.fromJSON(object.ref) : undefined,
+      planToken: isSet(object.planToken)
+        ? globalThis.String(object.planToken)
+        : isSet(object.plan_token)
+        ? globalThis.String(object.plan_token)
+        : "",
+      summary: isSet(object.summary) ? globalThis.String(object.summary) : "",
+    };
+  },
+
+  toJSON(message: ApplyFlushRequest): unknown {
+    const obj: any = {};
+    if (message.ref !== undefined) {
+      obj.ref = MemoryRef.toJSON(message.ref);
+    }
+    if (message.planToken !== "") {
+      obj.planToken = message.planToken;
+    }
+    if (message.summary !== "") {
+      obj.summary = message.summary;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ApplyFlushRequest>, I>>(base?: I): ApplyFlushRequest {
+    return ApplyFlushRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ApplyFlushRequest>, I>>(object: I): ApplyFlushRequest {
+    const message = createBaseApplyFlushRequest();
+    message.ref = (object.ref !== undefined && object.ref !== null) ? MemoryRef.fromPartial(object.ref) : undefined;
+    message.planToken = object.planToken ?? "";
+    message.summary = object.summary ?? "";
+    return message;
+  },
+};
+
+function createBaseApplyFlushResponse(): ApplyFlushResponse {
+  return { removedSeqs: [], summary: undefined, stats: undefined };
+}
+
+export const ApplyFlushResponse: MessageFns<ApplyFlushResponse> = {
+  encode(message: ApplyFlushResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.removedSeqs.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.removedSeqs) {
+        if (BigInt.asUintN(64, v) !== v) {
+          throw new globalThis.Error("a value provided in array field removedSeqs of type uint64 is too large");
+        }
+        writer.uint64(v);
+      }
+      writer.join();
+    }
+    if (message.summary !== undefined) {
+      Message.encode(message.summary, writer.uint32(18).fork()).join();
+    }
+    if (message.stats !== undefined) {
+      InstanceStats.encode(message.stats, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ApplyFlushResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseApplyFlushResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 8) {
+              message.removedSeqs.push(reader.uint64() as bigint);
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.removedSeqs.push(reader.uint64() as bigint);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.summary = Message.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.stats = InstanceStats.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ApplyFlushResponse {
+    return {
+      removedSeqs: globalThis.Array.isArray(object?.removedSeqs)
+        ? object.removedSeqs.map((e: any) => BigInt(e))
+        : globalThis.Array.isArray(object?.removed_seqs)
+        ? object.removed_seqs.map((e: any) => BigInt(e))
+        : [],
+      summary: isSet(object.summary) ? Message.fromJSON(object.summary) : undefined,
+      stats: isSet(object.stats) ? InstanceStats.fromJSON(object.stats) : undefined,
+    };
+  },
+
+  toJSON(message: ApplyFlushResponse): unknown {
+    const obj: any = {};
+    if (message.removedSeqs?.length) {
+      obj.removedSeqs = message.removedSeqs.map((e) => e.toString());
+    }
+    if (message.summary !== undefined) {
+      obj.summary = Message.toJSON(message.summary);
+    }
+    if (message.stats !== undefined) {
+      obj.stats = InstanceStats.toJSON(message.stats);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ApplyFlushResponse>, I>>(base?: I): ApplyFlushResponse {
+    return ApplyFlushResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ApplyFlushResponse>, I>>(object: I): ApplyFlushResponse {
+    const message = createBaseApplyFlushResponse();
+    message.removedSeqs = object.removedSeqs?.map((e) => BigInt(e)) || [];
+    message.summary = (object.summary !== undefined && object.summary !== null)
+      ? Message.fromPartial(object.summary)
+      : undefined;
+    message.stats = (object.stats !== undefined && object.stats !== null)
+      ? InstanceStats.fromPartial(object.stats)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDeleteMessagesRequest(): DeleteMessagesRequest {
+  return { ref: undefined, seqs: [], ifLastSeq: undefined };
+}
+
+export const DeleteMessagesRequest: MessageFns<DeleteMessagesRequest> = {
+  encode(message: DeleteMessagesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.ref !== undefined) {
+      MemoryRef.encode(message.ref, writer.uint32(10).fork()).join();
+    }
+    if (message.seqs.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.seqs) {
+        if (BigInt.asUintN(64, v) !== v) {
+          throw new globalThis.Error("a value provided in array field seqs of type uint64 is too large");
+        }
+        writer.uint64(v);
+      }
+      writer.join();
+    }
+    if (message.ifLastSeq !== undefined) {
+      if (BigInt.asUintN(64, message.ifLastSeq) !== message.ifLastSeq) {
+        throw new globalThis.Error("value provided for field message.ifLastSeq of type uint64 too large");
+      }
+      writer.uint32(24).uint64(message.ifLastSeq);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteMessagesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteMessagesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.ref = MemoryRef.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag === 16) {
+              message.seqs.push(reader.uint64() as bigint);
+
+              continue;
+            }
+
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.seqs.push(reader.uint64() as bigint);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.ifLastSeq = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteMessagesRequest {
+    return {
+      ref: isSet(object.ref) ? MemoryRef.fromJSON(object.ref) : undefined,
+      seqs: globalThis.Array.isArray(object?.seqs) ? object.seqs.map((e: any) => BigInt(e)) : [],
+      ifLastSeq: isSet(object.ifLastSeq)
+        ? BigInt(object.ifLastSeq)
+        : isSet(object.if_last_seq)
+        ? BigInt(object.if_last_seq)
+        : undefined,
+    };
+  },
+
+  toJSON(message: DeleteMessagesRequest): unknown {
+    const obj: any = {};
+    if (message.ref !== undefined) {
+      obj.ref = MemoryRef.toJSON(message.ref);
+    }
+    if (message.seqs?.length) {
+      obj.seqs = message.seqs.map((e) => e.toString());
+    }
+    if (message.ifLastSeq !== undefined) {
+      obj.ifLastSeq = message.ifLastSeq.toString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteMessagesRequest>, I>>(base?: I): DeleteMessagesRequest {
+    return DeleteMessagesRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteMessagesRequest>, I>>(object: I): DeleteMessagesRequest {
+    const message = createBaseDeleteMessagesRequest();
+    message.ref = (object.ref !== undefined && object.ref !== null) ? MemoryRef.fromPartial(object.ref) : undefined;
+    message.seqs = object.seqs?.map((e) => BigInt(e)) || [];
+    message.ifLastSeq = (object.ifLastSeq !== undefined && object.ifLastSeq !== null)
+      ? BigInt(object.ifLastSeq)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDeleteMessagesResponse(): DeleteMessagesResponse {
+  return { deletedSeqs: [], stats: undefined };
+}
+
+export const DeleteMessagesResponse: MessageFns<DeleteMessagesResponse> = {
+  encode(message: DeleteMessagesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.deletedSeqs.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.deletedSeqs) {
+        if (BigInt.asUintN(64, v) !== v) {
+          throw new globalThis.Error("a value provided in array field deletedSeqs of type uint64 is too large");
+        }
+        writer.uint64(v);
+      }
+      writer.join();
+    }
+    if (message.stats !== undefined) {
+      InstanceStats.encode(message.stats, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteMessagesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteMessagesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 8) {
+              message.deletedSeqs.push(reader.uint64() as bigint);
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.deletedSeqs.push(reader.uint64() as bigint);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.stats = InstanceStats.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteMessagesResponse {
+    return {
+      deletedSeqs: globalThis.Array.isArray(object?.deletedSeqs)
+        ? object.deletedSeqs.map((e: any) => BigInt(e))
+        : globalThis.Array.isArray(object?.deleted_seqs)
+        ? object.deleted_seqs.map((e: any) => BigInt(e))
+        : [],
+      stats: isSet(object.stats) ? InstanceStats.fromJSON(object.stats) : undefined,
+    };
+  },
+
+  toJSON(message: DeleteMessagesResponse): unknown {
+    const obj: any = {};
+    if (message.deletedSeqs?.length) {
+      obj.deletedSeqs = message.deletedSeqs.map((e) => e.toString());
+    }
+    if (message.stats !== undefined) {
+      obj.stats = InstanceStats.toJSON(message.stats);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteMessagesResponse>, I>>(base?: I): DeleteMessagesResponse {
+    return DeleteMessagesResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteMessagesResponse>, I>>(object: I): DeleteMessagesResponse {
+    const message = createBaseDeleteMessagesResponse();
+    message.deletedSeqs = object.deletedSeqs?.map((e) => BigInt(e)) || [];
+    message.stats = (object.stats !== undefined && object.stats !== null)
+      ? InstanceStats.fromPartial(object.stats)
+      : undefined;
+    return message;
+  },
+};
+
 /** MemoryService is served by the memoryd daemon, normally on a pod-local address. */
 export type MemoryServiceService = typeof MemoryServiceService;
 export const MemoryServiceService = {
@@ -4751,6 +6453,44 @@ export const MemoryServiceService = {
     responseSerialize: (value: WatchResponse): Buffer => Buffer.from(WatchResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): WatchResponse => WatchResponse.decode(value),
   },
+  /**
+   * PlanFlush returns what a fold would take out of the live context now, for a summary
+   * written by the caller (e.g. the agent's own model); nothing changes.
+   */
+  planFlush: {
+    path: "/memoryd.v1.MemoryService/PlanFlush" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PlanFlushRequest): Buffer => Buffer.from(PlanFlushRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PlanFlushRequest => PlanFlushRequest.decode(value),
+    responseSerialize: (value: PlanFlushResponse): Buffer => Buffer.from(PlanFlushResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PlanFlushResponse => PlanFlushResponse.decode(value),
+  },
+  /**
+   * ApplyFlush folds exactly a plan's messages under the caller's summary, if and only if
+   * no other fold happened since the plan (else ABORTED: plan again).
+   */
+  applyFlush: {
+    path: "/memoryd.v1.MemoryService/ApplyFlush" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ApplyFlushRequest): Buffer => Buffer.from(ApplyFlushRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ApplyFlushRequest => ApplyFlushRequest.decode(value),
+    responseSerialize: (value: ApplyFlushResponse): Buffer => Buffer.from(ApplyFlushResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ApplyFlushResponse => ApplyFlushResponse.decode(value),
+  },
+  /** DeleteMessages removes single messages from the live context and from history. */
+  deleteMessages: {
+    path: "/memoryd.v1.MemoryService/DeleteMessages" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteMessagesRequest): Buffer =>
+      Buffer.from(DeleteMessagesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteMessagesRequest => DeleteMessagesRequest.decode(value),
+    responseSerialize: (value: DeleteMessagesResponse): Buffer =>
+      Buffer.from(DeleteMessagesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteMessagesResponse => DeleteMessagesResponse.decode(value),
+  },
 } as const;
 
 export interface MemoryServiceServer extends UntypedServiceImplementation {
@@ -4778,6 +6518,18 @@ export interface MemoryServiceServer extends UntypedServiceImplementation {
   endWorkflow: handleUnaryCall<EndWorkflowRequest, EndWorkflowResponse>;
   /** Watch streams changes of one instance as they happen, resumable from after_seq. */
   watch: handleServerStreamingCall<WatchRequest, WatchResponse>;
+  /**
+   * PlanFlush returns what a fold would take out of the live context now, for a summary
+   * written by the caller (e.g. the agent's own model); nothing changes.
+   */
+  planFlush: handleUnaryCall<PlanFlushRequest, PlanFlushResponse>;
+  /**
+   * ApplyFlush folds exactly a plan's messages under the caller's summary, if and only if
+   * no other fold happened since the plan (else ABORTED: plan again).
+   */
+  applyFlush: handleUnaryCall<ApplyFlushRequest, ApplyFlushResponse>;
+  /** DeleteMessages removes single messages from the live context and from history. */
+  deleteMessages: handleUnaryCall<DeleteMessagesRequest, DeleteMessagesResponse>;
 }
 
 export interface MemoryServiceClient extends Client {
@@ -4923,6 +6675,60 @@ export interface MemoryServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<WatchResponse>;
+  /**
+   * PlanFlush returns what a fold would take out of the live context now, for a summary
+   * written by the caller (e.g. the agent's own model); nothing changes.
+   */
+  planFlush(
+    request: PlanFlushRequest,
+    callback: (error: ServiceError | null, response: PlanFlushResponse) => void,
+  ): ClientUnaryCall;
+  planFlush(
+    request: PlanFlushRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PlanFlushResponse) => void,
+  ): ClientUnaryCall;
+  planFlush(
+    request: PlanFlushRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PlanFlushResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * ApplyFlush folds exactly a plan's messages under the caller's summary, if and only if
+   * no other fold happened since the plan (else ABORTED: plan again).
+   */
+  applyFlush(
+    request: ApplyFlushRequest,
+    callback: (error: ServiceError | null, response: ApplyFlushResponse) => void,
+  ): ClientUnaryCall;
+  applyFlush(
+    request: ApplyFlushRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ApplyFlushResponse) => void,
+  ): ClientUnaryCall;
+  applyFlush(
+    request: ApplyFlushRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ApplyFlushResponse) => void,
+  ): ClientUnaryCall;
+  /** DeleteMessages removes single messages from the live context and from history. */
+  deleteMessages(
+    request: DeleteMessagesRequest,
+    callback: (error: ServiceError | null, response: DeleteMessagesResponse) => void,
+  ): ClientUnaryCall;
+  deleteMessages(
+    request: DeleteMessagesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteMessagesResponse) => void,
+  ): ClientUnaryCall;
+  deleteMessages(
+    request: DeleteMessagesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteMessagesResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const MemoryServiceClient = makeGenericClientConstructor(
@@ -4933,6 +6739,14 @@ export const MemoryServiceClient = makeGenericClientConstructor(
   service: typeof MemoryServiceService;
   serviceName: string;
 };
+
+function bytesFromBase64(b64: string): Uint8Array {
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+
+function base64FromBytes(arr: Uint8Array): string {
+  return globalThis.Buffer.from(arr).toString("base64");
+}
 
 function floatToJson(value: number | null | undefined): number | string | null | undefined {
   return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
