@@ -12,9 +12,41 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import NamedTuple
 
-ROLES = ("system", "user", "assistant", "tool")
+ROLES = ("system", "user", "assistant", "tool", "developer")
 PINNED_PRIORITY = 0
 NO_METADATA: Mapping[str, str] = MappingProxyType({})  # a shared, read-only empty default
+
+
+class ToolCall(NamedTuple):
+    """One call an assistant message makes; ``arguments`` is the model's JSON text, byte for byte."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContentPart:
+    """One part of a multi-part content: ``kind`` is "text", "image" or "file".
+
+    Text parts use ``text``; media parts point at their bytes by ``url`` or ``file_id``, or
+    hold small ``data`` inline."""
+
+    kind: str
+    text: str = ""
+    url: str = ""
+    file_id: str = ""
+    data: bytes = b""
+    mime_type: str = ""
+    size_bytes: int = 0
+    detail: str = ""
+    width: int = 0
+    height: int = 0
+    filename: str = ""
+
+
+NO_TOOL_CALLS: tuple[ToolCall, ...] = ()
+NO_PARTS: tuple[ContentPart, ...] = ()
 
 
 class Kind(StrEnum):
@@ -42,6 +74,11 @@ class IncomingMessage:
     priority: int | None
     metadata: dict[str, str]
     persist: bool
+    tool_calls: tuple[ToolCall, ...] = NO_TOOL_CALLS
+    tool_call_id: str = ""
+    name: str = ""
+    parts: tuple[ContentPart, ...] = NO_PARTS
+    extra: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +92,11 @@ class NewMessage:
     effective_priority: int
     token_count: int
     metadata: Mapping[str, str] = field(default_factory=dict)
+    tool_calls: tuple[ToolCall, ...] = NO_TOOL_CALLS
+    tool_call_id: str = ""
+    name: str = ""
+    parts: tuple[ContentPart, ...] = NO_PARTS
+    extra: str = ""
 
     @property
     def pinned(self) -> bool:
@@ -81,6 +123,13 @@ class StoredMessage(NamedTuple):
     created_at_ms: int
     metadata: Mapping[str, str] = NO_METADATA
     kind: Kind = Kind.MESSAGE
+    # Tool calls (assistant), the call a tool message answers, a participant/tool name,
+    # multi-part content and opaque provider fields (JSON text): issue 18's message shape.
+    tool_calls: tuple[ToolCall, ...] = NO_TOOL_CALLS
+    tool_call_id: str = ""
+    name: str = ""
+    parts: tuple[ContentPart, ...] = NO_PARTS
+    extra: str = ""
 
     @property
     def pinned(self) -> bool:
