@@ -255,6 +255,18 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
     async def EndWorkflow(self, request: pb.EndWorkflowRequest, context: Ctx) -> pb.EndWorkflowResponse:
         return pb.EndWorkflowResponse(deleted_instances=await self.manager.end_workflow(request.workflow_id))
 
+    async def PlanFlush(self, request: pb.PlanFlushRequest, context: Ctx) -> pb.PlanFlushResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "PlanFlush is not implemented yet")
+        raise AssertionError("unreachable")
+
+    async def ApplyFlush(self, request: pb.ApplyFlushRequest, context: Ctx) -> pb.ApplyFlushResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ApplyFlush is not implemented yet")
+        raise AssertionError("unreachable")
+
+    async def DeleteMessages(self, request: pb.DeleteMessagesRequest, context: Ctx) -> pb.DeleteMessagesResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "DeleteMessages is not implemented yet")
+        raise AssertionError("unreachable")
+
     @_stream
     async def Watch(self, request: pb.WatchRequest, context: Ctx) -> AsyncIterator[pb.WatchResponse]:
         target = self._target(request.ref, request.HasField("ref"))

@@ -93,7 +93,11 @@ def decode_entry(
         int(f[_c]),  # created_at_ms
         _loads(metadata) if metadata else NO_METADATA,  # metadata
         _MESSAGE,  # kind
+        *_NO_EXTENSIONS,  # tool_calls, tool_call_id, name, parts, extra: not stored yet
     ))
+
+
+_NO_EXTENSIONS = tuple(StoredMessage._field_defaults[f] for f in StoredMessage._fields[11:])
 
 
 def _int(v: Any) -> int:
