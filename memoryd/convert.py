@@ -22,7 +22,8 @@ _SUMMARY = Kind.SUMMARY  # enum members are slow to read from their class (and t
 _KIND_SUMMARY, _KIND_MESSAGE = pb.MESSAGE_KIND_SUMMARY, pb.MESSAGE_KIND_MESSAGE
 _role_value, _ROLE_UNSPECIFIED = ROLE_VALUES.get, pb.ROLE_UNSPECIFIED
 RepeatedMessages = RepeatedCompositeFieldContainer[pb.Message]
-STRATEGIES = {"hybrid_summary": pb.FLUSH_STRATEGY_HYBRID_SUMMARY, "fifo": pb.FLUSH_STRATEGY_FIFO}
+STRATEGIES = {"hybrid_summary": pb.FLUSH_STRATEGY_HYBRID_SUMMARY, "fifo": pb.FLUSH_STRATEGY_FIFO,
+              "external": pb.FLUSH_STRATEGY_EXTERNAL}
 MODES = {"read-write": pb.ACCESS_MODE_READ_WRITE, "read-only": pb.ACCESS_MODE_READ_ONLY}
 
 

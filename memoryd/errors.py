@@ -20,7 +20,8 @@ engine and the configuration raise these without knowing anything of gRPC::
     ├── StoreUnavailable              UNAVAILABLE       (Redis down, breaker open: retry)
     └── LockContention                ABORTED           (plan again, later)
         ├── FenceRejected                               (the lock was lost)
-        └── InstanceChanged                             (wiped and created again meanwhile)
+        ├── InstanceChanged                             (wiped and created again meanwhile)
+        └── FoldedMeanwhile                             (another fold since the plan)
 
 Anything else reaching the wire is a bug: INTERNAL, with the traceback only in the log.
 """
@@ -147,6 +148,10 @@ class FenceRejected(LockContention):
 
 class InstanceChanged(LockContention):
     """A flush plan was refused because the instance was wiped and created again since it was read."""
+
+
+class FoldedMeanwhile(LockContention):
+    """A flush plan was refused because another fold happened since it was made (plan again)."""
 
 
 class ConfigError(MemorydError):

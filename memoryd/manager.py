@@ -10,6 +10,7 @@ and token counters are derived from the configuration once, at start.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -28,7 +29,7 @@ from memoryd.errors import (
     ResourceExhausted,
     echo,
 )
-from memoryd.flushing import THREAD_THRESHOLD, Flusher, FlushResult
+from memoryd.flushing import THREAD_THRESHOLD, ExternalFold, ExternalPlan, Flusher, FlushResult
 from memoryd.keys import InstanceAddr
 from memoryd.metrics import Metrics
 from memoryd.models import (
@@ -292,7 +293,7 @@ class MemoryManager:
                                                        "count": excluded})
         scheduled = False
         if not outcome.replayed and engine.needs_flush(outcome.meta, rt.resource, rt.budget):
-            scheduled = self._schedule_flush(target)
+            scheduled = self._flusher.schedule(target, outcome.meta)
         refs = iter(outcome.refs)
         results = tuple(MessageResult(None if m is None else next(refs), n)
                         for m, n in zip(prepared, redactions, strict=True))
@@ -321,11 +322,18 @@ class MemoryManager:
         """Return when no background flush runs (tests and tools wait for folds this way)."""
         await self._flusher.idle()
 
-    def _schedule_flush(self, target: Target) -> bool:
-        return self._flusher.schedule(target)
+    async def flush(
+        self, target: Target, *, dry_run: bool = False, expect_flush_count: int | None = None
+    ) -> FlushResult:
+        """The rule-based fold, on every strategy (``external`` included: Flush folds now);
+        ``expect_flush_count``: only if no fold happened since that count (``Flusher.flush``)."""
+        return await self._flusher.flush(target, dry_run=dry_run, expect_flush_count=expect_flush_count)
 
-    async def flush(self, target: Target, *, dry_run: bool = False) -> FlushResult:
-        return await self._flusher.flush(target, dry_run=dry_run)
+    async def plan_flush(self, target: Target) -> ExternalPlan:
+        return await self._flusher.plan_external(target)
+
+    async def apply_flush(self, target: Target, plan_token: str, summary: str) -> ExternalFold:
+        return await self._flusher.apply_external(target, plan_token, summary)
 
     # -- reads --------------------------------------------------------------------
 
@@ -379,8 +387,13 @@ class MemoryManager:
     def watch(
         self, target: Target, *, after_seq: int, chunk: int, stop: asyncio.Event
     ) -> AsyncGenerator[WatchEvent, None]:
-        """The changes of ``target``'s instance (``watching.Watchers.watch``)."""
-        return self._watching.watch(target.runtime.store, target.addr, after_seq=after_seq, chunk=chunk, stop=stop)
+        """The changes of ``target``'s instance (``watching.Watchers.watch``); on an
+        ``external`` resource, also when a fold is due."""
+        rt = target.runtime
+        due = None
+        if rt.resource.flushing_strategy.type == "external":
+            due = functools.partial(engine.needs_flush, resource=rt.resource, budget=rt.budget)
+        return self._watching.watch(rt.store, target.addr, after_seq=after_seq, chunk=chunk, stop=stop, due=due)
 
     # -- the daemon -----------------------------------------------------------------
 

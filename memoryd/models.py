@@ -211,6 +211,9 @@ class FlushPlan:
     # The incarnation the plan was made from (``InstanceMeta.epoch``): apply_flush refuses it
     # for any other, so a plan can never remove the messages of a re-created instance.
     epoch: str = ""
+    # The fold count (``InstanceMeta.flush_count``) the plan was made at, or None: apply_flush
+    # then refuses it (FoldedMeanwhile) if any other fold happened since (external folds).
+    flush_count: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

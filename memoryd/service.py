@@ -35,7 +35,7 @@ from memoryd.manager import MemoryManager
 from memoryd.models import InstanceMeta, StoredMessage
 from memoryd.status import abort
 from memoryd.targets import Target
-from memoryd.watching import Appended, Flushed
+from memoryd.watching import Appended, FlushDue, Flushed
 
 log = logging.getLogger("memoryd.service")
 
@@ -255,13 +255,26 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
     async def EndWorkflow(self, request: pb.EndWorkflowRequest, context: Ctx) -> pb.EndWorkflowResponse:
         return pb.EndWorkflowResponse(deleted_instances=await self.manager.end_workflow(request.workflow_id))
 
+    @_unary
     async def PlanFlush(self, request: pb.PlanFlushRequest, context: Ctx) -> pb.PlanFlushResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "PlanFlush is not implemented yet")
-        raise AssertionError("unreachable")
+        target = self._target(request.ref, request.HasField("ref"))
+        plan = await self.manager.plan_flush(target)
+        resp = pb.PlanFlushResponse(plan_token=plan.token, seqs=[m.seq for m in plan.messages],
+                                    current_summary=plan.current_summary,
+                                    summary_max_tokens=plan.summary_max_tokens)
+        add_messages(resp.messages, list(plan.messages))
+        self._fill_stats(resp.stats, target, plan.meta)
+        return resp
 
+    @_unary
     async def ApplyFlush(self, request: pb.ApplyFlushRequest, context: Ctx) -> pb.ApplyFlushResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ApplyFlush is not implemented yet")
-        raise AssertionError("unreachable")
+        target = self._target(request.ref, request.HasField("ref"))
+        fold = await self.manager.apply_flush(target, request.plan_token, request.summary)
+        resp = pb.ApplyFlushResponse(removed_seqs=fold.removed_seqs)
+        if fold.summary is not None:
+            resp.summary.CopyFrom(message_to_pb(summary_message(fold.summary)))
+        self._fill_stats(resp.stats, target, fold.meta)
+        return resp
 
     async def DeleteMessages(self, request: pb.DeleteMessagesRequest, context: Ctx) -> pb.DeleteMessagesResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "DeleteMessages is not implemented yet")
@@ -284,6 +297,8 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
                     if event.summary is not None:
                         flushed.summary.CopyFrom(message_to_pb(summary_message(event.summary)))
                     yield pb.WatchResponse(flushed=flushed)
+                elif isinstance(event, FlushDue):
+                    yield pb.WatchResponse(flush_due=pb.FlushDue(stats=self._stats(target, event.meta)))
                 else:
                     yield pb.WatchResponse(cleared=pb.Cleared())
 

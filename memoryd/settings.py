@@ -41,6 +41,7 @@ class Settings:
     max_watchers: int = 128
     flush_lock_ttl_ms: int = 2_000
     lock_acquire_timeout: float = 2.5
+    plan_token_key: str = field(default="", repr=False)  # a secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,11 @@ SETTINGS: tuple[Setting, ...] = (
             "while held, so a long flush keeps it; a holder that dies blocks flushes at most this long."),
     Setting("lock_acquire_timeout", "Seconds a flush waits for the instance lock before ABORTED. Longer than the "
             "lease (plus the 0.25 s retry cap), so a flush waiting on a dead holder gets the lock."),
+    Setting("plan_token_key", "Secret keying PlanFlush's plan tokens (HMAC-SHA256), so ApplyFlush folds only "
+            "what a daemon planned. A token verifies only where the key is the same: give daemons that share a "
+            "store the same one when a caller's PlanFlush and ApplyFlush may reach different daemons, from a "
+            "Secret via the environment. Empty: random per process (a restart invalidates open plans: "
+            "INVALID_ARGUMENT, plan again)."),
 )
 
 _LEVELS = ("debug", "info", "warning", "error")

@@ -38,7 +38,15 @@ class Cleared:
     pass
 
 
-WatchEvent = Appended | Flushed | Cleared
+@dataclass(frozen=True, slots=True)
+class FlushDue:
+    """An ``external`` resource's instance is over its threshold: a fold is due."""
+
+    meta: InstanceMeta
+
+
+WatchEvent = Appended | Flushed | Cleared | FlushDue
+DueRule = Callable[[InstanceMeta], bool]
 WATCH_WAKE_S = 1.0  # longest a watcher sleeps without re-reading the store
 # Watchers reading the store at once, all watchers of the daemon together: beyond it they
 # queue here, outside the store's per-call timeout, so that hundreds of watchers woken by
@@ -118,7 +126,8 @@ class Watchers:
         self._reads = asyncio.Semaphore(WATCH_READ_CONCURRENCY)
 
     async def watch(
-        self, store: MemoryStore, addr: InstanceAddr, *, after_seq: int, chunk: int, stop: asyncio.Event
+        self, store: MemoryStore, addr: InstanceAddr, *, after_seq: int, chunk: int, stop: asyncio.Event,
+        due: DueRule | None = None,
     ) -> AsyncGenerator[WatchEvent, None]:
         """Changes of one instance, read from the store at the consumer's pace.
 
@@ -129,13 +138,18 @@ class Watchers:
         not as a set of every delivered seq. Resuming with ``after_seq`` replays what was
         missed. At most ``max_watchers`` run at once (ResourceExhausted beyond);
         the daemon's shutdown ends every watcher with ShuttingDown (UNAVAILABLE).
+
+        ``due`` (external resources): FlushDue once per fold period -- when the counters the
+        watcher reads say a fold is due, after the Appended that made it so, and again
+        only after a fold or a Clear (a fold that left the instance over its threshold
+        starts a new period).
         """
         if self.count >= self.max_watchers:
             raise ResourceExhausted(f"Watch: this daemon already serves {self.count} watchers "
                                     "(--max-watchers); close one or retry later")
         self.count += 1
         try:
-            changes = self._changes(store, addr, after_seq=after_seq, chunk=chunk, stop=stop)
+            changes = self._changes(store, addr, after_seq=after_seq, chunk=chunk, stop=stop, due=due)
             async with contextlib.aclosing(changes):  # closed with the stream, not by the GC
                 async for event in changes:
                     yield event
@@ -143,7 +157,8 @@ class Watchers:
             self.count -= 1
 
     async def _changes(
-        self, store: MemoryStore, addr: InstanceAddr, *, after_seq: int, chunk: int, stop: asyncio.Event
+        self, store: MemoryStore, addr: InstanceAddr, *, after_seq: int, chunk: int, stop: asyncio.Event,
+        due: DueRule | None,
     ) -> AsyncGenerator[WatchEvent, None]:
         start = cursor = after_seq  # delivered: the stored seqs in (start, cursor] ...
         gone: Runs = []  # ... except these (missing when read, or already reported removed)
@@ -151,6 +166,15 @@ class Watchers:
         # after_seq is taken to refer to the incarnation that exists now: past its end is no Clear
         seen = await self._read(functools.partial(store.meta, addr))
         flushes = seen.flush_count
+        signalled: tuple[str, int] | None = None  # the (epoch, fold count) of the last FlushDue
+
+        def newly_due(meta: InstanceMeta) -> bool:
+            nonlocal signalled
+            if due is None or signalled == (meta.epoch, meta.flush_count) or not due(meta):
+                return False
+            signalled = (meta.epoch, meta.flush_count)
+            return True
+
         while True:
             if stop.is_set():
                 raise ShuttingDown("Watch: the daemon is shutting down; resume with after_seq")
@@ -187,6 +211,11 @@ class Watchers:
                         gone.append(run)
                 cursor = page[-1].seq
                 yield Appended(page)
+                if newly_due(meta):
+                    yield FlushDue(meta)
+                continue
+            if newly_due(meta):
+                yield FlushDue(meta)
                 continue
             waiter = asyncio.ensure_future(store.wait_for_change(addr, after_seq=cursor, timeout_s=WATCH_WAKE_S))
             stopper = asyncio.ensure_future(stop.wait())

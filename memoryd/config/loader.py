@@ -264,6 +264,7 @@ def _build_resource(v: dict[str, Any]) -> MemoryResource:
             summarize_threshold=get(FLUSHING_STRATEGY, flushing, "summarize_threshold"),
             summary_tokens=get(FLUSHING_STRATEGY, flushing, "summary_tokens"),
             summarize_oldest_percent=get(FLUSHING_STRATEGY, flushing, "summarize_oldest_percent"),
+            external_timeout_s=get(FLUSHING_STRATEGY, flushing, "external_timeout"),
         ),
         persistence=Persistence(
             type=persistence.get("type"),

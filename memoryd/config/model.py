@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 AccessMode = Literal["read-write", "read-only"]
 DirectAccess = Literal["read-write", "read-only", "deny"]
-FlushType = Literal["hybrid_summary", "fifo"]
+FlushType = Literal["hybrid_summary", "fifo", "external"]
 OversizePolicy = Literal["truncate", "reject"]
 
 
@@ -39,6 +39,13 @@ class FlushingStrategy:
     summarize_threshold: float = 0.8
     summary_tokens: int = 500
     summarize_oldest_percent: float = 30.0
+    external_timeout_s: float = 60.0  # external: rule-based fold after this long without ApplyFlush
+
+    @property
+    def summarises(self) -> bool:
+        """Whether folds write a summary: ``hybrid_summary``, and ``external`` (the caller's
+        summary, or the hybrid rule's after ``external_timeout``)."""
+        return self.type != "fifo"
 
 
 BULK_TIMEOUT_FACTOR = 20  # a bulk read may take this many per-call timeouts ...
@@ -158,6 +165,7 @@ def effective_settings(resource: MemoryResource) -> dict[str, Any]:
             "summarize_threshold": fs.summarize_threshold,
             "summary_tokens": fs.summary_tokens,
             "summarize_oldest_percent": fs.summarize_oldest_percent,
+            "external_timeout": fs.external_timeout_s,
         },
         "persistence": {
             "type": ps.type,

@@ -59,10 +59,14 @@ def check_resource_fields(e: Entry) -> None:
                                             f"(±{ALLOCATION_TOLERANCE}), got {total:g}")
     check_blocks(e)
     flushing = v.get("flushing_strategy", {})
-    if get(FLUSHING_STRATEGY, flushing, "type") == "hybrid_summary":
+    strategy = get(FLUSHING_STRATEGY, flushing, "type")
+    if "external_timeout" in flushing and strategy != "external":
+        e.report(("flushing_strategy", "external_timeout"), f"applies to type: external only (type is {strategy})",
+                 line=e.line("flushing_strategy", "external_timeout"))
+    if strategy in ("hybrid_summary", "external"):
         if allocation.get("long_term") == 0:
             e.report(("token_allocation", "long_term"),
-                     "hybrid_summary needs room for the summary: long_term must be > 0 (or use fifo)")
+                     f"{strategy} needs room for the summary: long_term must be > 0 (or use fifo)")
         summary = get(FLUSHING_STRATEGY, flushing, "summary_tokens")
         if "max_tokens" in v and summary >= v["max_tokens"]:
             given = "" if "summary_tokens" in flushing else ", the default"

@@ -167,8 +167,11 @@ PRIORITY_BLOCK = Obj(
 
 FLUSHING_STRATEGY = Obj(
     (
-        Field("type", Scalar("enum", choices=("hybrid_summary", "fifo")),
-              "`hybrid_summary` folds the oldest messages into a rule-based summary; `fifo` only evicts.",
+        Field("type", Scalar("enum", choices=("hybrid_summary", "fifo", "external")),
+              "`hybrid_summary` folds the oldest messages into a rule-based summary; `fifo` only evicts; "
+              "`external` lets the caller's own model write the summary (PlanFlush/ApplyFlush): the daemon "
+              "signals that a fold is due (Watch `flush_due`, GetHealth `over_threshold`) and folds by the "
+              "`hybrid_summary` rule itself only after `external_timeout` without an ApplyFlush.",
               default="hybrid_summary", example="hybrid_summary"),
         Field("summarize_threshold", _ratio(exclusive_zero=True),
               "Fraction of the budget at which a background flush starts.", default=0.8, example="0.8"),
@@ -179,6 +182,10 @@ FLUSHING_STRATEGY = Obj(
         Field("summarize_oldest_percent", Scalar("number", minimum=0, maximum=100, exclusive_minimum=True),
               "Percent of the recent messages (oldest first) folded into the summary per flush.",
               default=30.0, example="30"),
+        Field("external_timeout", _POSITIVE_DURATION,
+              "`external` only: how long after a fold became due the daemon waits for an ApplyFlush before "
+              "folding by the `hybrid_summary` rule (long enough for a model call to write a summary; context "
+              "reads stay within the budget meanwhile).", default=60.0, example='"60s"', default_doc="`60s`"),
     )
 )
 

@@ -14,7 +14,7 @@ from memoryd.engine.budget import (
     message_room,
 )
 from memoryd.engine.evict import select_evictions
-from memoryd.engine.flush import needs_flush, plan_flush
+from memoryd.engine.flush import needs_flush, plan_flush, summary_room
 from memoryd.engine.priority import effective_priority
 from memoryd.engine.summarize import summarize
 from memoryd.engine.view import ContextView, context_view, summary_message
@@ -35,4 +35,5 @@ __all__ = [
     "select_evictions",
     "summarize",
     "summary_message",
+    "summary_room",
 ]

@@ -14,7 +14,7 @@ All caps are whole tokens. Ratio shares are floored, so the three shares of a
   recent_cap) (the lower of block cap and ratio wins). Several blocks with the same
   priority: the lowest cap.
 * ``flush_at`` = ceil(summarize_threshold x B): at this total a flush is due.
-* ``summary_reserve`` = ``summary_cap`` under hybrid_summary, else 0: the room every
+* ``summary_reserve`` = ``summary_cap`` under hybrid_summary and external, else 0: the room every
   view and every pinned append leave for the summary (promises 2 and 7).
 
 With no explicit pinned cap (no priority-0 block ``max_tokens``, no allocation), the
@@ -104,7 +104,7 @@ def compute_budget(resource: MemoryResource, context_window: int | None) -> Budg
             cap = min(block.max_tokens, recent_cap)
             block_caps[block.priority] = min(cap, block_caps.get(block.priority, cap))
 
-    reserve = summary_cap if resource.flushing_strategy.type == "hybrid_summary" else 0
+    reserve = summary_cap if resource.flushing_strategy.summarises else 0
     if not explicit_pinned:
         pinned_cap = total - reserve - MIN_RECENT_TOKENS
     threshold = resource.flushing_strategy.summarize_threshold
@@ -133,7 +133,7 @@ def budget_problems(resource: MemoryResource, context_window: int | None) -> lis
         return []  # reported elsewhere (missing budget or context window)
     out: list[Problem] = []
     alloc = resource.token_allocation
-    hybrid = resource.flushing_strategy.type == "hybrid_summary"
+    hybrid = resource.flushing_strategy.summarises  # hybrid_summary, or external (it falls back to it)
     if hybrid and b.summary_cap < MIN_SUMMARY_TOKENS:
         field = ("flushing_strategy", "summary_tokens")
         if alloc is not None and share(alloc.long_term, b.total) < resource.flushing_strategy.summary_tokens:

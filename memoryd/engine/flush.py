@@ -16,6 +16,9 @@ Nothing is dropped: every removed message is folded (promise 4). The newest
 non-pinned message is never folded (promise 3): with one recent message there is
 nothing to do. The new summary may use its whole cap, min(summary_cap, B - pinned).
 
+``external`` plans as ``hybrid_summary`` (PlanFlush returns the seqs; the caller writes the
+summary, within ``summary_room``; the daemon's fallback fold is this rule's).
+
 ``fifo``: no summary (an existing one is kept); evict by the eviction rule, never the
 newest message, until the instance is back under the threshold on every bound:
 total < flush_at, recent <= summarize_threshold x its room, non-pinned count <=
@@ -72,6 +75,12 @@ def plan_flush(
     return _plan_hybrid(state, recent, resource, budget, count, now_ms, pinned_tokens, before)
 
 
+def summary_room(budget: Budget, pinned_tokens: int) -> int:
+    """The most tokens a new summary may hold next to ``pinned_tokens``: what the hybrid
+    rule's summary may use, and the cap of a caller's summary (ApplyFlush)."""
+    return max(0, min(budget.summary_cap, budget.total - pinned_tokens))
+
+
 def _plan_hybrid(
     state: InstanceState,
     recent: list[StoredMessage],
@@ -91,7 +100,7 @@ def _plan_hybrid(
     evicted = _left_out(rest, room, budget.block_caps, budget.message_limit)
     span = recent[:n_fold] + [m for m in rest if m.seq in evicted]
     old = state.summary
-    cap = max(0, min(budget.summary_cap, budget.total - pinned_tokens))
+    cap = summary_room(budget, pinned_tokens)
     content = summarize(old.content if old is not None else None, span, cap, count)
     tokens = count(content) if content else 0
     through = max(max(m.seq for m in span), old.through_seq if old is not None else 0)

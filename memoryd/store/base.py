@@ -93,7 +93,9 @@ class MemoryStore(Protocol):
     ) -> FlushOutcome:
         """Delete exactly ``plan.remove_seqs`` (those still present), write the summary,
         adjust counters by what was really removed. Raise FenceRejected when ``fence``
-        is not the instance's current fence."""
+        is not the instance's current fence, InstanceChanged when ``plan.epoch`` is set and
+        is not the instance's, FoldedMeanwhile when ``plan.flush_count`` is set and is not
+        the instance's fold count (all checked atomically with the write)."""
         ...
 
     async def clear(self, addr: InstanceAddr) -> int:

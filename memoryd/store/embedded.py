@@ -17,7 +17,14 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field, replace
 
-from memoryd.errors import FenceRejected, IdempotencyConflict, InstanceChanged, LockContention, PinnedTierFull
+from memoryd.errors import (
+    FenceRejected,
+    FoldedMeanwhile,
+    IdempotencyConflict,
+    InstanceChanged,
+    LockContention,
+    PinnedTierFull,
+)
 from memoryd.keys import InstanceAddr
 from memoryd.models import (
     AppendedRef,
@@ -246,6 +253,9 @@ class EmbeddedStore:
             return FlushOutcome(removed_seqs=(), meta=InstanceMeta())
         if plan.epoch and plan.epoch != inst.meta.epoch:
             raise InstanceChanged("the instance was cleared and created again since the flush read it")
+        if plan.flush_count is not None and plan.flush_count != inst.meta.flush_count:
+            raise FoldedMeanwhile(f"another fold happened since the plan (fold {inst.meta.flush_count}, "
+                                  f"planned at {plan.flush_count}): plan again")
         removed = [inst.messages.pop(seq) for seq in plan.remove_seqs if seq in inst.messages]
         if removed:
             inst.seqs = list(inst.messages)

@@ -207,7 +207,7 @@ def test_effective_settings_are_complete_and_json_able(project: Project) -> None
         "token_allocation": None,
         "priority_blocks": [],
         "flushing_strategy": {"type": "fifo", "summarize_threshold": 0.8, "summary_tokens": 500,
-                              "summarize_oldest_percent": 30.0},
+                              "summarize_oldest_percent": 30.0, "external_timeout": 60.0},
         "persistence": {"type": None, "ttl": 2592000.0,
                         "circuit_breaker": {"timeout": 0.5, "max_failures": 5, "reset_timeout": 10.0}},
         "privacy_policy": {"redact_patterns": [], "non_persistable_message_types": [],

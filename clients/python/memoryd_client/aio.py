@@ -170,6 +170,27 @@ class AsyncMemoryClient(OutgoingMetadata):
         return await self._call(lambda: self._stub.Flush(req, timeout=self._timeout, metadata=self._metadata),
                                 retry=dry_run)
 
+    async def plan_flush(
+        self, memory_id: str, *, key: str | None = None, agent: Agent | None = None
+    ) -> pb.PlanFlushResponse:
+        """What a fold would take out now (``.seqs``, ``.messages``), the summary it replaces
+        (``.current_summary``) and its cap (``.summary_max_tokens``), for a summary your own
+        model writes; pass ``.plan_token`` to ``apply_flush``. Changes nothing."""
+        req = pb.PlanFlushRequest(ref=make_ref(memory_id, key, agent))
+        return await self._call(lambda: self._stub.PlanFlush(req, timeout=self._timeout, metadata=self._metadata),
+                                retry=True)
+
+    async def apply_flush(
+        self, memory_id: str, plan_token: str, summary: str, *, key: str | None = None,
+        agent: Agent | None = None,
+    ) -> pb.ApplyFlushResponse:
+        """Fold the plan's messages under ``summary``. AbortedError: another fold (or a Clear)
+        happened since the plan -- plan again; ResourceExhaustedError: the summary is over
+        ``summary_max_tokens``. Not retried: a retry of an applied fold would be refused."""
+        req = pb.ApplyFlushRequest(ref=make_ref(memory_id, key, agent), plan_token=plan_token, summary=summary)
+        return await self._call(lambda: self._stub.ApplyFlush(req, timeout=self._timeout, metadata=self._metadata),
+                                retry=False)
+
     async def clear(self, memory_id: str, *, key: str | None = None, agent: Agent | None = None) -> int:
         req = pb.ClearRequest(ref=make_ref(memory_id, key, agent))
         resp = await self._call(lambda: self._stub.Clear(req, timeout=self._timeout, metadata=self._metadata),

@@ -157,6 +157,23 @@ class MemoryClient(OutgoingMetadata):
         return self._call(lambda: self._stub.Flush(req, timeout=self._timeout, metadata=self._metadata),
                           retry=dry_run)
 
+    def plan_flush(
+        self, memory_id: str, *, key: str | None = None, agent: Agent | None = None
+    ) -> pb.PlanFlushResponse:
+        """As AsyncMemoryClient.plan_flush: what a fold would take out now; changes nothing."""
+        req = pb.PlanFlushRequest(ref=make_ref(memory_id, key, agent))
+        return self._call(lambda: self._stub.PlanFlush(req, timeout=self._timeout, metadata=self._metadata),
+                          retry=True)
+
+    def apply_flush(
+        self, memory_id: str, plan_token: str, summary: str, *, key: str | None = None,
+        agent: Agent | None = None,
+    ) -> pb.ApplyFlushResponse:
+        """As AsyncMemoryClient.apply_flush: AbortedError means plan again."""
+        req = pb.ApplyFlushRequest(ref=make_ref(memory_id, key, agent), plan_token=plan_token, summary=summary)
+        return self._call(lambda: self._stub.ApplyFlush(req, timeout=self._timeout, metadata=self._metadata),
+                          retry=False)
+
     def clear(self, memory_id: str, *, key: str | None = None, agent: Agent | None = None) -> int:
         req = pb.ClearRequest(ref=make_ref(memory_id, key, agent))
         return self._call(lambda: self._stub.Clear(req, timeout=self._timeout, metadata=self._metadata),

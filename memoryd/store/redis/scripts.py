@@ -41,6 +41,7 @@ class ApplyFlushReply(IntEnum):
     STALE_FENCE = 1  # {STALE_FENCE, current fence}: the lock was lost
     GONE = 2  # {GONE}: the instance does not exist
     OTHER_EPOCH = 3  # {OTHER_EPOCH, current epoch}: wiped and created again since the plan's read
+    OTHER_FOLD = 4  # {OTHER_FOLD, current flush_count}: another fold since the plan (external folds)
 
 
 _ARGV_FIELDS = tuple(f for f in ENTRY_FIELDS if f != "c")  # per message, as codec.message_args
@@ -147,7 +148,8 @@ return {$APPEND_STORED, last + 1, now_ms, meta()}
 
 # ARGV: fence, ttl_ms, has_summary ('1'/'0'), summary content, summary tokens, through_seq,
 # updated_at_ms, epoch the plan was made from ('' = not checked), '1' when the removed
-# messages are dropped unfolded (fifo: counted in meta.evicted), then the seqs to remove.
+# messages are dropped unfolded (fifo: counted in meta.evicted), the fold count the plan was
+# made at ('' = not checked; PlanFlush/ApplyFlush), then the seqs to remove (ARGV[11..]).
 # Reply: ``ApplyFlushReply``.
 APPLY_FLUSH = _script(_PRELUDE + """
 if redis.call('EXISTS', KEYS[2]) == 0 then return {$FLUSH_GONE} end
@@ -155,9 +157,13 @@ local epoch = redis.call('HGET', KEYS[2], 'epoch') or ''
 if ARGV[8] ~= '' and epoch ~= ARGV[8] then return {$FLUSH_OTHER_EPOCH, epoch} end
 local cur = redis.call('HGET', KEYS[2], 'fence')
 if (not cur) or tonumber(cur) ~= tonumber(ARGV[1]) then return {$FLUSH_STALE_FENCE, cur or '0'} end
+-- external folds: refuse a plan made before another fold (ARGV[10], '' = no check)
+local folds = redis.call('HGET', KEYS[2], 'flush_count') or '0'
+if ARGV[10] ~= '' and tonumber(folds) ~= tonumber(ARGV[10]) then return {$FLUSH_OTHER_FOLD, folds} end
+-- end external folds
 local removed = {}
 local rm_pinned, rm_recent = 0, 0
-for i = 10, #ARGV do
+for i = 11, #ARGV do
   local id = ARGV[i] .. '-0'
   local e = redis.call('XRANGE', KEYS[1], id, id)
   if e[1] then

@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from memoryd.config.model import CircuitBreaker
 from memoryd.errors import (
     FenceRejected,
+    FoldedMeanwhile,
     IdempotencyConflict,
     InstanceChanged,
     MemorydError,
@@ -525,6 +526,7 @@ class RedisStore:
             s.updated_at_ms if s is not None else 0,
             plan.epoch,
             "1" if plan.strategy == "fifo" else "0",
+            "" if plan.flush_count is None else plan.flush_count,
             *plan.remove_seqs,
         ]
         reply = await self._run(self._script("apply_flush", keys.data, args))
@@ -533,6 +535,9 @@ class RedisStore:
         if reply[0] == ApplyFlushReply.OTHER_EPOCH:
             self._cache.drop(addr)
             raise InstanceChanged("the instance was cleared and created again since the flush read it")
+        if reply[0] == ApplyFlushReply.OTHER_FOLD:
+            raise FoldedMeanwhile(f"another fold happened since the plan (fold {int(reply[1])}, planned at "
+                                  f"{plan.flush_count}): plan again")
         if reply[0] == ApplyFlushReply.GONE:
             return FlushOutcome(removed_seqs=(), meta=InstanceMeta())
         return FlushOutcome(removed_seqs=tuple(int(x) for x in reply[1]), meta=codec.decode_meta(reply[2]))
