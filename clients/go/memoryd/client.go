@@ -316,6 +316,32 @@ func (c *Client) Flush(ctx context.Context, ref Ref, dryRun bool) (*pb.FlushResp
 	})
 }
 
+// PlanFlush returns what a fold would take out now (Seqs, Messages), the summary it replaces
+// (CurrentSummary) and its cap (SummaryMaxTokens), for a summary the caller's own model writes;
+// give PlanToken to ApplyFlush. It changes nothing (and is retried like a read).
+func (c *Client) PlanFlush(ctx context.Context, ref Ref) (*pb.PlanFlushResponse, error) {
+	r, err := ref.proto()
+	if err != nil {
+		return nil, err
+	}
+	return unary(c, ctx, true, 0, func(ctx context.Context) (*pb.PlanFlushResponse, error) {
+		return c.stub.PlanFlush(ctx, &pb.PlanFlushRequest{Ref: r})
+	})
+}
+
+// ApplyFlush folds the plan's messages under summary. ErrAborted: another fold (or a Clear)
+// happened since the plan, plan again; ErrResourceExhausted: the summary is over SummaryMaxTokens.
+// Not retried (a repeat of an applied fold is refused).
+func (c *Client) ApplyFlush(ctx context.Context, ref Ref, planToken, summary string) (*pb.ApplyFlushResponse, error) {
+	r, err := ref.proto()
+	if err != nil {
+		return nil, err
+	}
+	return unary(c, ctx, false, 0, func(ctx context.Context) (*pb.ApplyFlushResponse, error) {
+		return c.stub.ApplyFlush(ctx, &pb.ApplyFlushRequest{Ref: r, PlanToken: planToken, Summary: summary})
+	})
+}
+
 // Clear deletes an instance and returns how many messages it removed (retried: twice equals once).
 func (c *Client) Clear(ctx context.Context, ref Ref) (uint64, error) {
 	r, err := ref.proto()

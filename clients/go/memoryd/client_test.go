@@ -151,6 +151,41 @@ func TestDefaultProject(t *testing.T) {
 		}
 	})
 
+	t.Run("plan and apply a fold under the caller's summary", func(t *testing.T) {
+		ref := memoryd.KeyRef("default", "go-external")
+		var batch []*pb.Message
+		for i := 0; i < 10; i++ {
+			batch = append(batch, memoryd.User(fmt.Sprintf("e%d", i)))
+		}
+		if _, err := c.Append(ctx, ref, batch); err != nil {
+			t.Fatal(err)
+		}
+		plan, err := c.PlanFlush(ctx, ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(plan.GetSeqs()) != "[1 2 3]" || len(plan.GetMessages()) != 3 || plan.GetSummaryMaxTokens() == 0 {
+			t.Fatalf("unexpected plan: %v", plan)
+		}
+		if _, err := c.Append(ctx, ref, []*pb.Message{memoryd.User("while the model wrote")}); err != nil {
+			t.Fatal(err)
+		}
+		done, err := c.ApplyFlush(ctx, ref, plan.GetPlanToken(), "e0 to e2, summed up")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(done.GetRemovedSeqs()) != "[1 2 3]" || done.GetSummary().GetContent() != "e0 to e2, summed up" ||
+			done.GetStats().GetMessageCount() != 8 {
+			t.Fatalf("unexpected fold: %v", done)
+		}
+		if _, err := c.ApplyFlush(ctx, ref, plan.GetPlanToken(), "again"); !errors.Is(err, memoryd.ErrAborted) {
+			t.Fatalf("a plan applied twice: %v, want ErrAborted", err)
+		}
+		if _, err := c.ApplyFlush(ctx, ref, "pt1.garbled.token", "s"); !errors.Is(err, memoryd.ErrInvalidArgument) {
+			t.Fatalf("a garbled token: %v, want ErrInvalidArgument", err)
+		}
+	})
+
 	t.Run("stats health clear", func(t *testing.T) {
 		ref := memoryd.KeyRef("default", "go-clear")
 		if _, err := c.Append(ctx, ref, []*pb.Message{memoryd.User("a"), memoryd.User("b")}); err != nil {

@@ -12,6 +12,7 @@ import {
 import {
   type AppendResponse,
   type AppendRequest,
+  type ApplyFlushResponse,
   type FlushResponse,
   type GetHealthResponse,
   type InstanceStats,
@@ -19,6 +20,7 @@ import {
   type MemoryRef,
   MemoryServiceClient,
   type Message,
+  type PlanFlushResponse,
   ReadView,
   type ResolveAgentResponse,
   Role,
@@ -384,6 +386,22 @@ export class MemoryClient {
     const dryRun = target.dryRun ?? false;
     const req = { ref: makeRef(memoryId, target), dryRun };
     return this.unary(this.stub.flush as Unary<any, FlushResponse>, req, dryRun, target);
+  }
+
+  /** What a fold would take out now (`seqs`, `messages`), the summary it replaces (`currentSummary`) and its
+   * cap (`summaryMaxTokens`), for a summary your own model writes; give `planToken` to applyFlush. Changes nothing. */
+  async planFlush(memoryId: string, target: Target, opts: RequestOptions = {}): Promise<PlanFlushResponse> {
+    const req = { ref: makeRef(memoryId, target) };
+    return this.unary(this.stub.planFlush as Unary<any, PlanFlushResponse>, req, true, opts);
+  }
+
+  /** Fold the plan's messages under `summary`. AbortedError: another fold (or a Clear) happened since the plan,
+   * plan again; ResourceExhaustedError: the summary is over summaryMaxTokens. Not retried (a repeat is refused). */
+  async applyFlush(
+    memoryId: string, planToken: string, summary: string, target: Target, opts: RequestOptions = {},
+  ): Promise<ApplyFlushResponse> {
+    const req = { ref: makeRef(memoryId, target), planToken, summary };
+    return this.unary(this.stub.applyFlush as Unary<any, ApplyFlushResponse>, req, false, opts);
   }
 
   /** Delete an instance; returns the number of messages removed. Clearing twice equals once, so it is retried. */

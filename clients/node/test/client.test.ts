@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import {
-  InvalidArgumentError, MemoryClient, MemorydError, MessageKind, NotFoundError, Role, newIdempotencyKey,
+  AbortedError, InvalidArgumentError, MemoryClient, MemorydError, MessageKind, NotFoundError, Role, newIdempotencyKey,
 } from "../src";
 import { type Daemon, startDaemon } from "./daemon";
 
@@ -75,6 +75,24 @@ describe("MemoryClient on the default project", () => {
       break;
     }
     assert.equal((await c.stats("default", { key: "node-paging" })).lastSeq, 525n);
+  });
+
+  it("folds under a summary it wrote itself (planFlush/applyFlush); a stale plan is AbortedError", async () => {
+    const target = { key: "node-external" };
+    await c.append("default", Array.from({ length: 10 }, (_, i) => ({ role: "user" as const, content: `e${i}` })),
+      target);
+    const plan = await c.planFlush("default", target);
+    assert.deepEqual(plan.seqs, [1n, 2n, 3n]);
+    assert.deepEqual(plan.messages.map((m) => m.content), ["e0", "e1", "e2"]);
+    assert.equal(plan.currentSummary, "");
+    assert.ok(plan.summaryMaxTokens > 0);
+    await c.append("default", [{ role: "user", content: "while the model wrote" }], target);
+    const done = await c.applyFlush("default", plan.planToken, "e0 to e2, summed up", target);
+    assert.deepEqual(done.removedSeqs, [1n, 2n, 3n]);
+    assert.equal(done.summary?.content, "e0 to e2, summed up");
+    assert.equal(done.stats?.messageCount, 8n);
+    await assert.rejects(c.applyFlush("default", plan.planToken, "again", target), AbortedError);
+    await assert.rejects(c.applyFlush("default", "pt1.garbled.token", "s", target), InvalidArgumentError);
   });
 
   it("reports stats and health", async () => {
