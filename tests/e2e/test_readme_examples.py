@@ -71,3 +71,12 @@ def test_examples_async_agents_script() -> None:
     assert "resolution agent sees: Router broken, SSN [REDACTED]" in out
     assert "123-45-6789" not in out
     assert "read-only reference:" in out
+
+
+def test_examples_external_summary_script(daemon: str) -> None:
+    """The agent folds with its own summary (a deterministic stand-in for the model offline)."""
+    out = run_script(REPO / "examples" / "external_summary.py", daemon, env={"OPENAI_API_KEY": ""})
+    assert "folded [1, 2]" in out
+    lines = out.splitlines()
+    assert lines[1].strip().startswith("summary") and "A-4821" in lines[1]
+    assert "(typed while the model was writing)" in out  # the append made meanwhile stayed live

@@ -172,6 +172,17 @@ def test_inline_resources_yml_files_null_fields_and_directory_path(tmp_path: Pat
     assert project.agents == {}
 
 
+def test_external_strategy(tmp_path: Path) -> None:
+    extra = "flushing_strategy: {type: external, external_timeout: 90s, summary_tokens: 300}\n"
+    project = load_project(write(tmp_path, "project: demo\n", {"e.yaml": "resource: memory\nid: e\n" + extra}))
+    fs = project.resources["e"].flushing_strategy
+    assert (fs.type, fs.external_timeout_s, fs.summary_tokens, fs.summarises) == ("external", 90.0, 300, True)
+    (tmp_path / "d").mkdir()
+    default = load_project(write(tmp_path / "d", "project: demo\n", {"e.yaml": "resource: memory\nid: e\n"
+                                                                               "flushing_strategy: {type: external}\n"}))
+    assert default.resources["e"].flushing_strategy.external_timeout_s == 60.0
+
+
 def test_example_project_loads() -> None:
     project = load_project(EXAMPLE)
     assert project.id == "support-demo"
@@ -277,6 +288,12 @@ RESOURCE_ERRORS = [
      "priority_blocks[0].max_tokens", "20 cannot hold the newest message of its priority cut to fit"),
     ("max_tokens: 550\n", 3, "flushing_strategy.summary_tokens",
      "summary cap 500 leave 50 of the 550-token budget for recent turns"),
+    ("flushing_strategy: {external_timeout: 5s}\n", 3, "flushing_strategy.external_timeout",
+     "applies to type: external only (type is hybrid_summary)"),
+    ("flushing_strategy: {type: external, external_timeout: 0}\n", 3, "flushing_strategy.external_timeout",
+     "must be > 0"),
+    ("max_tokens: 8000\nflushing_strategy: {type: external, summary_tokens: 12}\n", 4,
+     "flushing_strategy.summary_tokens", "the summary cap is 12 tokens"),
     ("oversize: drop\n", 3, "oversize", "must be one of `truncate`, `reject`"),
     ("access: {direct: nobody}\n", 3, "access.direct", "must be one of `read-write`, `read-only`, `deny`"),
     ("access: {direct: read-write, indirect: x}\n", 3, "access.indirect", "unknown field"),
