@@ -178,8 +178,8 @@ def test_external_strategy(tmp_path: Path) -> None:
     fs = project.resources["e"].flushing_strategy
     assert (fs.type, fs.external_timeout_s, fs.summary_tokens, fs.summarises) == ("external", 90.0, 300, True)
     (tmp_path / "d").mkdir()
-    default = load_project(write(tmp_path / "d", "project: demo\n", {"e.yaml": "resource: memory\nid: e\n"
-                                                                               "flushing_strategy: {type: external}\n"}))
+    minimal = "resource: memory\nid: e\nflushing_strategy: {type: external}\n"
+    default = load_project(write(tmp_path / "d", "project: demo\n", {"e.yaml": minimal}))
     assert default.resources["e"].flushing_strategy.external_timeout_s == 60.0
 
 
