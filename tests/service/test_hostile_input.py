@@ -43,6 +43,8 @@ ALLOWED: dict[str, set[grpc.StatusCode]] = {
     "ListResources": {C.INVALID_ARGUMENT},
     "EndWorkflow": {C.INVALID_ARGUMENT},
     "Watch": REF_CODES | {C.DEADLINE_EXCEEDED},
+    "PlanFlush": REF_CODES | {C.FAILED_PRECONDITION},
+    "ApplyFlush": REF_CODES | {C.FAILED_PRECONDITION, C.ABORTED, C.RESOURCE_EXHAUSTED},
 }
 WATCH_DEADLINE_S = 0.3  # ends a watch that was accepted (no status is asserted on time)
 CALL_DEADLINE_S = 30.0
@@ -384,6 +386,9 @@ def _requests(plausible: bool) -> dict[str, st.SearchStrategy[Any]]:
         "ListResources": st.just(pb.ListResourcesRequest()),
         "EndWorkflow": st.builds(lambda w: pb.EndWorkflowRequest(workflow_id=w), texts),
         "Watch": st.builds(lambda r, a: _with_ref(pb.WatchRequest, r, after_seq=a), refs, after_seqs),
+        "PlanFlush": st.builds(lambda r: _with_ref(pb.PlanFlushRequest, r), refs),
+        "ApplyFlush": st.builds(lambda r, t, s: _with_ref(pb.ApplyFlushRequest, r, plan_token=t, summary=s),
+                                refs, st.one_of(st.just(""), st.just("pt1.e30.AAAA"), texts), texts),
     }
 
 
