@@ -80,6 +80,9 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+PLAN_SECRET = "plan-token"  # the store's shared secret keying plan tokens when none is configured
+
+
 class Flusher:
     """Runs flushes for the manager and keeps its background flushes (one per instance)."""
 
@@ -236,7 +239,8 @@ class Flusher:
         messages = tuple(m for m in state.messages if m.seq in folded)
         old = state.summary
         through = max([*plan.remove_seqs, old.through_seq if old is not None else 0])
-        token = self.tokens.issue(target.addr, epoch=state.meta.epoch, flush_count=state.meta.flush_count,
+        signer = await self.tokens.ready(functools.partial(target.runtime.store.shared_secret, PLAN_SECRET))
+        token = signer.issue(target.addr, epoch=state.meta.epoch, flush_count=state.meta.flush_count,
                                   through_seq=through, seqs=plan.remove_seqs)
         pinned = sum(m.token_count for m in state.messages if m.pinned)
         return ExternalPlan(token, messages, old.content if old is not None else "",
@@ -249,7 +253,8 @@ class Flusher:
         fence like any flush. Messages appended meanwhile have higher seqs and stay live."""
         self._require_summary_strategy(target, "ApplyFlush")
         rt, s = target.runtime, self.settings
-        planned = self.tokens.verify(target.addr, plan_token)
+        signer = await self.tokens.ready(functools.partial(rt.store.shared_secret, PLAN_SECRET))
+        planned = signer.verify(target.addr, plan_token)
         if not planned.seqs:  # the plan folds nothing: nothing to apply
             state = await rt.store.state(target.addr)
             return ExternalFold((), state.summary, state.meta)

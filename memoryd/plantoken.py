@@ -4,14 +4,14 @@ A token names the state a fold was planned on -- the instance, its incarnation (
 its fold count (``flush_count``) -- and carries the planned seqs and the summary's
 ``through_seq``, so ApplyFlush needs no copy of the plan and no full read of the instance.
 It is ``pt1.<payload>.<mac>``: base64url JSON and the first 16 bytes of an HMAC-SHA256
-over ``pt1.<payload>`` keyed by the daemon's ``plan_token_key`` (random per process when
-unset). The MAC makes the seqs trustworthy (a caller cannot fold messages the daemon
+over ``pt1.<payload>`` keyed by the daemon's ``plan_token_key`` (by default, a secret the
+store keeps). The MAC makes the seqs trustworthy (a caller cannot fold messages the daemon
 did not plan, e.g. pinned ones or the newest turn); whether the state is still the one
 planned on is checked by the store, atomically with the fold (epoch and fold count).
 
-A token verifies only on a daemon with the same key: daemons that share a store and may
-receive the PlanFlush and the ApplyFlush of one caller (behind one Service, or across a
-restart) need the same ``plan_token_key`` (docs/external-summaries.md).
+Without a configured key, the key is a random secret kept in the store and shared by every
+daemon of it (``MemoryStore.shared_secret``): a plan made through one daemon applies through
+another, and across restarts, with no configuration (docs/external-summaries.md).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from memoryd.errors import InvalidArgument
@@ -78,12 +78,22 @@ def _unb64(text: str) -> bytes:
 
 
 class PlanTokens:
-    """Issues and verifies plan tokens with one key (the daemon's ``plan_token_key``)."""
+    """Issues and verifies plan tokens with one key: the daemon's ``plan_token_key``, else
+    the store's shared secret (``MemoryStore.shared_secret``), fetched once by ``ready``."""
 
     def __init__(self, key: str = "") -> None:
-        self._key = key.encode("utf-8") if key else secrets.token_bytes(32)
+        self._key = key.encode("utf-8") if key else b""
+
+    async def ready(self, shared: Callable[[], Awaitable[bytes]] | None = None) -> PlanTokens:
+        """These tokens with their key known: the configured one, else ``shared()`` (one store
+        round trip, the first time only), else a random one for this process."""
+        if not self._key:
+            self._key = await shared() if shared is not None else secrets.token_bytes(32)
+        return self
 
     def _mac(self, signed: str) -> bytes:
+        if not self._key:
+            raise RuntimeError("PlanTokens used before ready()")
         return hmac.new(self._key, signed.encode("ascii"), hashlib.sha256).digest()[:MAC_BYTES]
 
     def issue(self, addr: InstanceAddr, *, epoch: str, flush_count: int, through_seq: int,

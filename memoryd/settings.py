@@ -87,10 +87,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lock_acquire_timeout", "Seconds a flush waits for the instance lock before ABORTED. Longer than the "
             "lease (plus the 0.25 s retry cap), so a flush waiting on a dead holder gets the lock."),
     Setting("plan_token_key", "Secret keying PlanFlush's plan tokens (HMAC-SHA256), so ApplyFlush folds only "
-            "what a daemon planned. A token verifies only where the key is the same: give daemons that share a "
-            "store the same one when a caller's PlanFlush and ApplyFlush may reach different daemons, from a "
-            "Secret via the environment. Empty: random per process (a restart invalidates open plans: "
-            "INVALID_ARGUMENT, plan again)."),
+            "what a daemon planned. A token verifies only where the key is the same. Empty (the default): a random "
+            "secret the store keeps (Redis key memoryd:v1:secret:plan-token), shared by every daemon of that "
+            "Redis and kept across restarts; the embedded store's is per process."),
 )
 
 _LEVELS = ("debug", "info", "warning", "error")

@@ -355,6 +355,9 @@ class TracedStore:
     async def ping(self) -> None:
         await self._inner.ping()  # the readiness loop's once-a-second ping: not traced
 
+    async def shared_secret(self, name: str) -> bytes:
+        return await self._inner.shared_secret(name)  # once per process: not traced
+
     async def append(
         self,
         addr: InstanceAddr,

@@ -56,6 +56,12 @@ class MemoryStore(Protocol):
         """Raise StoreUnavailable when the store cannot serve calls."""
         ...
 
+    async def shared_secret(self, name: str) -> bytes:
+        """A random secret named ``name``, the same for every daemon of this store: made by
+        the first daemon that asks, kept as long as the store keeps its data (the embedded
+        store: per process). Keys plan tokens when no ``plan_token_key`` is configured."""
+        ...
+
     async def append(
         self,
         addr: InstanceAddr,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -79,6 +80,7 @@ class EmbeddedStore:
         self._locks: dict[InstanceAddr, asyncio.Lock] = {}
         self._fences: dict[InstanceAddr, int] = {}
         self._workflows: dict[tuple[str, str], set[InstanceAddr]] = {}
+        self._secrets: dict[str, bytes] = {}
         self._sweep_interval_s = sweep_interval_s
         self._sweeper: asyncio.Task[None] | None = None
         self._changed: dict[InstanceAddr, asyncio.Event] = {}
@@ -104,6 +106,9 @@ class EmbeddedStore:
 
     async def ping(self) -> None:
         return None
+
+    async def shared_secret(self, name: str) -> bytes:
+        return self._secrets.setdefault(name, secrets.token_bytes(32))
 
     async def _sweep_forever(self) -> None:
         while True:

@@ -338,3 +338,23 @@ async def test_context_promises_hold_with_external_folds(
                 await c.flush("chat", key="k")
             await checker.check(max_tokens=rng.randint(1, checker.budget.total))
         assert folds
+
+
+async def test_a_plan_made_through_one_daemon_applies_through_another_sharing_redis(
+    request: pytest.FixtureRequest,
+) -> None:
+    """No plan_token_key configured: the key is the secret the Redis keeps, so a plan made
+    through one daemon applies through another one of the same Redis, and after a restart."""
+    url = request.getfixturevalue("redis_standalone").url
+    project = Project(id=f"x{uuid.uuid4().hex[:10]}", resources={r.id: r for r in RESOURCES}, agents={})
+    async with running_server(project, store=open_store(url)) as a, a.client() as ca:
+        await ca.append("chat", said(10), key="k")
+        plan = await ca.plan_flush("chat", key="k")
+    async with running_server(project, store=open_store(url)) as b, b.client() as cb:  # a restart, or a peer
+        done = await cb.apply_flush("chat", plan.plan_token, "Folded through another daemon.", key="k")
+        assert list(done.removed_seqs) == list(plan.seqs)
+        await cb.append("chat", said(10), key="k2")
+        plan2 = await cb.plan_flush("chat", key="k2")
+        async with running_server(project, store=open_store(url)) as c, c.client() as cc:
+            done2 = await cc.apply_flush("chat", plan2.plan_token, "And through a third.", key="k2")
+            assert list(done2.removed_seqs) == list(plan2.seqs)

@@ -12,6 +12,8 @@ instance share its cluster hash tag, so each Lua script touches exactly one slot
     ...:lock    String: the flush lock (redis-py Lock); not part of the instance's data
 
     memoryd:v1:wf:{<sha(project, workflow)>}:<project>   Set of instance prefixes (EndWorkflow)
+    memoryd:v1:secret:<name>   String: a random secret every daemon of this Redis shares
+                               (``shared_secret``: the default plan-token key)
 
 The workflow index has its own tag (it lists instances of many slots); see docs/redis.md
 for how it is kept without a cross-slot script.
@@ -28,6 +30,7 @@ from memoryd.keys import InstanceAddr
 
 VERSION_PREFIX = "memoryd:v1:"
 WORKFLOW_PREFIX = VERSION_PREFIX + "wf:"
+SECRET_PREFIX = VERSION_PREFIX + "secret:"  # String: a secret shared by the daemons of this Redis
 
 MSGS, META, SUMMARY, IDEM, IDEM_EXPIRY, LOCK = "msgs", "meta", "sum", "idem", "idemx", "lock"
 

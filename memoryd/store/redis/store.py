@@ -67,7 +67,7 @@ from memoryd.store.redis.connection import (
     make_client,
     parser_name,
 )
-from memoryd.store.redis.layout import META_FIELDS, SUMMARY_FIELDS, InstanceKeys, workflow_index
+from memoryd.store.redis.layout import META_FIELDS, SECRET_PREFIX, SUMMARY_FIELDS, InstanceKeys, workflow_index
 from memoryd.store.redis.lock import InstanceLock
 from memoryd.store.redis.scripts import AppendReply, ApplyFlushReply
 from memoryd.store.redis.wire import LeanCheckout, ScriptCaller
@@ -285,6 +285,17 @@ class RedisStore:
 
     async def ping(self) -> None:
         await self._run(self._ping_op)
+
+    async def shared_secret(self, name: str) -> bytes:
+        """``SET NX GET``: the first daemon's random value wins, atomically, and every daemon
+        (and every restart) reads the same one; kept without TTL, like the data it keys."""
+        key, fresh = SECRET_PREFIX + name, secrets.token_hex(32)
+
+        async def op() -> bytes:
+            old = await self.client.set(key, fresh, nx=True, get=True)
+            return bytes.fromhex(old.decode() if isinstance(old, bytes) else fresh)
+
+        return await self._run(op, retry=True)
 
     # -- the guarded call -----------------------------------------------------------------
 
