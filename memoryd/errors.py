@@ -18,9 +18,10 @@ engine and the configuration raise these without knowing anything of gRPC::
     ├── IdempotencyConflict           ALREADY_EXISTS    (a key reused for another batch)
     ├── ShuttingDown                  UNAVAILABLE       (the daemon cut a stream)
     ├── StoreUnavailable              UNAVAILABLE       (Redis down, breaker open: retry)
-    └── LockContention                ABORTED           (plan again, later)
-        ├── FenceRejected                               (the lock was lost)
-        └── InstanceChanged                             (wiped and created again meanwhile)
+    ├── LockContention                ABORTED           (plan again, later)
+    │   ├── FenceRejected                               (the lock was lost)
+    │   └── InstanceChanged                             (wiped and created again meanwhile)
+    └── LastSeqChanged                ABORTED           (DeleteMessages' if_last_seq no longer holds)
 
 Anything else reaching the wire is a bug: INTERNAL, with the traceback only in the log.
 """
@@ -147,6 +148,13 @@ class FenceRejected(LockContention):
 
 class InstanceChanged(LockContention):
     """A flush plan was refused because the instance was wiped and created again since it was read."""
+
+
+class LastSeqChanged(MemorydError):
+    """DeleteMessages with ``if_last_seq``: the instance's newest seq is no longer that value
+    (something was appended meanwhile, or the instance was wiped); nothing was deleted."""
+
+    status = Status.ABORTED
 
 
 class ConfigError(MemorydError):

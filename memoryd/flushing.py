@@ -108,7 +108,8 @@ class Flusher:
                     return FlushResult(plan, False, (), await rt.store.meta(target.addr))
                 ttl = rt.resource.persistence.ttl_s
                 outcome: FlushOutcome = await rt.store.apply_flush(
-                    target.addr, plan, fence=lease.fence, ttl_ms=None if ttl is None else int(ttl * 1000)
+                    target.addr, plan, fence=lease.fence, ttl_ms=None if ttl is None else int(ttl * 1000),
+                    history=rt.history,
                 )
         except LockContention as exc:
             if not isinstance(exc, FenceRejected):

@@ -35,7 +35,7 @@ from memoryd.manager import MemoryManager
 from memoryd.models import InstanceMeta, StoredMessage
 from memoryd.status import abort
 from memoryd.targets import Target
-from memoryd.watching import Appended, Flushed
+from memoryd.watching import Appended, Deleted, Flushed
 
 log = logging.getLogger("memoryd.service")
 
@@ -151,8 +151,9 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
         validation.read(request)
         after = validation.after_seq(request.after_seq)
         chunk = request.chunk_size or self.settings.read_chunk_messages
-        if request.view == pb.READ_VIEW_RAW:
-            pages = self.manager.read_raw(target, after_seq=after, limit=request.limit, chunk=chunk)
+        if request.view in (pb.READ_VIEW_RAW, pb.READ_VIEW_HISTORY):
+            paged = self.manager.read_raw if request.view == pb.READ_VIEW_RAW else self.manager.read_history
+            pages = paged(target, after_seq=after, limit=request.limit, chunk=chunk)
             info = pb.ReadInfo(instance_id=target.addr.instance_id,
                                last_seq=(await self.manager.meta(target)).last_seq)
         else:
@@ -263,9 +264,15 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ApplyFlush is not implemented yet")
         raise AssertionError("unreachable")
 
+    @_unary
     async def DeleteMessages(self, request: pb.DeleteMessagesRequest, context: Ctx) -> pb.DeleteMessagesResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "DeleteMessages is not implemented yet")
-        raise AssertionError("unreachable")
+        target = self._target(request.ref, request.HasField("ref"))
+        seqs = validation.delete_seqs(request.seqs)
+        if_last_seq = request.if_last_seq if request.HasField("if_last_seq") else None
+        outcome = await self.manager.delete_messages(target, seqs, if_last_seq)
+        resp = pb.DeleteMessagesResponse(deleted_seqs=outcome.deleted_seqs)
+        self._fill_stats(resp.stats, target, outcome.meta)
+        return resp
 
     @_stream
     async def Watch(self, request: pb.WatchRequest, context: Ctx) -> AsyncIterator[pb.WatchResponse]:
@@ -284,6 +291,8 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
                     if event.summary is not None:
                         flushed.summary.CopyFrom(message_to_pb(summary_message(event.summary)))
                     yield pb.WatchResponse(flushed=flushed)
+                elif isinstance(event, Deleted):
+                    yield pb.WatchResponse(deleted=pb.Deleted(seqs=event.seqs))
                 else:
                     yield pb.WatchResponse(cleared=pb.Cleared())
 

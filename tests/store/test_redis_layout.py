@@ -62,8 +62,13 @@ async def test_every_write_applies_the_ttl_to_every_key(redis_store: MemoryStore
     async with s.lock(addr, ttl_ms=5_000, acquire_timeout_s=5) as lease:
         plan = FlushPlan("hybrid_summary", (1,), Summary("s", 1, 1, 0), 0, 0)
         await s.apply_flush(addr, plan, fence=lease.fence, ttl_ms=120_000)
-    after_flush = await ttls(s, addr)
-    assert len(after_flush) == 5 and all(60_000 < t <= 120_000 for t in after_flush.values())
+    after_flush = await ttls(s, addr)  # + sum and hist (the folded message): all six keys
+    assert len(after_flush) == 6 and all(60_000 < t <= 120_000 for t in after_flush.values())
+    await s.append(addr, [msg(), msg()], ttl_ms=150_000)
+    assert all(120_000 < t <= 150_000 for t in (await ttls(s, addr)).values())  # history too
+    await s.delete_messages(addr, [2], ttl_ms=180_000)  # a delete is a write: it refreshes every key
+    after_delete = await ttls(s, addr)
+    assert len(after_delete) == 6 and all(150_000 < t <= 180_000 for t in after_delete.values())
     await s.append(addr, [msg()])  # no TTL: the instance no longer expires
     assert all(t == -1 for t in (await ttls(s, addr)).values())
 
