@@ -13,7 +13,7 @@ import pytest
 
 from memoryd.errors import LastSeqChanged
 from memoryd.keys import InstanceAddr
-from memoryd.models import FlushOutcome, FlushPlan, HistoryPolicy, InstanceMeta, StoredMessage, Summary
+from memoryd.models import FlushOutcome, HistoryPolicy, InstanceMeta, StoredMessage, Summary
 from memoryd.store.base import MemoryStore
 from tests.store.conftest import new_addr
 from tests.store.test_conformance import TTL_MS, counters, expected_meta, msg, pinned, plan, wait_for
