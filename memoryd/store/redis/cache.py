@@ -3,10 +3,11 @@
 A stored message never changes while its instance lives: seq -> message is immutable,
 and messages leave only by a flush (which increments ``flush_count``), a DeleteMessages
 (which increments ``delete_count``) or when the whole instance goes (Clear, TTL expiry,
-EndWorkflow; the instance created again after that has a new ``epoch``). So a daemon may keep what it decoded, provided every read re-checks the
-instance in one round trip: the epoch, the counters, and the entries appended since.
-The check fails closed (any doubt: read everything again), so the cache never serves
-what another daemon changed; it only saves decoding what did not change.
+EndWorkflow; the instance created again after that has a new ``epoch``). So a daemon may
+keep what it decoded, provided every read re-checks the instance in one round trip: the
+epoch, the counters, and the entries appended since. The check fails closed (any doubt:
+read everything again), so the cache never serves what another daemon changed; it only
+saves decoding what did not change.
 """
 
 from __future__ import annotations
