@@ -65,6 +65,8 @@ def _fill(item: pb.Message, msg: StoredMessage) -> None:
     created.nanos = (ms % 1000) * 1_000_000
     if metadata:
         item.metadata.update(metadata)
+    if msg.folded:
+        item.folded = True
 
 
 def fill_stats(
@@ -82,6 +84,9 @@ def fill_stats(
     out.last_seq = meta.last_seq
     out.flush_count = meta.flush_count
     out.evicted = meta.evicted
+    out.history_messages = meta.history_messages
+    out.history_dropped = meta.history_dropped
+    out.summary_through_seq = meta.summary_through_seq
     out.strategy = STRATEGIES.get(strategy, pb.FLUSH_STRATEGY_UNSPECIFIED)
     out.encoding = encoding
     if meta.last_flush_at_ms is not None:

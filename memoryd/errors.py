@@ -18,10 +18,11 @@ engine and the configuration raise these without knowing anything of gRPC::
     ├── IdempotencyConflict           ALREADY_EXISTS    (a key reused for another batch)
     ├── ShuttingDown                  UNAVAILABLE       (the daemon cut a stream)
     ├── StoreUnavailable              UNAVAILABLE       (Redis down, breaker open: retry)
-    └── LockContention                ABORTED           (plan again, later)
-        ├── FenceRejected                               (the lock was lost)
-        ├── InstanceChanged                             (wiped and created again meanwhile)
-        └── FoldedMeanwhile                             (another fold since the plan)
+    ├── LockContention                ABORTED           (plan again, later)
+    │   ├── FenceRejected                               (the lock was lost)
+    │   ├── InstanceChanged                             (wiped and created again meanwhile)
+    │   └── FoldedMeanwhile                             (another fold since the plan)
+    └── LastSeqChanged                ABORTED           (DeleteMessages' if_last_seq no longer holds)
 
 Anything else reaching the wire is a bug: INTERNAL, with the traceback only in the log.
 """
@@ -152,6 +153,13 @@ class InstanceChanged(LockContention):
 
 class FoldedMeanwhile(LockContention):
     """A flush plan was refused because another fold happened since it was made (plan again)."""
+
+
+class LastSeqChanged(MemorydError):
+    """DeleteMessages with ``if_last_seq``: the instance's newest seq is no longer that value
+    (something was appended meanwhile, or the instance was wiped); nothing was deleted."""
+
+    status = Status.ABORTED
 
 
 class ConfigError(MemorydError):

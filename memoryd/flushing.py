@@ -204,7 +204,8 @@ class Flusher:
                     return FlushResult(plan, False, (), await rt.store.meta(target.addr))
                 ttl = rt.resource.persistence.ttl_s
                 outcome: FlushOutcome = await rt.store.apply_flush(
-                    target.addr, plan, fence=lease.fence, ttl_ms=None if ttl is None else int(ttl * 1000)
+                    target.addr, plan, fence=lease.fence, ttl_ms=None if ttl is None else int(ttl * 1000),
+                    history=rt.history,
                 )
         except LockContention as exc:
             if not isinstance(exc, FenceRejected):
@@ -281,7 +282,8 @@ class Flusher:
                                  epoch=planned.epoch, flush_count=planned.flush_count)
                 ttl = rt.resource.persistence.ttl_s
                 outcome = await rt.store.apply_flush(target.addr, plan, fence=lease.fence,
-                                                     ttl_ms=None if ttl is None else int(ttl * 1000))
+                                                     ttl_ms=None if ttl is None else int(ttl * 1000),
+                                                     history=rt.history)
                 if not outcome.meta.flush_count:  # the store found no instance: cleared since the plan
                     raise InstanceChanged("the instance was cleared since the plan: plan again")
         except LockContention as exc:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from memoryd import engine, tokens, tracing
 from memoryd.config.model import Project, effective_settings
@@ -35,6 +35,7 @@ from memoryd.metrics import Metrics
 from memoryd.models import (
     AppendedRef,
     AppendOutcome,
+    DeleteOutcome,
     IncomingMessage,
     InstanceMeta,
     NewMessage,
@@ -49,6 +50,14 @@ from memoryd.watching import Watchers, WatchEvent
 
 log = logging.getLogger("memoryd.manager")
 T = TypeVar("T")
+
+
+class PageFetch(Protocol):
+    """A store's paged read (``read`` or ``read_history``)."""
+
+    def __call__(self, addr: InstanceAddr, *, after_seq: int = 0, limit: int = 0) -> Awaitable[list[StoredMessage]]:
+        ...
+
 
 # Direct-key resolutions remembered (oldest dropped first).
 DIRECT_CACHE_SIZE = 4096
@@ -337,18 +346,34 @@ class MemoryManager:
 
     # -- reads --------------------------------------------------------------------
 
-    async def read_raw(
+    def read_raw(
         self, target: Target, *, after_seq: int, limit: int, chunk: int
     ) -> AsyncIterator[list[StoredMessage]]:
-        """Page through the stored messages oldest first, ``chunk`` at a time.
+        """Page through the live messages oldest first, ``chunk`` at a time (``_paged``)."""
+        store = target.runtime.store
+        return self._paged(store.read, target.addr, after_seq=after_seq, limit=limit, chunk=chunk)
+
+    def read_history(
+        self, target: Target, *, after_seq: int, limit: int, chunk: int
+    ) -> AsyncIterator[list[StoredMessage]]:
+        """Page through every kept message, folded (history) or live, oldest first, each
+        marked ``folded`` or not; paged by seq like RAW, so a fold between two pages neither
+        repeats nor skips a message (each page is one consistent read of both)."""
+        store = target.runtime.store
+        return self._paged(store.read_history, target.addr, after_seq=after_seq, limit=limit, chunk=chunk)
+
+    @staticmethod
+    async def _paged(
+        fetch: PageFetch, addr: InstanceAddr, *, after_seq: int, limit: int, chunk: int
+    ) -> AsyncIterator[list[StoredMessage]]:
+        """Pages of ``fetch`` oldest first, ``chunk`` at a time, at most ``limit`` in all.
 
         The next page is fetched while the caller encodes and sends this one, so that on
         a long read the store's round trip and decoding overlap the sending (with Redis,
         the server's work runs on another core)."""
-        store, addr = target.runtime.store, target.addr
         remaining = limit or -1  # -1: no limit
         size = chunk if remaining < 0 else min(chunk, remaining)
-        page = await store.read(addr, after_seq=after_seq, limit=size)
+        page = await fetch(addr, after_seq=after_seq, limit=size)
         pending: asyncio.Future[list[StoredMessage]] | None = None
         try:
             while page:
@@ -357,7 +382,7 @@ class MemoryManager:
                 full = len(page) == size
                 if full and remaining != 0:
                     size = chunk if remaining < 0 else min(chunk, remaining)
-                    pending = asyncio.ensure_future(store.read(addr, after_seq=page[-1].seq, limit=size))
+                    pending = asyncio.ensure_future(fetch(addr, after_seq=page[-1].seq, limit=size))
                 yield page
                 if pending is None:
                     return
@@ -433,6 +458,19 @@ class MemoryManager:
                          settings=effective_settings(rt.resource))
             for rt in self.runtimes.values()
         ]
+
+    async def delete_messages(
+        self, target: Target, seqs: Sequence[int], if_last_seq: int | None
+    ) -> DeleteOutcome:
+        """Delete single messages, live or in history (DeleteMessages). The summary is not
+        rewritten: a fact a deleted message contributed to it stays there until later folds
+        replace the summary (docs/api.md)."""
+        target.require_write("DeleteMessages")
+        rt = target.runtime
+        outcome = await rt.store.delete_messages(target.addr, seqs, if_last_seq=if_last_seq, ttl_ms=rt.ttl_ms)
+        self.metrics.instance_tokens(rt.resource.id, target.addr.instance_hash, outcome.meta.token_count,
+                                     rt.resource.persistence.ttl_s)
+        return outcome
 
     async def clear(self, target: Target) -> int:
         target.require_write("Clear")

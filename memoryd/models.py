@@ -130,6 +130,9 @@ class StoredMessage(NamedTuple):
     name: str = ""
     parts: tuple[ContentPart, ...] = NO_PARTS
     extra: str = ""
+    # Set only on HISTORY reads: the message was folded out of the live context into the
+    # instance's history (issue 19). Live messages (RAW, CONTEXT, every store read) say False.
+    folded: bool = False
 
     @property
     def pinned(self) -> bool:
@@ -163,6 +166,14 @@ class InstanceMeta:
     # expiry, EndWorkflow) and created again; "" while it does not exist. Seqs restart at 1
     # in a new incarnation, so a seq or a counter alone cannot tell two incarnations apart.
     epoch: str = ""
+    # Folded messages kept in the instance's history (not counting live ones), and those the
+    # history cap (``persistence.max_history_messages``) dropped since the instance was created.
+    history_messages: int = 0
+    history_dropped: int = 0
+    summary_through_seq: int = 0  # the highest seq the current summary covers (0: no summary)
+    # DeleteMessages calls that deleted something: a read cache re-validates against it, since
+    # a delete, unlike a flush, does not move flush_count.
+    delete_count: int = 0
 
     @property
     def token_count(self) -> int:
@@ -214,6 +225,24 @@ class FlushPlan:
     # The fold count (``InstanceMeta.flush_count``) the plan was made at, or None: apply_flush
     # then refuses it (FoldedMeanwhile) if any other fold happened since (external folds).
     flush_count: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPolicy:
+    """What a fold does with the messages it takes out of the live context (per resource:
+    ``persistence.history`` and ``persistence.max_history_messages``)."""
+
+    keep: bool = True
+    max_messages: int = 0  # 0: no cap; beyond it the oldest (lowest seq) history is dropped
+
+
+KEEP_ALL_HISTORY = HistoryPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteOutcome:
+    deleted_seqs: tuple[int, ...]  # ascending; seqs that were not stored are not listed
+    meta: InstanceMeta
 
 
 @dataclass(frozen=True, slots=True)

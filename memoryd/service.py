@@ -35,7 +35,7 @@ from memoryd.manager import MemoryManager
 from memoryd.models import InstanceMeta, StoredMessage
 from memoryd.status import abort
 from memoryd.targets import Target
-from memoryd.watching import Appended, FlushDue, Flushed
+from memoryd.watching import Appended, Deleted, FlushDue, Flushed
 
 log = logging.getLogger("memoryd.service")
 
@@ -151,8 +151,9 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
         validation.read(request)
         after = validation.after_seq(request.after_seq)
         chunk = request.chunk_size or self.settings.read_chunk_messages
-        if request.view == pb.READ_VIEW_RAW:
-            pages = self.manager.read_raw(target, after_seq=after, limit=request.limit, chunk=chunk)
+        if request.view in (pb.READ_VIEW_RAW, pb.READ_VIEW_HISTORY):
+            paged = self.manager.read_raw if request.view == pb.READ_VIEW_RAW else self.manager.read_history
+            pages = paged(target, after_seq=after, limit=request.limit, chunk=chunk)
             info = pb.ReadInfo(instance_id=target.addr.instance_id,
                                last_seq=(await self.manager.meta(target)).last_seq)
         else:
@@ -276,9 +277,15 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
         self._fill_stats(resp.stats, target, fold.meta)
         return resp
 
+    @_unary
     async def DeleteMessages(self, request: pb.DeleteMessagesRequest, context: Ctx) -> pb.DeleteMessagesResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "DeleteMessages is not implemented yet")
-        raise AssertionError("unreachable")
+        target = self._target(request.ref, request.HasField("ref"))
+        seqs = validation.delete_seqs(request.seqs)
+        if_last_seq = request.if_last_seq if request.HasField("if_last_seq") else None
+        outcome = await self.manager.delete_messages(target, seqs, if_last_seq)
+        resp = pb.DeleteMessagesResponse(deleted_seqs=outcome.deleted_seqs)
+        self._fill_stats(resp.stats, target, outcome.meta)
+        return resp
 
     @_stream
     async def Watch(self, request: pb.WatchRequest, context: Ctx) -> AsyncIterator[pb.WatchResponse]:
@@ -299,6 +306,8 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
                     yield pb.WatchResponse(flushed=flushed)
                 elif isinstance(event, FlushDue):
                     yield pb.WatchResponse(flush_due=pb.FlushDue(stats=self._stats(target, event.meta)))
+                elif isinstance(event, Deleted):
+                    yield pb.WatchResponse(deleted=pb.Deleted(seqs=event.seqs))
                 else:
                     yield pb.WatchResponse(cleared=pb.Cleared())
 

@@ -14,6 +14,7 @@ from memoryd.config.model import MemoryResource
 from memoryd.engine import Budget
 from memoryd.errors import PermissionDenied
 from memoryd.keys import InstanceAddr
+from memoryd.models import HistoryPolicy
 from memoryd.privacy import PrivacyFilter
 from memoryd.store.base import MemoryStore
 
@@ -27,6 +28,17 @@ class ResourceRuntime:
     counter: tokens.TokenCounter
     store: MemoryStore
     privacy: PrivacyFilter
+
+    @property
+    def history(self) -> HistoryPolicy:
+        """What a fold does with the messages it takes out (``persistence.history``)."""
+        p = self.resource.persistence
+        return HistoryPolicy(keep=p.history == "keep", max_messages=p.max_history_messages)
+
+    @property
+    def ttl_ms(self) -> int | None:
+        ttl = self.resource.persistence.ttl_s
+        return None if ttl is None else int(ttl * 1000)
 
 
 @dataclass(frozen=True, slots=True)

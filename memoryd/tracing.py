@@ -39,9 +39,12 @@ from typing import Any, TypeVar
 from memoryd import __version__, logs
 from memoryd.keys import InstanceAddr
 from memoryd.models import (
+    KEEP_ALL_HISTORY,
     AppendOutcome,
+    DeleteOutcome,
     FlushOutcome,
     FlushPlan,
+    HistoryPolicy,
     InstanceMeta,
     InstanceState,
     NewMessage,
@@ -397,11 +400,29 @@ class TracedStore:
         with self._span("meta", addr):
             return await self._inner.meta(addr)
 
+    async def read_history(self, addr: InstanceAddr, *, after_seq: int = 0, limit: int = 0) -> list[StoredMessage]:
+        with self._span("read_history", addr) as s:
+            out = await self._inner.read_history(addr, after_seq=after_seq, limit=limit)
+            if s is not None:
+                s.set_attribute("memoryd.messages.count", len(out))
+            return out
+
+    async def delete_messages(
+        self, addr: InstanceAddr, seqs: Sequence[int], *, if_last_seq: int | None = None, ttl_ms: int | None = None
+    ) -> DeleteOutcome:
+        with self._span("delete_messages", addr) as s:
+            out = await self._inner.delete_messages(addr, seqs, if_last_seq=if_last_seq, ttl_ms=ttl_ms)
+            if s is not None:
+                s.set_attribute("memoryd.messages.removed", len(out.deleted_seqs))
+                s.set_attribute("memoryd.instance.token_count", out.meta.token_count)
+            return out
+
     async def apply_flush(
-        self, addr: InstanceAddr, plan: FlushPlan, *, fence: int, ttl_ms: int | None = None
+        self, addr: InstanceAddr, plan: FlushPlan, *, fence: int, ttl_ms: int | None = None,
+        history: HistoryPolicy = KEEP_ALL_HISTORY,
     ) -> FlushOutcome:
         with self._span("apply_flush", addr, **{"memoryd.flush.removed_count": len(plan.remove_seqs)}) as s:
-            out = await self._inner.apply_flush(addr, plan, fence=fence, ttl_ms=ttl_ms)
+            out = await self._inner.apply_flush(addr, plan, fence=fence, ttl_ms=ttl_ms, history=history)
             if s is not None:
                 s.set_attribute("memoryd.messages.removed", len(out.removed_seqs))
                 s.set_attribute("memoryd.instance.token_count", out.meta.token_count)

@@ -15,6 +15,8 @@ MAX_CONTENT_TYPE = 128
 MAX_IDEMPOTENCY_KEY = 256
 MAX_METADATA_BYTES = 16_384
 MAX_CHUNK = 10_000
+#: Seqs one DeleteMessages call may name.
+MAX_DELETE_SEQS = 1_000
 #: The largest seq any store can assign (Redis INCR counts in a signed 64-bit integer).
 MAX_SEQ = 2**63 - 1
 
@@ -74,10 +76,23 @@ def idempotency_key(key: str) -> str | None:
 
 
 def read(req: pb.ReadRequest) -> None:
-    if req.view not in (pb.READ_VIEW_UNSPECIFIED, pb.READ_VIEW_CONTEXT, pb.READ_VIEW_RAW):
-        raise InvalidArgument("view", "must be CONTEXT or RAW")
+    if req.view not in (pb.READ_VIEW_UNSPECIFIED, pb.READ_VIEW_CONTEXT, pb.READ_VIEW_RAW, pb.READ_VIEW_HISTORY):
+        raise InvalidArgument("view", "must be CONTEXT, RAW or HISTORY")
     if req.chunk_size > MAX_CHUNK:
         raise InvalidArgument("chunk_size", f"must be <= {MAX_CHUNK}")
+
+
+def delete_seqs(seqs: Sequence[int]) -> list[int]:
+    """DeleteMessages' seqs: at least one, none 0, at most ``MAX_DELETE_SEQS`` (one atomic
+    store script deletes them all; a whole conversation is forgotten with Clear)."""
+    if not seqs:
+        raise InvalidArgument("seqs", "at least one seq is required")
+    if len(seqs) > MAX_DELETE_SEQS:
+        raise InvalidArgument("seqs", f"{len(seqs)} seqs exceed the limit of {MAX_DELETE_SEQS} per call")
+    for i, s in enumerate(seqs):
+        if s == 0:
+            raise InvalidArgument(f"seqs[{i}]", "must be > 0 (seqs start at 1)")
+    return [min(s, MAX_SEQ) for s in seqs]  # no message has a larger seq: the same, and storable
 
 
 def after_seq(value: int) -> int:

@@ -34,6 +34,11 @@ class Flushed:
 
 
 @dataclass(frozen=True, slots=True)
+class Deleted:
+    seqs: list[int]  # of the messages this stream delivered, that DeleteMessages removed
+
+
+@dataclass(frozen=True, slots=True)
 class Cleared:
     pass
 
@@ -45,7 +50,7 @@ class FlushDue:
     meta: InstanceMeta
 
 
-WatchEvent = Appended | Flushed | Cleared | FlushDue
+WatchEvent = Appended | Flushed | Deleted | Cleared | FlushDue
 DueRule = Callable[[InstanceMeta], bool]
 WATCH_WAKE_S = 1.0  # longest a watcher sleeps without re-reading the store
 # Watchers reading the store at once, all watchers of the daemon together: beyond it they
@@ -165,7 +170,7 @@ class Watchers:
         limit = min(chunk, WATCH_FIRST_READ)
         # after_seq is taken to refer to the incarnation that exists now: past its end is no Clear
         seen = await self._read(functools.partial(store.meta, addr))
-        flushes = seen.flush_count
+        flushes, deletes = seen.flush_count, seen.delete_count
         signalled: tuple[str, int] | None = None  # the (epoch, fold count) of the last FlushDue
 
         def newly_due(meta: InstanceMeta) -> bool:
@@ -185,19 +190,26 @@ class Watchers:
             absent = not meta.epoch and not meta.last_seq
             if _wiped(seen, meta) or (absent and cursor):  # gone under the cursor: a wiped incarnation
                 start = cursor = 0
-                seen, flushes, gone, limit = meta, meta.flush_count, [], min(chunk, WATCH_FIRST_READ)
+                seen, gone, limit = meta, [], min(chunk, WATCH_FIRST_READ)
+                flushes, deletes = meta.flush_count, meta.delete_count
                 yield Cleared()
                 continue  # the page may be the new incarnation's: read again from 0
             seen = meta
-            if meta.flush_count != flushes:
-                flushes = meta.flush_count
+            if meta.flush_count != flushes or meta.delete_count != deletes:
+                # A flush (or a delete) removed messages: which of those delivered are gone now.
+                # Both in one interval are reported as the flush (its removed_seqs).
+                flushed = meta.flush_count != flushes
+                flushes, deletes = meta.flush_count, meta.delete_count
                 state = await self._read(functools.partial(store.state, addr))
                 if state.meta.epoch != meta.epoch:
                     continue  # wiped meanwhile: the next look reports it
                 missing = _gaps((m.seq for m in state.messages), start, cursor)
                 removed, gone = _minus(missing, gone), missing
-                yield Flushed(removed, state.summary)
-                continue  # the page may hold messages this flush removed: read again
+                if flushed:
+                    yield Flushed(removed, state.summary)
+                elif removed:
+                    yield Deleted(removed)
+                continue  # the page may hold messages this flush or delete removed: read again
             if page:
                 n, size = _event_size(page)
                 if n < len(page):  # the rest is read again next time

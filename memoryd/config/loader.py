@@ -274,6 +274,8 @@ def _build_resource(v: dict[str, Any]) -> MemoryResource:
                 max_failures=get(CIRCUIT_BREAKER, breaker, "max_failures"),
                 reset_timeout_s=get(CIRCUIT_BREAKER, breaker, "reset_timeout"),
             ),
+            history=get(PERSISTENCE, persistence, "history"),
+            max_history_messages=get(PERSISTENCE, persistence, "max_history_messages"),
         ),
         privacy_policy=PrivacyPolicy(
             redact_patterns=tuple(get(PRIVACY_POLICY, privacy, "redact_patterns")),

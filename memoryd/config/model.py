@@ -76,6 +76,8 @@ class Persistence:
     type: Literal["redis", "embedded"] | None = None  # None: whatever the daemon runs on
     ttl_s: float | None = 86400.0
     circuit_breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+    history: Literal["keep", "drop"] = "keep"  # what a flush does with the messages it folds
+    max_history_messages: int = 100_000  # 0: no cap (schema.DEFAULT_MAX_HISTORY_MESSAGES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +175,8 @@ def effective_settings(resource: MemoryResource) -> dict[str, Any]:
             "circuit_breaker": {
                 "timeout": cb.timeout_s, "max_failures": cb.max_failures, "reset_timeout": cb.reset_timeout_s,
             },
+            "history": ps.history,
+            "max_history_messages": ps.max_history_messages,
         },
         "privacy_policy": {
             "redact_patterns": list(pp.redact_patterns),

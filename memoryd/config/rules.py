@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memoryd.config.checker import INVALID, Checker
-from memoryd.config.schema import ALLOCATION_TOLERANCE, FLUSHING_STRATEGY, Obj
+from memoryd.config.schema import ALLOCATION_TOLERANCE, FLUSHING_STRATEGY, PERSISTENCE, Obj
 from memoryd.tokens import context_window
 
 
@@ -58,6 +58,11 @@ def check_resource_fields(e: Entry) -> None:
             e.report(("token_allocation",), f"system + short_term + long_term must sum to 1 "
                                             f"(±{ALLOCATION_TOLERANCE}), got {total:g}")
     check_blocks(e)
+    persistence = v.get("persistence", {})
+    drop = isinstance(persistence, dict) and get(PERSISTENCE, persistence, "history") == "drop"
+    if drop and "max_history_messages" in persistence:
+        e.report(("persistence", "max_history_messages"),
+                 "max_history_messages applies only to history: keep (history: drop keeps none)")
     flushing = v.get("flushing_strategy", {})
     strategy = get(FLUSHING_STRATEGY, flushing, "type")
     if "external_timeout" in flushing and strategy != "external":

@@ -21,6 +21,8 @@ DEFAULT_MAX_TOKENS = 4000
 #: Tolerance for token_allocation summing to 1.
 ALLOCATION_TOLERANCE = 0.001
 MAX_PRIORITY = 1000
+#: History kept per instance by default (folded messages; 0 in the file: no cap).
+DEFAULT_MAX_HISTORY_MESSAGES = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +212,16 @@ PERSISTENCE = Obj(
               "Idle time after which an instance expires; every write refreshes it. `never` disables expiry.",
               default=86400.0, example='"24h"', default_doc="`24h`"),
         Field("circuit_breaker", CIRCUIT_BREAKER, "Store circuit breaker."),
+        Field("history", Scalar("enum", choices=("keep", "drop")),
+              "What a flush does with the messages it takes out of the live context: `keep` moves them "
+              "into the instance's history (HISTORY reads, DeleteMessages; same TTL; Clear and EndWorkflow "
+              "delete it), `drop` deletes them (the summary, or nothing under fifo, is all that remains).",
+              default="keep", example="keep"),
+        Field("max_history_messages", _int(0),
+              "Most messages kept in an instance's history; beyond it a flush drops the oldest (lowest "
+              "seq) history messages, counted in GetStats `history_dropped`. `0`: no cap (history grows "
+              "until the instance's TTL ends or it is cleared). Only with `history: keep`.",
+              default=DEFAULT_MAX_HISTORY_MESSAGES, example="100000"),
     )
 )
 

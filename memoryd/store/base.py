@@ -14,9 +14,12 @@ from typing import Protocol
 
 from memoryd.keys import InstanceAddr
 from memoryd.models import (
+    KEEP_ALL_HISTORY,
     AppendOutcome,
+    DeleteOutcome,
     FlushOutcome,
     FlushPlan,
+    HistoryPolicy,
     InstanceMeta,
     InstanceState,
     NewMessage,
@@ -88,6 +91,21 @@ class MemoryStore(Protocol):
         """Stored messages with seq > after_seq, oldest first, at most ``limit`` (0: all)."""
         ...
 
+    async def read_history(self, addr: InstanceAddr, *, after_seq: int = 0, limit: int = 0) -> list[StoredMessage]:
+        """Every kept message with seq > after_seq, live or folded into history (``folded``
+        set), oldest first, at most ``limit`` (0: all); one consistent moment per call."""
+        ...
+
+    async def delete_messages(
+        self, addr: InstanceAddr, seqs: Sequence[int], *, if_last_seq: int | None = None, ttl_ms: int | None = None
+    ) -> DeleteOutcome:
+        """Delete the given seqs from the live messages and from history, adjusting counters,
+        atomically; seqs not stored are ignored (not reported). With ``if_last_seq``, delete
+        only if the instance's ``last_seq`` equals it (0 for an instance that does not exist),
+        else raise LastSeqChanged and change nothing. The summary is never rewritten.
+        ``ttl_ms`` is (re)applied when something was deleted."""
+        ...
+
     async def state(self, addr: InstanceAddr) -> InstanceState:
         """Counters, summary and every stored message, read consistently."""
         ...
@@ -95,9 +113,12 @@ class MemoryStore(Protocol):
     async def meta(self, addr: InstanceAddr) -> InstanceMeta: ...
 
     async def apply_flush(
-        self, addr: InstanceAddr, plan: FlushPlan, *, fence: int, ttl_ms: int | None = None
+        self, addr: InstanceAddr, plan: FlushPlan, *, fence: int, ttl_ms: int | None = None,
+        history: HistoryPolicy = KEEP_ALL_HISTORY,
     ) -> FlushOutcome:
-        """Delete exactly ``plan.remove_seqs`` (those still present), write the summary,
+        """Take exactly ``plan.remove_seqs`` (those still present) out of the live messages,
+        into history when ``history.keep`` (then drop the lowest seqs of history beyond
+        ``history.max_messages``, counted in ``history_dropped``), write the summary,
         adjust counters by what was really removed. Raise FenceRejected when ``fence``
         is not the instance's current fence, InstanceChanged when ``plan.epoch`` is set and
         is not the instance's, FoldedMeanwhile when ``plan.flush_count`` is set and is not
@@ -105,7 +126,7 @@ class MemoryStore(Protocol):
         ...
 
     async def clear(self, addr: InstanceAddr) -> int:
-        """Delete the instance completely; return the number of messages deleted."""
+        """Delete the instance completely, history included; return the number of live messages deleted."""
         ...
 
     def lock(

@@ -23,15 +23,19 @@ from memoryd.errors import (
     FoldedMeanwhile,
     IdempotencyConflict,
     InstanceChanged,
+    LastSeqChanged,
     LockContention,
     PinnedTierFull,
 )
 from memoryd.keys import InstanceAddr
 from memoryd.models import (
+    KEEP_ALL_HISTORY,
     AppendedRef,
     AppendOutcome,
+    DeleteOutcome,
     FlushOutcome,
     FlushPlan,
+    HistoryPolicy,
     InstanceMeta,
     InstanceState,
     NewMessage,
@@ -56,6 +60,10 @@ class _Instance:
     seqs: list[int] = field(default_factory=list)
     meta: InstanceMeta = field(default_factory=lambda: InstanceMeta(epoch=uuid.uuid4().hex))
     summary: Summary | None = None
+    # Folded messages (marked ``folded``) by seq, and their seqs ascending: folds do not come
+    # in seq order (fifo drops by priority first), so the seqs are kept sorted by insertion.
+    history: dict[int, StoredMessage] = field(default_factory=dict)
+    history_seqs: list[int] = field(default_factory=list)
     # key -> (digest of the batch, its refs, expiry on the store's clock); insertion order is
     # expiry order while the window stays the same, so expired records are pruned from the front.
     idempotency: dict[str, tuple[str, tuple[AppendedRef, ...], float]] = field(default_factory=dict)
@@ -237,6 +245,49 @@ class EmbeddedStore:
         page = inst.seqs[start : start + limit] if limit else inst.seqs[start:]
         return list(map(inst.messages.__getitem__, page))
 
+    async def read_history(self, addr: InstanceAddr, *, after_seq: int = 0, limit: int = 0) -> list[StoredMessage]:
+        inst = self._get(addr)
+        if inst is None:
+            return []
+        live = inst.seqs[bisect.bisect_right(inst.seqs, after_seq):]
+        folded = inst.history_seqs[bisect.bisect_right(inst.history_seqs, after_seq):]
+        if limit:
+            live, folded = live[:limit], folded[:limit]
+        page = sorted([*map(inst.messages.__getitem__, live), *map(inst.history.__getitem__, folded)],
+                      key=lambda m: m.seq)
+        return page[:limit] if limit else page
+
+    async def delete_messages(
+        self, addr: InstanceAddr, seqs: Sequence[int], *, if_last_seq: int | None = None, ttl_ms: int | None = None
+    ) -> DeleteOutcome:
+        inst = self._get(addr)
+        last = inst.meta.last_seq if inst is not None else 0
+        if if_last_seq is not None and last != if_last_seq:
+            raise LastSeqChanged(f"if_last_seq: the instance's last seq is {last}, not {if_last_seq}; "
+                                 "nothing was deleted")
+        if inst is None:
+            return DeleteOutcome(deleted_seqs=(), meta=InstanceMeta())
+        live = [inst.messages.pop(s) for s in sorted(set(seqs)) if s in inst.messages]
+        folded = [inst.history.pop(s) for s in sorted(set(seqs)) if s in inst.history]
+        if not live and not folded:
+            return DeleteOutcome(deleted_seqs=(), meta=inst.meta)
+        if live:
+            inst.seqs = list(inst.messages)
+        if folded:
+            inst.history_seqs = sorted(inst.history)
+        meta = inst.meta
+        inst.meta = replace(
+            meta,
+            message_count=meta.message_count - len(live),
+            pinned_tokens=meta.pinned_tokens - sum(m.token_count for m in live if m.pinned),
+            recent_tokens=meta.recent_tokens - sum(m.token_count for m in live if not m.pinned),
+            history_messages=meta.history_messages - len(folded),
+            delete_count=meta.delete_count + 1,
+        )
+        self._touch(inst, ttl_ms)
+        self._notify(addr)
+        return DeleteOutcome(deleted_seqs=tuple(sorted(m.seq for m in (*live, *folded))), meta=inst.meta)
+
     async def state(self, addr: InstanceAddr) -> InstanceState:
         inst = self._get(addr)
         if inst is None:
@@ -248,7 +299,8 @@ class EmbeddedStore:
         return inst.meta if inst is not None else InstanceMeta()
 
     async def apply_flush(
-        self, addr: InstanceAddr, plan: FlushPlan, *, fence: int, ttl_ms: int | None = None
+        self, addr: InstanceAddr, plan: FlushPlan, *, fence: int, ttl_ms: int | None = None,
+        history: HistoryPolicy = KEEP_ALL_HISTORY,
     ) -> FlushOutcome:
         current_fence = self._fences.get(addr, 0)
         if fence != current_fence:
@@ -264,17 +316,31 @@ class EmbeddedStore:
         removed = [inst.messages.pop(seq) for seq in plan.remove_seqs if seq in inst.messages]
         if removed:
             inst.seqs = list(inst.messages)
+        kept = dropped = 0
+        if history.keep and removed:
+            for m in removed:
+                inst.history[m.seq] = m._replace(folded=True)
+                bisect.insort(inst.history_seqs, m.seq)
+            kept = len(removed)
+            if history.max_messages and len(inst.history_seqs) > history.max_messages:
+                dropped = len(inst.history_seqs) - history.max_messages
+                for seq in inst.history_seqs[:dropped]:
+                    del inst.history[seq]
+                del inst.history_seqs[:dropped]
         meta = inst.meta
-        summary_tokens = meta.summary_tokens
+        summary_tokens, through_seq = meta.summary_tokens, meta.summary_through_seq
         if plan.summary is not None:
             inst.summary = plan.summary
-            summary_tokens = plan.summary.token_count
+            summary_tokens, through_seq = plan.summary.token_count, plan.summary.through_seq
         inst.meta = replace(
             meta,
             message_count=meta.message_count - len(removed),
             pinned_tokens=meta.pinned_tokens - sum(m.token_count for m in removed if m.pinned),
             recent_tokens=meta.recent_tokens - sum(m.token_count for m in removed if not m.pinned),
             summary_tokens=summary_tokens,
+            summary_through_seq=through_seq,
+            history_messages=meta.history_messages + kept - dropped,
+            history_dropped=meta.history_dropped + dropped,
             flush_count=meta.flush_count + 1,
             last_flush_at_ms=_now_ms(),
             evicted=meta.evicted + (len(removed) if plan.strategy == "fifo" else 0),

@@ -1,17 +1,23 @@
 """Three `memoryd serve` processes on one Redis, 16 concurrent writers each on the same
 instance, flushes running all along: every acknowledged message is either still stored or
 was removed by exactly one applied flush (so it is in the summary), none is stored twice,
-and each writer's messages keep the order it wrote them in. On standalone and Cluster."""
+and each writer's messages keep the order it wrote them in. With history kept (the
+default), every acknowledged message is in the HISTORY view exactly once, at its seq,
+folded exactly when a fold removed it, in each writer's order. On standalone and Cluster.
+
+Folds are made by ``FOLDERS`` (one call: the seqs it folded, or None when it applied
+nothing); another way of folding (e.g. PlanFlush/ApplyFlush) joins the check as one more."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
-from memoryd_client import AbortedError, AsyncMemoryClient
+from memoryd_client import AbortedError, AsyncMemoryClient, pb
 
 from memoryd.keys import InstanceAddr
 from memoryd.store.url import open_store
@@ -34,10 +40,42 @@ memories:
 """
 
 
+Folder = Callable[[AsyncMemoryClient], Awaitable[Sequence[int] | None]]
+
+
+async def rule_based_fold(c: AsyncMemoryClient) -> Sequence[int] | None:
+    """The daemon's own fold (Flush: the rule-based summary) under the instance lock."""
+    resp = await c.flush("shared", key=KEY)
+    return list(resp.removed_seqs) if resp.applied else None
+
+
+FOLDERS: dict[str, Folder] = {"rule-based": rule_based_fold}
+
+
+def assert_history_lossless(history: Sequence[pb.Message], acked: dict[str, int], order: dict[str, list[int]],
+                            removed: Sequence[int]) -> None:
+    """Every acknowledged message in HISTORY exactly once, at its seq, byte for byte; folded
+    exactly when a fold removed it; HISTORY oldest first, so each writer's order is kept."""
+    seqs = [m.seq for m in history]
+    assert seqs == sorted(set(seqs)), "HISTORY out of order, or a seq twice"
+    by_seq = {m.seq: m for m in history}
+    assert Counter(m.content for m in history).most_common(1)[0][1] == 1, "a message is in history twice"
+    folded = set(removed)
+    for content, seq in acked.items():
+        assert seq in by_seq, f"{content} (seq {seq}) lost from history"
+        assert by_seq[seq].content == content and by_seq[seq].folded == (seq in folded)
+    assert len(history) == len(acked)
+    position = {m.seq: i for i, m in enumerate(history)}
+    for name, writer_seqs in order.items():
+        assert [position[s] for s in writer_seqs] == sorted(position[s] for s in writer_seqs), name
+
+
+@pytest.mark.parametrize("folding", sorted(FOLDERS))
 @pytest.mark.parametrize("deployment", ["standalone", "cluster"])
 async def test_three_daemons_lose_nothing_duplicate_nothing_keep_order(
-    deployment: str, request: pytest.FixtureRequest, tmp_path: Path
+    deployment: str, folding: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
+    fold = FOLDERS[folding]
     url = str(request.getfixturevalue(f"redis_{deployment}").url)
     config = tmp_path / "memoryd.yaml"
     config.write_text(PROJECT)
@@ -67,12 +105,12 @@ async def test_three_daemons_lose_nothing_duplicate_nothing_keep_order(
             applied = 0
             while writing:
                 try:
-                    resp = await clients[d].flush("shared", key=KEY)
+                    folded = await fold(clients[d])
                 except AbortedError:
-                    continue  # another daemon holds the instance lock
-                if resp.applied:
+                    continue  # another daemon holds the instance lock (or folded since the plan)
+                if folded is not None:
                     applied += 1
-                    removed.extend(resp.removed_seqs)
+                    removed.extend(folded)
                 await asyncio.sleep(0.01)  # flush cadence
             return applied
 
@@ -80,12 +118,13 @@ async def test_three_daemons_lose_nothing_duplicate_nothing_keep_order(
         await asyncio.gather(*(writer(d, w) for d in range(DAEMONS) for w in range(WRITERS)))
         writing = False
         applied = sum(await asyncio.gather(*flushers))
-        final = await clients[0].flush("shared", key=KEY)  # one more, after the last append
-        if final.applied:
+        final = await fold(clients[0])  # one more, after the last append
+        if final is not None:
             applied += 1
-            removed.extend(final.removed_seqs)
+            removed.extend(final)
 
         stored = [m async for m in clients[1].read("shared", key=KEY, view="raw")]
+        history = [m async for m in clients[0].read("shared", key=KEY, view="history", chunk_size=100)]
         stats = await clients[2].stats("shared", key=KEY)
         for c in clients:
             await c.close()
@@ -106,6 +145,8 @@ async def test_three_daemons_lose_nothing_duplicate_nothing_keep_order(
     for name, seqs in order.items():
         assert seqs == sorted(seqs), f"writer {name} out of order"
     assert stats.message_count == len(stored)
+    assert_history_lossless(history, acked, order, removed)
+    assert stats.history_messages == len(removed) and stats.history_dropped == 0
 
     store = open_store(url)  # the summary covers everything flushed
     await store.start()

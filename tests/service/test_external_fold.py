@@ -99,6 +99,9 @@ async def test_appends_made_while_the_model_writes_stay_live_in_order(srv: Runni
         stored = await raw(c, "chat", "k")
         assert [m.content for m in stored] == [f"m{i}" for i in range(3, 10)] + [f"late{i}" for i in range(100)]
         assert [m.seq for m in stored] == list(range(4, 111))
+        history = await c.read_all("chat", key="k", view="history")  # folded by the caller, still kept
+        assert [(m.seq, m.folded) for m in history] == [(s, s <= 3) for s in range(1, 111)]
+        assert [m.content for m in history[:3]] == ["m0", "m1", "m2"]
         view = await c.read_all("chat", key="k")
         assert view[0].content == "The user said m0 to m2." and [m.seq for m in view[1:]] == list(range(4, 111))
         again = await c.plan_flush("chat", key="k")

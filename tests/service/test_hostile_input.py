@@ -39,6 +39,7 @@ ALLOWED: dict[str, set[grpc.StatusCode]] = {
     "GetHealth": REF_CODES,
     "Flush": REF_CODES | {C.ABORTED},
     "Clear": REF_CODES,
+    "DeleteMessages": REF_CODES | {C.ABORTED},  # ABORTED: if_last_seq no longer holds
     "ResolveAgent": {C.INVALID_ARGUMENT, C.NOT_FOUND},
     "ListResources": {C.INVALID_ARGUMENT},
     "EndWorkflow": {C.INVALID_ARGUMENT},
@@ -381,6 +382,9 @@ def _requests(plausible: bool) -> dict[str, st.SearchStrategy[Any]]:
         "GetHealth": st.builds(lambda r: _with_ref(pb.GetHealthRequest, r), refs),
         "Flush": st.builds(lambda r, d: _with_ref(pb.FlushRequest, r, dry_run=d), refs, st.booleans()),
         "Clear": st.builds(lambda r: _with_ref(pb.ClearRequest, r), refs),
+        "DeleteMessages": st.builds(
+            lambda r, seqs, last: _with_ref(pb.DeleteMessagesRequest, r, seqs=seqs, if_last_seq=last),
+            refs, st.lists(st.one_of(st.integers(0, 5), after_seqs), max_size=4), st.none() | after_seqs),
         "ResolveAgent": st.builds(lambda a, c: pb.ResolveAgentRequest(agent_id=a, context=_struct(c)),
                                   agent_ids, contexts),
         "ListResources": st.just(pb.ListResourcesRequest()),

@@ -16,7 +16,7 @@ from memoryd.config.model import FlushingStrategy, MemoryResource, PriorityBlock
 from memoryd.engine import compute_budget
 from memoryd.store.url import open_store
 from memoryd.tokens import counter_for_model
-from tests.promises import is_cut_of, named, unaccounted
+from tests.promises import is_cut_of, named, through_seq, unaccounted
 from tests.support import RunningServer, running_server
 
 COUNTER = counter_for_model("gpt-4o")
@@ -99,6 +99,13 @@ class Checker:
         if summary:  # 6
             assert any(named(summary)) and summaries[0].token_count <= self.budget.summary_cap
         self.ordered(view, raw)
+        # History (issue 19): nothing acknowledged is lost -- every acknowledged message is
+        # kept, live or folded, exactly once, byte for byte, oldest first (no cap is reached here).
+        history = await self.c.read_all(self.res.id, key="k", view="history")
+        assert [m.seq for m in history] == sorted(self.acked)
+        assert all(m.content == self.acked[m.seq] and m.folded == (m.seq not in stored) for m in history)
+        assert stats.history_messages == sum(m.folded for m in history) and stats.history_dropped == 0
+        assert stats.summary_through_seq == (through_seq(summary) if summary else 0)
         try:
             small = await self.c.read_all(self.res.id, key="k", max_tokens=max_tokens)
         except InvalidArgumentError:

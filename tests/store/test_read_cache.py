@@ -61,6 +61,30 @@ async def test_flush_by_another_daemon_invalidates(pair: tuple[MemoryStore, Memo
     assert [m.seq for m in await reader.read(addr)] == [3, 4, 5]
 
 
+async def test_delete_by_another_daemon_is_seen(pair: tuple[MemoryStore, MemoryStore]) -> None:
+    reader, writer = pair
+    addr = new_addr()
+    await writer.append(addr, [msg(f"m{i}") for i in range(5)])
+    assert len(await seen(reader, addr)) == 5 and len(await reader.read(addr)) == 5  # cached now
+    await writer.delete_messages(addr, [2, 4])
+    await writer.append(addr, [msg("m5")])
+    assert [m.seq for m in (await reader.state(addr)).messages] == [1, 3, 5, 6]
+    assert [m.seq for m in await reader.read(addr)] == [1, 3, 5, 6]
+    assert await seen(reader, addr) == await seen(writer, addr)
+
+
+def test_a_cached_copy_is_not_used_after_a_delete() -> None:
+    """Belt and braces: the counters alone already tell a delete of a cached message (the
+    count falls below cached + new), but a delete is also named by ``delete_count``."""
+    from memoryd.models import InstanceMeta
+
+    cached = CachedInstance([], "epoch-1", flush_count=2, covered_seq=0, delete_count=1)
+    assert cached.same_removals(InstanceMeta(epoch="epoch-1", flush_count=2, delete_count=1))
+    assert not cached.same_removals(InstanceMeta(epoch="epoch-1", flush_count=2, delete_count=2))
+    assert not cached.same_removals(InstanceMeta(epoch="epoch-1", flush_count=3, delete_count=1))
+    assert not cached.same_removals(InstanceMeta(epoch="epoch-2", flush_count=2, delete_count=1))
+
+
 async def test_clear_and_recreation_to_the_same_shape_is_detected(pair: tuple[MemoryStore, MemoryStore]) -> None:
     reader, writer = pair
     addr = new_addr()

@@ -62,8 +62,13 @@ async def test_every_write_applies_the_ttl_to_every_key(redis_store: MemoryStore
     async with s.lock(addr, ttl_ms=5_000, acquire_timeout_s=5) as lease:
         plan = FlushPlan("hybrid_summary", (1,), Summary("s", 1, 1, 0), 0, 0)
         await s.apply_flush(addr, plan, fence=lease.fence, ttl_ms=120_000)
-    after_flush = await ttls(s, addr)
-    assert len(after_flush) == 5 and all(60_000 < t <= 120_000 for t in after_flush.values())
+    after_flush = await ttls(s, addr)  # + sum and hist (the folded message): all six keys
+    assert len(after_flush) == 6 and all(60_000 < t <= 120_000 for t in after_flush.values())
+    await s.append(addr, [msg(), msg()], ttl_ms=150_000)
+    assert all(120_000 < t <= 150_000 for t in (await ttls(s, addr)).values())  # history too
+    await s.delete_messages(addr, [2], ttl_ms=180_000)  # a delete is a write: it refreshes every key
+    after_delete = await ttls(s, addr)
+    assert len(after_delete) == 6 and all(150_000 < t <= 180_000 for t in after_delete.values())
     await s.append(addr, [msg()])  # no TTL: the instance no longer expires
     assert all(t == -1 for t in (await ttls(s, addr)).values())
 
@@ -106,6 +111,35 @@ async def test_scripts_reload_after_script_flush(redis_store: MemoryStore, addr:
     assert out.removed_seqs == (1,)
     await s.client.script_flush()
     assert await s.clear(addr) == 2
+
+
+async def test_a_history_left_without_its_meta_is_never_inherited(redis_store: MemoryStore,
+                                                                  addr: InstanceAddr) -> None:
+    """The instance's keys expire and are deleted together; should a history key ever outlive
+    its meta hash (an operator's DEL, eviction under maxmemory), the incarnation created next
+    starts without it: a wiped instance's history never comes back."""
+    s = redis(redis_store)
+    await s.append(addr, [msg("old a"), msg("old b")])
+    async with s.lock(addr, ttl_ms=5_000, acquire_timeout_s=5) as lease:
+        await s.apply_flush(addr, FlushPlan("hybrid_summary", (1,), None, 0, 0), fence=lease.fence)
+    keys = InstanceKeys.of(addr)
+    await s.client.delete(keys.meta, keys.msgs)
+    assert await s.client.exists(keys.history)
+    await s.append(addr, [msg("new")])
+    assert [(m.content, m.folded) for m in await s.read_history(addr)] == [("new", False)]
+    assert (await s.meta(addr)).history_messages == 0
+
+
+async def test_history_page_script_is_reloaded_and_reads_one_moment(redis_store: MemoryStore,
+                                                                    addr: InstanceAddr) -> None:
+    s = redis(redis_store)
+    await s.append(addr, [msg("a"), msg("b"), msg("c")])
+    async with s.lock(addr, ttl_ms=5_000, acquire_timeout_s=5) as lease:
+        await s.apply_flush(addr, FlushPlan("hybrid_summary", (2,), None, 0, 0), fence=lease.fence)
+    await s.client.script_flush()
+    assert [(m.seq, m.folded) for m in await s.read_history(addr)] == [(1, False), (2, True), (3, False)]
+    await s.client.script_flush()
+    assert (await s.delete_messages(addr, [2, 3])).deleted_seqs == (2, 3)
 
 
 async def test_sequence_survives_a_lost_meta_hash(redis_store: MemoryStore, addr: InstanceAddr) -> None:

@@ -357,6 +357,28 @@ func (c *Client) Clear(ctx context.Context, ref Ref) (uint64, error) {
 	return res.GetRemovedCount(), nil
 }
 
+// DeleteOptions of DeleteMessages; the zero value deletes unconditionally.
+type DeleteOptions struct {
+	// IfLastSeq, when set, deletes only if the instance's newest seq is still this value
+	// (else an ABORTED error, and nothing is deleted): the OpenAI Agents SDK's pop_item.
+	IfLastSeq *uint64
+}
+
+// DeleteMessages deletes single messages, live or in history. Seqs not stored are ignored
+// (the response lists those deleted); the summary is not rewritten. Retried: deleting the
+// same seqs twice equals once.
+func (c *Client) DeleteMessages(ctx context.Context, ref Ref, seqs []uint64, opts DeleteOptions) (
+	*pb.DeleteMessagesResponse, error) {
+	r, err := ref.proto()
+	if err != nil {
+		return nil, err
+	}
+	req := &pb.DeleteMessagesRequest{Ref: r, Seqs: seqs, IfLastSeq: opts.IfLastSeq}
+	return unary(c, ctx, true, 0, func(ctx context.Context) (*pb.DeleteMessagesResponse, error) {
+		return c.stub.DeleteMessages(ctx, req)
+	})
+}
+
 // ResolveAgent renders an agent's memory references for its context.
 func (c *Client) ResolveAgent(ctx context.Context, agent Agent) (*pb.ResolveAgentResponse, error) {
 	s, err := structpb.NewStruct(agent.Context)

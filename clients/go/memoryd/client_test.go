@@ -207,6 +207,51 @@ func TestDefaultProject(t *testing.T) {
 		}
 	})
 
+	t.Run("history view and single deletes", func(t *testing.T) {
+		ref := memoryd.KeyRef("default", "go-history")
+		batch := []*pb.Message{memoryd.User("a"), memoryd.User("b"), memoryd.User("c"), memoryd.User("d"), memoryd.User("e")}
+		if _, err := c.Append(ctx, ref, batch); err != nil {
+			t.Fatal(err)
+		}
+		fl, err := c.Flush(ctx, ref, false)
+		if err != nil || !fl.GetApplied() || len(fl.GetRemovedSeqs()) == 0 {
+			t.Fatalf("flush %v %v", fl, err)
+		}
+		removed := map[uint64]bool{}
+		for _, s := range fl.GetRemovedSeqs() {
+			removed[s] = true
+		}
+		hist, err := c.ReadAll(ctx, ref, memoryd.ReadOptions{View: memoryd.ViewHistory})
+		if err != nil || fmt.Sprint(seqs(hist)) != "[1 2 3 4 5]" {
+			t.Fatalf("history %v %v", seqs(hist), err)
+		}
+		for _, m := range hist {
+			if m.GetFolded() != removed[m.GetSeq()] {
+				t.Fatalf("seq %d folded=%v", m.GetSeq(), m.GetFolded())
+			}
+		}
+		st, err := c.Stats(ctx, ref)
+		if err != nil || st.GetHistoryMessages() != uint64(len(removed)) || st.GetSummaryThroughSeq() == 0 {
+			t.Fatalf("stats %v %v", st, err)
+		}
+		res, err := c.DeleteMessages(ctx, ref, []uint64{1, 5, 99}, memoryd.DeleteOptions{})
+		if err != nil || fmt.Sprint(res.GetDeletedSeqs()) != "[1 5]" {
+			t.Fatalf("delete %v %v", res, err)
+		}
+		stale, newest := uint64(4), uint64(5)
+		if _, err := c.DeleteMessages(ctx, ref, []uint64{4}, memoryd.DeleteOptions{IfLastSeq: &stale}); !errors.Is(err, memoryd.ErrAborted) {
+			t.Fatalf("want ABORTED, got %v", err)
+		}
+		res, err = c.DeleteMessages(ctx, ref, []uint64{4}, memoryd.DeleteOptions{IfLastSeq: &newest})
+		if err != nil || fmt.Sprint(res.GetDeletedSeqs()) != "[4]" {
+			t.Fatalf("pop %v %v", res, err)
+		}
+		hist, err = c.ReadAll(ctx, ref, memoryd.ReadOptions{View: memoryd.ViewHistory})
+		if err != nil || fmt.Sprint(seqs(hist)) != "[2 3]" {
+			t.Fatalf("history after deletes %v %v", seqs(hist), err)
+		}
+	})
+
 	t.Run("typed errors", func(t *testing.T) {
 		_, err := c.Append(ctx, memoryd.KeyRef("default", ""), []*pb.Message{memoryd.User("x")})
 		var e *memoryd.Error

@@ -17,6 +17,9 @@ const (
 	ViewContext View = iota
 	// ViewRaw is every stored message, oldest first, no budget applied.
 	ViewRaw
+	// ViewHistory is every kept message, folded into history or live, oldest first, each
+	// with Folded set accordingly (no budget applied).
+	ViewHistory
 )
 
 // ReadOptions of Read; the zero value reads the whole context view.
@@ -59,8 +62,11 @@ func (c *Client) Read(ctx context.Context, ref Ref, opts ReadOptions) *MessageIt
 		return it
 	}
 	view := pb.ReadView_READ_VIEW_CONTEXT
-	if opts.View == ViewRaw {
+	switch opts.View {
+	case ViewRaw:
 		view = pb.ReadView_READ_VIEW_RAW
+	case ViewHistory:
+		view = pb.ReadView_READ_VIEW_HISTORY
 	}
 	it.req = &pb.ReadRequest{Ref: r, View: view, AfterSeq: opts.AfterSeq, Limit: opts.Limit,
 		MaxTokens: opts.MaxTokens, ChunkSize: opts.ChunkSize}

@@ -13,6 +13,8 @@ import {
   type AppendResponse,
   type AppendRequest,
   type ApplyFlushResponse,
+  type DeleteMessagesRequest,
+  type DeleteMessagesResponse,
   type FlushResponse,
   type GetHealthResponse,
   type InstanceStats,
@@ -83,7 +85,14 @@ export interface MemoryClientOptions {
   credentials?: ChannelCredentials;
 }
 
-export type View = "context" | "raw";
+/** "context" (what fits the budget), "raw" (every live message) or "history" (every kept
+ * message, folded or live, each with `folded` set). */
+export type View = "context" | "raw" | "history";
+const VIEWS: Record<View, ReadView> = {
+  context: ReadView.READ_VIEW_CONTEXT,
+  raw: ReadView.READ_VIEW_RAW,
+  history: ReadView.READ_VIEW_HISTORY,
+};
 
 /** Options every call takes. */
 export interface RequestOptions {
@@ -322,13 +331,13 @@ export class MemoryClient {
   async *read(memoryId: string, target: Target & ReadOptions): AsyncGenerator<Message, void, undefined> {
     const req = {
       ref: makeRef(memoryId, target),
-      view: target.view === "raw" ? ReadView.READ_VIEW_RAW : ReadView.READ_VIEW_CONTEXT,
+      view: VIEWS[target.view ?? "context"] ?? ReadView.READ_VIEW_CONTEXT,
       afterSeq: checkUint64("afterSeq", target.afterSeq ?? 0),
       limit: checkUint32("limit", target.limit ?? 0),
       maxTokens: checkUint32("maxTokens", target.maxTokens ?? 0),
       chunkSize: checkUint32("chunkSize", target.chunkSize ?? 0),
     };
-    if (target.view !== undefined && target.view !== "raw" && target.view !== "context") {
+    if (target.view !== undefined && !Object.hasOwn(VIEWS, target.view)) {
       throw new TypeError(`unknown view: ${String(target.view)}`);
     }
     const signal = target.signal;
@@ -408,6 +417,21 @@ export class MemoryClient {
   async clear(memoryId: string, target: Target, opts: RequestOptions = {}): Promise<bigint> {
     const res = await this.unary(this.stub.clear as Unary<any, any>, { ref: makeRef(memoryId, target) }, true, opts);
     return res.removedCount as bigint;
+  }
+
+  /** Delete single messages, live or in history; seqs not stored are ignored (the response lists
+   * those deleted). With `ifLastSeq`, only if the instance's newest seq is still that value, else
+   * AbortedError and nothing is deleted. The summary is not rewritten. Retried (deleting twice
+   * equals once). */
+  async deleteMessages(
+    memoryId: string, seqs: Array<number | bigint>, target: Target & { ifLastSeq?: number | bigint } & RequestOptions,
+  ): Promise<DeleteMessagesResponse> {
+    const req: DeleteMessagesRequest = {
+      ref: makeRef(memoryId, target),
+      seqs: seqs.map((s, i) => checkUint64(`seqs[${i}]`, s)),
+      ifLastSeq: target.ifLastSeq === undefined ? undefined : checkUint64("ifLastSeq", target.ifLastSeq),
+    };
+    return this.unary(this.stub.deleteMessages as Unary<DeleteMessagesRequest, DeleteMessagesResponse>, req, true, target);
   }
 
   async resolveAgent(agent: Agent, opts: RequestOptions = {}): Promise<ResolveAgentResponse> {

@@ -178,6 +178,27 @@ describe("MemoryClient on the default project", () => {
     assert.deepEqual(await c.readAll("default", { key, limit: 2 ** 32 - 1, afterSeq: 2n ** 64n - 1n }), []);
   });
 
+  it("reads the history view and deletes single messages, with ifLastSeq", async () => {
+    const key = "node-history";
+    await c.append("default", ["a", "b", "c", "d", "e"].map((content) => ({ role: "user" as const, content })), { key });
+    const folded = await c.flush("default", { key });
+    assert.ok(folded.applied && folded.removedSeqs.length > 0);
+    const history = await c.readAll("default", { key, view: "history" });
+    assert.deepEqual(history.map((m) => m.seq), [1n, 2n, 3n, 4n, 5n]);
+    assert.deepEqual(history.map((m) => m.folded), history.map((m) => folded.removedSeqs.includes(m.seq)));
+    const stats = await c.stats("default", { key });
+    assert.equal(stats.historyMessages, BigInt(folded.removedSeqs.length));
+    assert.ok(stats.summaryThroughSeq > 0n);
+
+    const res = await c.deleteMessages("default", [1, 5n, 99], { key });
+    assert.deepEqual(res.deletedSeqs, [1n, 5n]);
+    await assert.rejects(c.deleteMessages("default", [4], { key, ifLastSeq: 4 }), AbortedError);
+    const popped = await c.deleteMessages("default", [4], { key, ifLastSeq: 5 });
+    assert.deepEqual(popped.deletedSeqs, [4n]);
+    assert.deepEqual((await c.readAll("default", { key, view: "history" })).map((m) => m.seq), [2n, 3n]);
+    await assert.rejects(c.deleteMessages("default", [-1], { key }), InvalidArgumentError);
+  });
+
   it("refuses ambiguous addressing and unknown message fields before calling", async () => {
     await assert.rejects(c.stats("default", {} as never), TypeError);
     await assert.rejects(c.stats("default", { key: "k", agent: { agentId: "a" } } as never), TypeError);

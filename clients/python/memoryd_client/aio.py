@@ -26,8 +26,8 @@ from memoryd_client.v1 import memory_pb2 as pb
 from memoryd_client.v1 import memory_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
-View = Literal["context", "raw"]
-VIEWS = {"context": pb.READ_VIEW_CONTEXT, "raw": pb.READ_VIEW_RAW}
+View = Literal["context", "raw", "history"]
+VIEWS = {"context": pb.READ_VIEW_CONTEXT, "raw": pb.READ_VIEW_RAW, "history": pb.READ_VIEW_HISTORY}
 
 
 class AsyncMemoryClient(OutgoingMetadata):
@@ -121,7 +121,10 @@ class AsyncMemoryClient(OutgoingMetadata):
         chunk_size: int = 0,
         timeout: float | None = None,
     ) -> AsyncIterator[pb.Message]:
-        """Yield messages oldest first. UNAVAILABLE is retried until the first item arrives."""
+        """Yield messages oldest first. UNAVAILABLE is retried until the first item arrives.
+
+        ``view``: "context" (what fits the budget), "raw" (every live message) or "history"
+        (every kept message, folded or live, each with ``folded`` set accordingly)."""
         req = pb.ReadRequest(
             ref=make_ref(memory_id, key, agent), view=VIEWS[view], after_seq=after_seq, limit=limit,
             max_tokens=max_tokens, chunk_size=chunk_size,
@@ -190,6 +193,20 @@ class AsyncMemoryClient(OutgoingMetadata):
         req = pb.ApplyFlushRequest(ref=make_ref(memory_id, key, agent), plan_token=plan_token, summary=summary)
         return await self._call(lambda: self._stub.ApplyFlush(req, timeout=self._timeout, metadata=self._metadata),
                                 retry=False)
+
+    async def delete(
+        self, memory_id: str, seqs: Sequence[int], *, key: str | None = None, agent: Agent | None = None,
+        if_last_seq: int | None = None,
+    ) -> pb.DeleteMessagesResponse:
+        """Delete single messages, live or in history (seqs not stored are ignored; the response
+        lists those deleted). With ``if_last_seq``, only if the instance's newest seq is still
+        that value, else AbortedError and nothing is deleted. The summary is not rewritten."""
+        req = pb.DeleteMessagesRequest(ref=make_ref(memory_id, key, agent), seqs=seqs)
+        if if_last_seq is not None:
+            req.if_last_seq = if_last_seq
+        return await self._call(
+            lambda: self._stub.DeleteMessages(req, timeout=self._timeout, metadata=self._metadata),
+            retry=True)  # deleting the same seqs twice is the same as once
 
     async def clear(self, memory_id: str, *, key: str | None = None, agent: Agent | None = None) -> int:
         req = pb.ClearRequest(ref=make_ref(memory_id, key, agent))

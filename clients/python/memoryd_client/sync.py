@@ -174,6 +174,17 @@ class MemoryClient(OutgoingMetadata):
         return self._call(lambda: self._stub.ApplyFlush(req, timeout=self._timeout, metadata=self._metadata),
                           retry=False)
 
+    def delete(
+        self, memory_id: str, seqs: Sequence[int], *, key: str | None = None, agent: Agent | None = None,
+        if_last_seq: int | None = None,
+    ) -> pb.DeleteMessagesResponse:
+        """Delete single messages, live or in history (``AsyncMemoryClient.delete``)."""
+        req = pb.DeleteMessagesRequest(ref=make_ref(memory_id, key, agent), seqs=seqs)
+        if if_last_seq is not None:
+            req.if_last_seq = if_last_seq
+        return self._call(lambda: self._stub.DeleteMessages(req, timeout=self._timeout, metadata=self._metadata),
+                          retry=True)
+
     def clear(self, memory_id: str, *, key: str | None = None, agent: Agent | None = None) -> int:
         req = pb.ClearRequest(ref=make_ref(memory_id, key, agent))
         return self._call(lambda: self._stub.Clear(req, timeout=self._timeout, metadata=self._metadata),

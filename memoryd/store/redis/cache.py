@@ -1,12 +1,13 @@
 """A validated read cache of decoded messages, per instance.
 
 A stored message never changes while its instance lives: seq -> message is immutable,
-and messages leave only by a flush (which increments ``flush_count``) or when the whole
-instance goes (Clear, TTL expiry, EndWorkflow; the instance created again after that has
-a new ``epoch``). So a daemon may keep what it decoded, provided every read re-checks the
-instance in one round trip: the epoch, the counters, and the entries appended since.
-The check fails closed (any doubt: read everything again), so the cache never serves
-what another daemon changed; it only saves decoding what did not change.
+and messages leave only by a flush (which increments ``flush_count``), a DeleteMessages
+(which increments ``delete_count``) or when the whole instance goes (Clear, TTL expiry,
+EndWorkflow; the instance created again after that has a new ``epoch``). So a daemon may
+keep what it decoded, provided every read re-checks the instance in one round trip: the
+epoch, the counters, and the entries appended since. The check fails closed (any doubt:
+read everything again), so the cache never serves what another daemon changed; it only
+saves decoding what did not change.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class CachedInstance:
     flush_count: int
     covered_seq: int  # every stored message with seq <= covered_seq is in ``messages``
     seqs: list[int] = field(default_factory=list)
+    delete_count: int = 0  # the instance's DeleteMessages count when these messages were read
     # Token sums of ``messages``, kept as they grow: every read checks them against the
     # instance's counters, and summing every cached message per read would cost more than the check.
     pinned_tokens: int = field(init=False, default=0)
@@ -54,6 +56,12 @@ class CachedInstance:
     def __post_init__(self) -> None:
         self.seqs = [m.seq for m in self.messages]
         self.pinned_tokens, self.tokens = token_sums(self.messages)
+
+    def same_removals(self, meta: InstanceMeta) -> bool:
+        """Whether nothing left the instance since these messages were read: same incarnation,
+        no flush and no delete since (every other change is an append, which ``extend`` covers)."""
+        return (meta.epoch == self.epoch and meta.flush_count == self.flush_count
+                and meta.delete_count == self.delete_count)
 
     def counters_match(self, meta: InstanceMeta, new: list[StoredMessage]) -> bool:
         """Whether the cached messages plus ``new`` account exactly for ``meta``'s counters."""
@@ -116,12 +124,13 @@ class ReadCache:
         was: every read re-validates it anyway."""
         cached = self.get(addr)
         if cached is None:
-            if not (first_seq == 1 and meta.message_count == len(messages) and meta.flush_count == 0):
+            if not (first_seq == 1 and meta.message_count == len(messages) and meta.flush_count == 0
+                    and meta.delete_count == 0):
                 return
         elif cached.epoch != meta.epoch:
             self.drop(addr)
             return
-        elif cached.covered_seq != first_seq - 1 or cached.flush_count != meta.flush_count:
+        elif cached.covered_seq != first_seq - 1 or not cached.same_removals(meta):
             return
         stored = [
             StoredMessage(seq=first_seq + i, id=mid, role=m.role, content=m.content, content_type=m.content_type,
@@ -130,7 +139,8 @@ class ReadCache:
             for i, (mid, m) in enumerate(zip(ids, messages, strict=True))
         ]
         if cached is None:
-            self.put(addr, CachedInstance(stored, meta.epoch, meta.flush_count, meta.last_seq))
+            self.put(addr, CachedInstance(stored, meta.epoch, meta.flush_count, meta.last_seq,
+                                          delete_count=meta.delete_count))
         elif cached.counters_match(meta, stored):
             cached.extend(stored, meta.last_seq)
             self.grew(len(stored))
@@ -140,7 +150,8 @@ class ReadCache:
         if not meta.epoch:  # gone, or written only by daemons that predate epochs: not cacheable
             self.drop(addr)
             return
-        self.put(addr, CachedInstance(list(state.messages), meta.epoch, meta.flush_count, meta.last_seq))
+        self.put(addr, CachedInstance(list(state.messages), meta.epoch, meta.flush_count, meta.last_seq,
+                                      delete_count=meta.delete_count))
 
     def _shrink(self) -> None:
         while self._size > self.max_messages and self._entries:

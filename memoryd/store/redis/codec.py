@@ -100,6 +100,16 @@ def decode_entry(
 _NO_EXTENSIONS = tuple(StoredMessage._field_defaults[f] for f in StoredMessage._fields[11:])
 
 
+def decode_history(member: bytes, score: bytes) -> StoredMessage:
+    """One history entry (``scripts.APPLY_FLUSH`` moved it there): the member is the stream
+    entry's flat field list as JSON (Lua's cjson, so any field the entry has travels along),
+    the score its seq. Decoded by ``decode_entry`` itself, so the two cannot disagree; the
+    message comes back marked ``folded``."""
+    fields = [v.encode("utf-8", "surrogatepass") for v in _loads(member)]
+    seq = int(float(score))  # a sorted set's score: exact for seqs below 2**53
+    return decode_entry((b"%d-0" % seq, fields))._replace(folded=True)
+
+
 def _int(v: Any) -> int:
     return 0 if v is None else int(v)
 

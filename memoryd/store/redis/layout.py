@@ -9,6 +9,8 @@ instance share its cluster hash tag, so each Lua script touches exactly one slot
     ...:sum     Hash: the rolling summary (content, token_count, through_seq, updated_at_ms)
     ...:idem    Hash: idempotency key -> remembered append outcome
     ...:idemx   Sorted set: idempotency key -> expiry (ms), to prune ``idem``
+    ...:hist    Sorted set: folded messages (history), score = seq, member = the stream entry's
+                fields as written (a JSON array, ``codec.decode_history``)
     ...:lock    String: the flush lock (redis-py Lock); not part of the instance's data
 
     memoryd:v1:wf:{<sha(project, workflow)>}:<project>   Set of instance prefixes (EndWorkflow)
@@ -33,6 +35,7 @@ WORKFLOW_PREFIX = VERSION_PREFIX + "wf:"
 SECRET_PREFIX = VERSION_PREFIX + "secret:"  # String: a secret shared by the daemons of this Redis
 
 MSGS, META, SUMMARY, IDEM, IDEM_EXPIRY, LOCK = "msgs", "meta", "sum", "idem", "idemx", "lock"
+HISTORY = "hist"
 
 # Meta hash fields, in the order the scripts return them (HMGET).
 META_FIELDS = (
@@ -46,6 +49,10 @@ META_FIELDS = (
     "fence",
     "epoch",
     "evicted",
+    "history_messages",
+    "history_dropped",
+    "summary_through_seq",
+    "delete_count",
 )
 SUMMARY_FIELDS = ("content", "token_count", "through_seq", "updated_at_ms")
 
@@ -76,15 +83,17 @@ class InstanceKeys:
     idem: str = field(init=False)
     idem_expiry: str = field(init=False)
     lock: str = field(init=False)
-    # The keys every mutation script receives (KEYS[1..5]); the lock is not data.
-    data: tuple[str, str, str, str, str] = field(init=False)
+    history: str = field(init=False)
+    # The keys every mutation script receives (KEYS[1..6], in this order); the lock is not data.
+    data: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         names = {"msgs": MSGS, "meta": META, "summary": SUMMARY, "idem": IDEM, "idem_expiry": IDEM_EXPIRY,
-                 "lock": LOCK}
+                 "lock": LOCK, "history": HISTORY}
         for attr, suffix in names.items():
             object.__setattr__(self, attr, f"{self.prefix}:{suffix}")
-        object.__setattr__(self, "data", (self.msgs, self.meta, self.summary, self.idem, self.idem_expiry))
+        object.__setattr__(self, "data", (self.msgs, self.meta, self.summary, self.idem, self.idem_expiry,
+                                          self.history))
 
     @classmethod
     def of(cls, addr: InstanceAddr) -> InstanceKeys:

@@ -6,7 +6,8 @@ does not roll back the writes of a script that fails half-way. Every key a scrip
 touches is passed in KEYS and shares the instance's hash tag, so on a Cluster each
 script runs on one slot. Times come from the server's TIME (one clock for every daemon).
 
-Mutation scripts take KEYS = (msgs, meta, sum, idem, idemx) of one instance.
+Mutation scripts take KEYS = ``layout.InstanceKeys.data`` of one instance (msgs, meta, sum,
+idem, idemx, hist) and refresh the TTL of all of them.
 Numbers handed to Redis are formatted with ``string.format('%d')``: Lua's own
 conversion prints large numbers in exponent form and a negated zero as "-0", which
 HINCRBY rejects (and a script that fails half-way keeps its earlier writes).
@@ -44,6 +45,17 @@ class ApplyFlushReply(IntEnum):
     OTHER_FOLD = 4  # {OTHER_FOLD, current flush_count}: another fold since the plan (external folds)
 
 
+class DeleteReply(IntEnum):
+    """The first element of DELETE_MESSAGES' reply."""
+
+    DONE = 0  # {DONE, deleted seqs, meta} (nothing deleted: an empty list)
+    LAST_SEQ_CHANGED = 1  # {LAST_SEQ_CHANGED, current last_seq}: if_last_seq no longer holds
+
+
+# APPLY_FLUSH's ARGV before the seqs to remove (see the script); the seqs start after them.
+APPLY_FLUSH_FIRST_SEQ = 13
+
+
 _ARGV_FIELDS = tuple(f for f in ENTRY_FIELDS if f != "c")  # per message, as codec.message_args
 
 
@@ -61,13 +73,15 @@ def _xadd_fields() -> str:
 def _script(source: str) -> str:
     names = {f"APPEND_{r.name}": str(int(r)) for r in AppendReply}
     names |= {f"FLUSH_{r.name}": str(int(r)) for r in ApplyFlushReply}
+    names |= {f"DELETE_{r.name}": str(int(r)) for r in DeleteReply}
+    names["FLUSH_FIRST_SEQ"] = str(APPLY_FLUSH_FIRST_SEQ)
     return Template(source).substitute(
         names, META=_lua_list(META_FIELDS), SUMMARY=_lua_list(SUMMARY_FIELDS), XADD_FIELDS=_xadd_fields(),
         PER_MESSAGE=str(len(_ARGV_FIELDS)), FIRST_ID=str(8 + _ARGV_FIELDS.index("i")),
     )
 
 
-# Shared prelude: server time, the meta reply and the TTL refresh of all five keys.
+# Shared prelude: server time, the meta reply and the TTL refresh of every data key.
 _PRELUDE = """
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -76,7 +90,7 @@ local function meta()
   return redis.call('HMGET', KEYS[2], unpack(META))
 end
 local function touch(ttl)
-  for i = 1, 5 do
+  for i = 1, #KEYS do
     if ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) else redis.call('PERSIST', KEYS[i]) end
   end
 end
@@ -124,7 +138,11 @@ else
   if tail[1] then last = tonumber(string.match(tail[1][1], '^(%d+)')) end
 end
 local created = string.format('%d', now_ms)
-if redis.call('HEXISTS', KEYS[2], 'epoch') == 0 then redis.call('HSET', KEYS[2], 'epoch', ARGV[$FIRST_ID]) end
+if redis.call('HEXISTS', KEYS[2], 'epoch') == 0 then
+  -- a new incarnation never inherits the history of a wiped one (a history key left behind)
+  if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('DEL', KEYS[6]) end
+  redis.call('HSET', KEYS[2], 'epoch', ARGV[$FIRST_ID])
+end
 for i = 0, n - 1 do
   local b = 8 + $PER_MESSAGE * i
   redis.call('XADD', KEYS[1], string.format('%d-0', last + 1 + i), $XADD_FIELDS)
@@ -149,7 +167,11 @@ return {$APPEND_STORED, last + 1, now_ms, meta()}
 # ARGV: fence, ttl_ms, has_summary ('1'/'0'), summary content, summary tokens, through_seq,
 # updated_at_ms, epoch the plan was made from ('' = not checked), '1' when the removed
 # messages are dropped unfolded (fifo: counted in meta.evicted), the fold count the plan was
-# made at ('' = not checked; PlanFlush/ApplyFlush), then the seqs to remove (ARGV[11..]).
+# made at (ARGV[10]; '' = not checked; PlanFlush/ApplyFlush), '1' to keep the removed
+# messages in history (ARGV[11]), the history cap (ARGV[12]; 0: none), then from
+# ARGV[APPLY_FLUSH_FIRST_SEQ] the seqs to remove.
+# History: each removed entry moves to KEYS[6] (score = seq, member = its fields as JSON),
+# so a fold loses nothing; beyond the cap the lowest seqs are dropped (meta.history_dropped).
 # Reply: ``ApplyFlushReply``.
 APPLY_FLUSH = _script(_PRELUDE + """
 if redis.call('EXISTS', KEYS[2]) == 0 then return {$FLUSH_GONE} end
@@ -161,9 +183,10 @@ if (not cur) or tonumber(cur) ~= tonumber(ARGV[1]) then return {$FLUSH_STALE_FEN
 local folds = redis.call('HGET', KEYS[2], 'flush_count') or '0'
 if ARGV[10] ~= '' and tonumber(folds) ~= tonumber(ARGV[10]) then return {$FLUSH_OTHER_FOLD, folds} end
 -- end external folds
+local keep_history = ARGV[11] == '1'
 local removed = {}
 local rm_pinned, rm_recent = 0, 0
-for i = 11, #ARGV do
+for i = $FLUSH_FIRST_SEQ, #ARGV do
   local id = ARGV[i] .. '-0'
   local e = redis.call('XRANGE', KEYS[1], id, id)
   if e[1] then
@@ -173,9 +196,19 @@ for i = 11, #ARGV do
       if f[j] == 't' then tok = tonumber(f[j + 1]) elseif f[j] == 'p' then prio = f[j + 1] end
     end
     redis.call('XDEL', KEYS[1], id)
+    if keep_history then redis.call('ZADD', KEYS[6], ARGV[i], cjson.encode(f)) end
     if prio == '0' then rm_pinned = rm_pinned + tok else rm_recent = rm_recent + tok end
     removed[#removed + 1] = ARGV[i]
   end
+end
+if keep_history and #removed > 0 then
+  local dropped, cap = 0, tonumber(ARGV[12])
+  if cap > 0 then
+    dropped = redis.call('ZCARD', KEYS[6]) - cap
+    if dropped > 0 then redis.call('ZREMRANGEBYRANK', KEYS[6], 0, dropped - 1) else dropped = 0 end
+  end
+  redis.call('HINCRBY', KEYS[2], 'history_messages', string.format('%d', #removed - dropped))
+  if dropped > 0 then redis.call('HINCRBY', KEYS[2], 'history_dropped', string.format('%d', dropped)) end
 end
 if #removed > 0 then
   redis.call('HINCRBY', KEYS[2], 'message_count', string.format('%d', 0 - #removed))
@@ -187,7 +220,7 @@ if ARGV[3] == '1' then
   redis.call('DEL', KEYS[3])
   redis.call('HSET', KEYS[3], 'content', ARGV[4], 'token_count', ARGV[5],
     'through_seq', ARGV[6], 'updated_at_ms', ARGV[7])  -- SUMMARY_FIELDS
-  redis.call('HSET', KEYS[2], 'summary_tokens', ARGV[5])
+  redis.call('HSET', KEYS[2], 'summary_tokens', ARGV[5], 'summary_through_seq', ARGV[6])
 end
 redis.call('HINCRBY', KEYS[2], 'flush_count', 1)
 redis.call('HSET', KEYS[2], 'last_flush_at_ms', string.format('%d', now_ms))
@@ -195,12 +228,52 @@ touch(tonumber(ARGV[2]))
 return {$FLUSH_APPLIED, removed, meta()}
 """)
 
-# Deletes every data key of the instance (the lock expires by itself).
+# ARGV: ttl_ms, if_last_seq ('' = unconditional; compared as the decimal text HSET stored),
+# then the seqs to delete (unique). Each is deleted from the live stream or from history,
+# whichever holds it; seqs held by neither are ignored. Counters move by what was deleted,
+# and delete_count by one when anything was (the read caches of other daemons re-validate
+# against it). Reply: ``DeleteReply``.
+DELETE_MESSAGES = _script(_PRELUDE + """
+local last = redis.call('HGET', KEYS[2], 'last_seq') or '0'
+if ARGV[2] ~= '' and last ~= ARGV[2] then return {$DELETE_LAST_SEQ_CHANGED, last} end
+if redis.call('EXISTS', KEYS[2]) == 0 then return {$DELETE_DONE, {}, meta()} end
+local deleted = {}
+local rm_pinned, rm_recent, rm_live, rm_hist = 0, 0, 0, 0
+for i = 3, #ARGV do
+  local id = ARGV[i] .. '-0'
+  local e = redis.call('XRANGE', KEYS[1], id, id)
+  if e[1] then
+    local f = e[1][2]
+    local tok, prio = 0, nil
+    for j = 1, #f, 2 do
+      if f[j] == 't' then tok = tonumber(f[j + 1]) elseif f[j] == 'p' then prio = f[j + 1] end
+    end
+    redis.call('XDEL', KEYS[1], id)
+    if prio == '0' then rm_pinned = rm_pinned + tok else rm_recent = rm_recent + tok end
+    rm_live = rm_live + 1
+    deleted[#deleted + 1] = ARGV[i]
+  elseif redis.call('ZREMRANGEBYSCORE', KEYS[6], ARGV[i], ARGV[i]) > 0 then
+    rm_hist = rm_hist + 1
+    deleted[#deleted + 1] = ARGV[i]
+  end
+end
+if #deleted > 0 then
+  redis.call('HINCRBY', KEYS[2], 'message_count', string.format('%d', 0 - rm_live))
+  redis.call('HINCRBY', KEYS[2], 'pinned_tokens', string.format('%d', 0 - rm_pinned))
+  redis.call('HINCRBY', KEYS[2], 'recent_tokens', string.format('%d', 0 - rm_recent))
+  redis.call('HINCRBY', KEYS[2], 'history_messages', string.format('%d', 0 - rm_hist))
+  redis.call('HINCRBY', KEYS[2], 'delete_count', 1)
+  touch(tonumber(ARGV[1]))
+end
+return {$DELETE_DONE, deleted, meta()}
+""")
+
+# Deletes every data key of the instance, history included (the lock expires by itself).
 # Reply: {messages deleted, number of keys that existed}.
 CLEAR = """
 local n = tonumber(redis.call('HGET', KEYS[2], 'message_count') or '0')
-local existed = redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-if existed > 0 then redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]) end
+local existed = redis.call('EXISTS', unpack(KEYS))
+if existed > 0 then redis.call('DEL', unpack(KEYS)) end
 return {n, existed}
 """
 
@@ -245,10 +318,26 @@ return {
 }
 """)
 
+# One page of the HISTORY view, read consistently (a fold between two separate reads could
+# show a message twice, or not at all). KEYS = (msgs, hist); ARGV = first stream id
+# ("<after_seq + 1>-0"), "(<after_seq>" (exclusive score), limit (0: all).
+# Reply: {live entries (XRANGE), history (ZRANGEBYSCORE WITHSCORES)}, each at most ``limit``.
+HISTORY_PAGE = """
+local n = tonumber(ARGV[3])
+if n > 0 then
+  return {redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', n),
+          redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[2], '+inf', 'WITHSCORES', 'LIMIT', 0, n)}
+end
+return {redis.call('XRANGE', KEYS[1], ARGV[1], '+'),
+        redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[2], '+inf', 'WITHSCORES')}
+"""
+
 ALL = {
     "append": APPEND,
     "apply_flush": APPLY_FLUSH,
     "clear": CLEAR,
+    "delete_messages": DELETE_MESSAGES,
+    "history_page": HISTORY_PAGE,
     "fence": FENCE,
     "workflow_add": WORKFLOW_ADD,
     "state": STATE,

@@ -33,16 +33,20 @@ from memoryd.errors import (
     FoldedMeanwhile,
     IdempotencyConflict,
     InstanceChanged,
+    LastSeqChanged,
     MemorydError,
     PinnedTierFull,
     StoreUnavailable,
 )
 from memoryd.keys import InstanceAddr
 from memoryd.models import (
+    KEEP_ALL_HISTORY,
     AppendedRef,
     AppendOutcome,
+    DeleteOutcome,
     FlushOutcome,
     FlushPlan,
+    HistoryPolicy,
     InstanceMeta,
     InstanceState,
     NewMessage,
@@ -69,7 +73,7 @@ from memoryd.store.redis.connection import (
 )
 from memoryd.store.redis.layout import META_FIELDS, SECRET_PREFIX, SUMMARY_FIELDS, InstanceKeys, workflow_index
 from memoryd.store.redis.lock import InstanceLock
-from memoryd.store.redis.scripts import AppendReply, ApplyFlushReply
+from memoryd.store.redis.scripts import AppendReply, ApplyFlushReply, DeleteReply
 from memoryd.store.redis.wire import LeanCheckout, ScriptCaller
 
 log = logging.getLogger(__name__)
@@ -128,6 +132,10 @@ def translate(exc: Exception) -> Exception:
 def new_id() -> str:
     """A unique message id, several times cheaper than uuid4 on the append path."""
     return f"{_ID_PREFIX}{next(_id_counter):012x}"
+
+
+def _seq_of(m: StoredMessage) -> int:
+    return m.seq
 
 
 def _counters_match(state: InstanceState) -> bool:
@@ -508,7 +516,7 @@ class RedisStore:
         if before != after:
             return None
         meta = codec.decode_meta(after)
-        if meta.epoch != cached.epoch or meta.flush_count != cached.flush_count:
+        if not cached.same_removals(meta):
             return None
         new = [codec.decode_entry(r) for r in new_rows]
         if not cached.counters_match(meta, new):
@@ -522,8 +530,36 @@ class RedisStore:
         values = await self._run(lambda: self.client.hmget(key, list(META_FIELDS)), retry=True)
         return codec.decode_meta(values)
 
+    async def read_history(self, addr: InstanceAddr, *, after_seq: int = 0, limit: int = 0) -> list[StoredMessage]:
+        """Live and folded messages with seq > after_seq, oldest first: one consistent script
+        reads a page of each (at most ``limit`` of each), merged by seq and cut to ``limit``."""
+        keys = InstanceKeys.of(addr)
+        after = max(after_seq, 0)
+        live, hist = await self._run(self._script("history_page", (keys.msgs, keys.history),
+                                                  (f"{after + 1}-0", f"({after}", limit)), retry=True, bulk=True)
+        folded = [codec.decode_history(hist[i], hist[i + 1]) for i in range(0, len(hist), 2)]
+        merged = sorted([*map(codec.decode_entry, live), *folded], key=_seq_of)
+        return merged[:limit] if limit else merged
+
+    async def delete_messages(
+        self, addr: InstanceAddr, seqs: Sequence[int], *, if_last_seq: int | None = None, ttl_ms: int | None = None
+    ) -> DeleteOutcome:
+        keys = InstanceKeys.of(addr)
+        unique = sorted(set(seqs))
+        args: list[Any] = [ttl_ms if ttl_ms is not None and ttl_ms > 0 else -1,
+                           "" if if_last_seq is None else str(if_last_seq), *unique]
+        reply = await self._run(self._script("delete_messages", keys.data, args))
+        if reply[0] == DeleteReply.LAST_SEQ_CHANGED:
+            raise LastSeqChanged(f"if_last_seq: the instance's last seq is {int(reply[1])}, not {if_last_seq}; "
+                                 "nothing was deleted")
+        deleted = tuple(sorted(int(x) for x in reply[1]))
+        if deleted:
+            self._cache.drop(addr)  # other daemons' caches see delete_count move
+        return DeleteOutcome(deleted_seqs=deleted, meta=codec.decode_meta(reply[2]))
+
     async def apply_flush(
-        self, addr: InstanceAddr, plan: FlushPlan, *, fence: int, ttl_ms: int | None = None
+        self, addr: InstanceAddr, plan: FlushPlan, *, fence: int, ttl_ms: int | None = None,
+        history: HistoryPolicy = KEEP_ALL_HISTORY,
     ) -> FlushOutcome:
         keys = InstanceKeys.of(addr)
         s = plan.summary
@@ -538,8 +574,12 @@ class RedisStore:
             plan.epoch,
             "1" if plan.strategy == "fifo" else "0",
             "" if plan.flush_count is None else plan.flush_count,
-            *plan.remove_seqs,
+            "1" if history.keep else "0",
+            history.max_messages,
         ]
+        if len(args) != scripts.APPLY_FLUSH_FIRST_SEQ - 1:  # the script reads the seqs from there
+            raise AssertionError("apply_flush arguments and scripts.APPLY_FLUSH_FIRST_SEQ disagree")
+        args.extend(plan.remove_seqs)
         reply = await self._run(self._script("apply_flush", keys.data, args))
         if reply[0] == ApplyFlushReply.STALE_FENCE:
             raise FenceRejected(f"stale fence {fence}, instance is at {int(reply[1])}")
