@@ -242,9 +242,9 @@ async def test_regression_block_cap_shows_the_newest_tool_result_cut() -> None:
         acked: set[int] = set()
         contents: dict[int, str] = {}
         for i in range(3):
-            await append(c, "k", [{"role": "tool", "content": f"result {i}", "content_type": "tool_result"}],
+            await append(c, "k", [{"role": "user", "content": f"result {i}", "content_type": "tool_result"}],
                          acked, contents)
-        await append(c, "k", [{"role": "tool", "content": text_of(250), "content_type": "tool_result"}],
+        await append(c, "k", [{"role": "user", "content": text_of(250), "content_type": "tool_result"}],
                      acked, contents)
         await settle(srv)
         _raw, view, _summary = await promises_hold(c, "k", acked, BUDGET, contents)

@@ -41,7 +41,7 @@ async def test_redaction_and_exclusion_happen_before_storage(caplog: pytest.LogC
         resp = await c.append("support", [
             {"role": "user", "content": f"my ssn is {SSN} and card {CARD}, password=hunter2"},
             {"role": "user", "content": f"card again {CARD}", "content_type": "payment_card"},
-            {"role": "tool", "content": "tool output with secrets"},
+            {"role": "tool", "tool_call_id": "call-1", "content": "tool output with secrets"},
             {"role": "assistant", "content": "noted", "persist": False},
             {"role": "assistant", "content": "kept as is"},
         ], key=TENANT_KEY)
@@ -134,7 +134,7 @@ async def test_metrics_move_with_real_traffic() -> None:
         port = srv.server.ports["metrics"]
         before = scrape(port)
         await c.append("support", [{"role": "user", "content": f"ssn {SSN}"},
-                                   {"role": "tool", "content": "dropped"}], key="m")
+                                   {"role": "tool", "tool_call_id": "call-1", "content": "dropped"}], key="m")
         await c.append("support", [{"role": "user", "content": f"hello {i}"} for i in range(4)], key="m")
         await c.read_all("support", key="m")
         plan = await c.flush("support", key="m")
@@ -188,7 +188,7 @@ async def test_redis_never_holds_redacted_or_unpersisted_content(redis_standalon
         resp = await c.append("support", [
             {"role": "user", "content": f"ssn {SSN}, card {CARD}, password=hunter2"},
             {"role": "user", "content": f"pay with {CARD}", "content_type": "payment_card"},
-            {"role": "tool", "content": "raw tool output"},
+            {"role": "tool", "tool_call_id": "call-1", "content": "raw tool output"},
             {"role": "assistant", "content": "ephemeral note", "persist": False},
         ], key="redis-privacy")
         raw = await c.read_all("support", key="redis-privacy", view="raw")

@@ -49,11 +49,13 @@ async def settle(srv: RunningServer) -> None:
 
 
 def message(rng: random.Random, budget: int) -> dict[str, object]:
+    # "tool": a tool result's content type on a user message (a role-tool message needs its
+    # call: tool-call groups have their own property tests)
     role = rng.choice(["user", "user", "assistant", "tool", "system"])
     kind = rng.choice(["small", "small", "small", "medium", "huge"])
     words = {"small": rng.randint(1, 12), "medium": rng.randint(40, budget // 3), "huge": budget + 40}[kind]
     content = " ".join(rng.choice(WORDS) for _ in range(words))
-    out: dict[str, object] = {"role": role, "content": content}
+    out: dict[str, object] = {"role": "user" if role == "tool" else role, "content": content}
     if role == "tool":
         out["content_type"] = "tool_result"
     elif rng.random() < 0.05:

@@ -11,6 +11,7 @@ instance share its cluster hash tag, so each Lua script touches exactly one slot
     ...:idemx   Sorted set: idempotency key -> expiry (ms), to prune ``idem``
     ...:hist    Sorted set: folded messages (history), score = seq, member = the stream entry's
                 fields as written (a JSON array, ``codec.decode_history``)
+    ...:calls   Hash: tool call id -> seq of the message that made it (memoryd.store.calls)
     ...:lock    String: the flush lock (redis-py Lock); not part of the instance's data
 
     memoryd:v1:wf:{<sha(project, workflow)>}:<project>   Set of instance prefixes (EndWorkflow)
@@ -34,7 +35,7 @@ VERSION_PREFIX = "memoryd:v1:"
 WORKFLOW_PREFIX = VERSION_PREFIX + "wf:"
 SECRET_PREFIX = VERSION_PREFIX + "secret:"  # String: a secret shared by the daemons of this Redis
 
-MSGS, META, SUMMARY, IDEM, IDEM_EXPIRY, LOCK = "msgs", "meta", "sum", "idem", "idemx", "lock"
+MSGS, META, SUMMARY, IDEM, IDEM_EXPIRY, CALLS, LOCK = "msgs", "meta", "sum", "idem", "idemx", "calls", "lock"
 HISTORY = "hist"
 
 # Meta hash fields, in the order the scripts return them (HMGET).
@@ -58,8 +59,11 @@ SUMMARY_FIELDS = ("content", "token_count", "through_seq", "updated_at_ms")
 
 # Stream entry fields, in the order the append script writes them and codec.decode_entry
 # reads them: t=token_count, p=effective_priority, c=created_at_ms (Redis server time), i=id,
-# r=role, x=content, y=content_type, q=priority ("" unset), m=metadata JSON ("" empty).
-ENTRY_FIELDS = ("t", "p", "c", "i", "r", "x", "y", "q", "m")
+# r=role, x=content, y=content_type, q=priority ("" unset), m=metadata JSON ("" empty),
+# k=tool calls, tool_call_id, name, parts and extra as one compact JSON object ("" when none
+# is set; absent from entries written before them). New fields go at the end: codec reads
+# entries by position, and an older entry simply ends earlier.
+ENTRY_FIELDS = ("t", "p", "c", "i", "r", "x", "y", "q", "m", "k")
 
 _COSMETIC = re.compile(r"[^A-Za-z0-9\-_.]")
 
@@ -84,16 +88,17 @@ class InstanceKeys:
     idem_expiry: str = field(init=False)
     lock: str = field(init=False)
     history: str = field(init=False)
-    # The keys every mutation script receives (KEYS[1..6], in this order); the lock is not data.
+    calls: str = field(init=False)
+    # The keys every mutation script receives (KEYS[1..7], in this order); the lock is not data.
     data: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         names = {"msgs": MSGS, "meta": META, "summary": SUMMARY, "idem": IDEM, "idem_expiry": IDEM_EXPIRY,
-                 "lock": LOCK, "history": HISTORY}
+                 "calls": CALLS, "lock": LOCK, "history": HISTORY}
         for attr, suffix in names.items():
             object.__setattr__(self, attr, f"{self.prefix}:{suffix}")
         object.__setattr__(self, "data", (self.msgs, self.meta, self.summary, self.idem, self.idem_expiry,
-                                          self.history))
+                                          self.history, self.calls))
 
     @classmethod
     def of(cls, addr: InstanceAddr) -> InstanceKeys:

@@ -7,7 +7,7 @@ touches is passed in KEYS and shares the instance's hash tag, so on a Cluster ea
 script runs on one slot. Times come from the server's TIME (one clock for every daemon).
 
 Mutation scripts take KEYS = ``layout.InstanceKeys.data`` of one instance (msgs, meta, sum,
-idem, idemx, hist) and refresh the TTL of all of them.
+idem, idemx, hist, calls); the TTL refresh and CLEAR cover every key they are given.
 Numbers handed to Redis are formatted with ``string.format('%d')``: Lua's own
 conversion prints large numbers in exponent form and a negated zero as "-0", which
 HINCRBY rejects (and a script that fails half-way keeps its earlier writes).
@@ -33,6 +33,8 @@ class AppendReply(IntEnum):
     REPLAYED = 1  # {REPLAYED, record, meta}: a known idempotency key with the same batch
     PINNED_FULL = 2  # {PINNED_FULL, pinned_tokens, adding}: nothing stored
     KEY_CONFLICT = 3  # {KEY_CONFLICT}: the idempotency key stored a batch with another digest
+    UNKNOWN_CALL = 4  # {UNKNOWN_CALL, k}: the k-th answered call id (1-based) is not in the instance
+    DUPLICATE_CALL = 5  # {DUPLICATE_CALL, k}: the k-th new call id (1-based) is already in the instance
 
 
 class ApplyFlushReply(IntEnum):
@@ -97,9 +99,13 @@ end
 """
 
 # ARGV: ttl_ms (<=0: no expiry), pinned_cap (<0: none), idempotency field, idempotency
-# window ms, record tail, n, batch digest, then per message (8 each, ``codec.message_args``):
+# window ms, record tail, n, batch digest, then per message (9 each, ``codec.message_args``):
 # token_count, effective_priority, id, role, content, content_type, priority ('' = unset),
-# metadata JSON ('' = empty). Reply: ``AppendReply``.
+# metadata JSON ('' = empty), extensions JSON ('' = none); then the tool calls
+# (``codec.call_args``, memoryd.store.calls): the number of call ids the batch answers from
+# the instance and those ids, then the number of calls the batch makes and, for each, its
+# id and its message's position in the batch. Reply: ``AppendReply``.
+# The call checks run before any write: a refused batch stores nothing.
 # An idempotency record is "<first seq>:<ms>:<digest>:<tail>" (codec.parse_record); records
 # written before digests existed ("<first seq>:<ms>:<tail>") replay without the check.
 # A new instance (no epoch in meta: created now, or written by a daemon that predates epochs)
@@ -118,6 +124,18 @@ if ik ~= '' then
   end
 end
 local n = tonumber(ARGV[6])
+local c0 = 8 + $PER_MESSAGE * n
+local na = tonumber(ARGV[c0])
+-- the calls of a wiped incarnation (a key left behind without its meta) are not this one's
+local exists = redis.call('EXISTS', KEYS[2]) == 1
+for k = 1, na do
+  if (not exists) or redis.call('HEXISTS', KEYS[7], ARGV[c0 + k]) == 0 then return {$APPEND_UNKNOWN_CALL, k} end
+end
+local c1 = c0 + na + 1
+local nc = tonumber(ARGV[c1])
+for k = 1, nc do
+  if exists and redis.call('HEXISTS', KEYS[7], ARGV[c1 + 2 * k - 1]) == 1 then return {$APPEND_DUPLICATE_CALL, k} end
+end
 local add_pinned, add_recent = 0, 0
 for i = 0, n - 1 do
   local tok = tonumber(ARGV[8 + $PER_MESSAGE * i])
@@ -139,13 +157,16 @@ else
 end
 local created = string.format('%d', now_ms)
 if redis.call('HEXISTS', KEYS[2], 'epoch') == 0 then
-  -- a new incarnation never inherits the history of a wiped one (a history key left behind)
-  if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('DEL', KEYS[6]) end
+  -- a new incarnation never inherits the history or the calls of a wiped one (keys left behind)
+  if not exists then redis.call('DEL', KEYS[6], KEYS[7]) end
   redis.call('HSET', KEYS[2], 'epoch', ARGV[$FIRST_ID])
 end
 for i = 0, n - 1 do
   local b = 8 + $PER_MESSAGE * i
   redis.call('XADD', KEYS[1], string.format('%d-0', last + 1 + i), $XADD_FIELDS)
+end
+for k = 1, nc do
+  redis.call('HSET', KEYS[7], ARGV[c1 + 2 * k - 1], string.format('%d', last + 1 + tonumber(ARGV[c1 + 2 * k])))
 end
 redis.call('HINCRBY', KEYS[2], 'message_count', string.format('%d', n))
 redis.call('HINCRBY', KEYS[2], 'pinned_tokens', string.format('%d', add_pinned))
