@@ -17,6 +17,7 @@ from memoryd.engine.evict import select_evictions
 from memoryd.engine.flush import needs_flush, plan_flush
 from memoryd.engine.priority import effective_priority
 from memoryd.engine.summarize import summarize
+from memoryd.engine.tail import may_decide, view_from_tail
 from memoryd.engine.view import ContextView, context_view, summary_message
 
 __all__ = [
@@ -29,10 +30,12 @@ __all__ = [
     "compute_budget",
     "context_view",
     "effective_priority",
+    "may_decide",
     "message_room",
     "needs_flush",
     "plan_flush",
     "select_evictions",
     "summarize",
     "summary_message",
+    "view_from_tail",
 ]
