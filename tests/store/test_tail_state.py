@@ -127,3 +127,16 @@ async def test_instances_without_the_read_index_are_read_whole(request: pytest.F
     finally:
         client.close()
         await store.close()
+
+
+async def test_small_newest_messages_behind_large_ones_take_several_pages(store: MemoryStore) -> None:
+    """The first page is sized by the mean message; when the newest are much smaller than
+    the mean, the read goes on page after page until they hold enough."""
+    addr = new_addr()
+    await store.append(addr, [NewMessage("user", "big", "text", None, 5, 100) for _ in range(500)])
+    await store.append(addr, [NewMessage("user", "small", "text", None, 5, 1) for _ in range(300)])
+    state = await store.state(addr)
+    for min_tokens in (150, 299, 400):
+        tail = await store.tail_state(addr, min_tokens=min_tokens, min_messages=-1)
+        assert tail is not None
+        check_tail(tail, state, min_tokens, -1)
