@@ -67,6 +67,11 @@ DIRECT_CACHE_SIZE = 4096
 # it to its room counts tokens of much of it, milliseconds of CPU (docs/decisions.md,
 # "Measured costs behind the code").
 CUT_INLINE_MAX_CHARS = 16_384
+# CONTEXT reads from the newest end (engine/tail.py): suffixes read before the whole instance.
+# Each asks for twice the tokens and messages of the one before, so the reads cost at most
+# about twice the last; an instance still undecided after these (long tool-call groups) is
+# read whole.
+TAIL_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,6 +434,12 @@ class MemoryManager:
                 _discard(pending)
 
     async def read_context(self, target: Target, *, max_tokens: int) -> tuple[ContextView, InstanceMeta]:
+        """The view from the newest end when that provably gives the whole instance's view
+        (``engine.view_from_tail``), so the read costs the budget, not the instance's
+        length; else from the whole state."""
+        found = await self._context_from_tail(target, max_tokens)
+        if found is not None:
+            return found
         rt = target.runtime
         state = await rt.store.state(target.addr)
         args = (state, rt.budget, max_tokens or None, "system", rt.counter.count_message)
@@ -437,6 +448,32 @@ class MemoryManager:
         else:
             view = engine.context_view(*args)
         return view, state.meta
+
+    async def _context_from_tail(
+        self, target: Target, max_tokens: int
+    ) -> tuple[ContextView, InstanceMeta] | None:
+        rt = target.runtime
+        budget = rt.budget
+        # No view's recent room exceeds min(recent_cap, limit): a suffix holding more tokens
+        # (or more messages than message_limit) leaves something out.
+        tokens = min(budget.recent_cap, budget.total if not max_tokens else min(budget.total, max_tokens))
+        messages = -1 if budget.message_limit is None else budget.message_limit
+        for _ in range(TAIL_ATTEMPTS):
+            tail = await rt.store.tail_state(target.addr, min_tokens=tokens, min_messages=messages)
+            if tail is None:
+                return None  # an instance without the read index (written by an older daemon)
+            part = tail.as_state().messages
+            args = (tail, budget, max_tokens or None, "system", rt.counter.count_message)
+            if len(part) > THREAD_THRESHOLD or _large_newest(part):
+                view = await asyncio.to_thread(engine.view_from_tail, *args)
+            else:
+                view = engine.view_from_tail(*args)
+            if view is not None:
+                return view, tail.meta
+            if not engine.may_decide(tail):
+                return None
+            tokens, messages = 2 * tokens + 1, (-1 if messages < 0 else 2 * messages + 1)
+        return None
 
     async def meta(self, target: Target) -> InstanceMeta:
         return await target.runtime.store.meta(target.addr)

@@ -193,6 +193,47 @@ class InstanceState:
 
 
 @dataclass(frozen=True, slots=True)
+class TailState:
+    """What a context view needs of an instance, read without its whole length (``tail_state``).
+
+    Counters, summary, every pinned message and a suffix of the non-pinned ones (the newest,
+    oldest first). ``priorities`` counts the stored non-pinned messages per effective priority
+    (only priorities that have messages), from counters kept with the content: how many
+    messages the suffix leaves out, and whether the instance has one non-pinned priority, are
+    known without reading them (docs/redis.md, "Reads")."""
+
+    meta: InstanceMeta
+    summary: Summary | None
+    pinned: tuple[StoredMessage, ...]
+    recent: tuple[StoredMessage, ...]
+    priorities: Mapping[int, int]
+
+    @property
+    def recent_total(self) -> int:
+        """Non-pinned messages stored (``recent`` holds the newest of them)."""
+        return sum(self.priorities.values())
+
+    @property
+    def complete(self) -> bool:
+        """Whether ``recent`` is every stored non-pinned message."""
+        return len(self.recent) >= self.recent_total
+
+    def as_state(self) -> InstanceState:
+        """The pinned and the suffix messages as one state, oldest first (the engine's input)."""
+        if not self.pinned:
+            messages = self.recent
+        elif not self.recent:
+            messages = self.pinned
+        else:
+            messages = tuple(sorted((*self.pinned, *self.recent), key=_seq_of))
+        return InstanceState(meta=self.meta, summary=self.summary, messages=messages)
+
+
+def _seq_of(m: StoredMessage) -> int:
+    return m.seq
+
+
+@dataclass(frozen=True, slots=True)
 class AppendedRef:
     """What an append assigned to one message; remembered for idempotent replays."""
 

@@ -49,6 +49,7 @@ from memoryd.models import (
     InstanceState,
     NewMessage,
     StoredMessage,
+    TailState,
 )
 from memoryd.store.base import LockLease, MemoryStore
 
@@ -393,6 +394,14 @@ class TracedStore:
             out = await self._inner.state(addr)
             if s is not None:
                 s.set_attribute("memoryd.messages.count", len(out.messages))
+                s.set_attribute("memoryd.instance.token_count", out.meta.token_count)
+            return out
+
+    async def tail_state(self, addr: InstanceAddr, *, min_tokens: int, min_messages: int) -> TailState | None:
+        with self._span("tail_state", addr) as s:
+            out = await self._inner.tail_state(addr, min_tokens=min_tokens, min_messages=min_messages)
+            if s is not None and out is not None:
+                s.set_attribute("memoryd.messages.count", len(out.pinned) + len(out.recent))
                 s.set_attribute("memoryd.instance.token_count", out.meta.token_count)
             return out
 

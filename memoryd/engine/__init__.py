@@ -17,6 +17,7 @@ from memoryd.engine.evict import select_evictions
 from memoryd.engine.flush import needs_flush, plan_flush, summary_room
 from memoryd.engine.priority import effective_priority
 from memoryd.engine.summarize import summarize
+from memoryd.engine.tail import may_decide, view_from_tail
 from memoryd.engine.view import ContextView, context_view, summary_message
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "compute_budget",
     "context_view",
     "effective_priority",
+    "may_decide",
     "message_room",
     "needs_flush",
     "plan_flush",
@@ -36,4 +38,5 @@ __all__ = [
     "summarize",
     "summary_message",
     "summary_room",
+    "view_from_tail",
 ]

@@ -24,6 +24,7 @@ from memoryd.models import (
     InstanceState,
     NewMessage,
     StoredMessage,
+    TailState,
 )
 
 
@@ -111,6 +112,20 @@ class MemoryStore(Protocol):
         ...
 
     async def meta(self, addr: InstanceAddr) -> InstanceMeta: ...
+
+    async def tail_state(self, addr: InstanceAddr, *, min_tokens: int, min_messages: int) -> TailState | None:
+        """Counters, summary, every pinned message and the newest non-pinned messages, read
+        consistently, going back from the newest until the ones older than the newest hold
+        more than ``min_tokens`` tokens, or there are more than ``min_messages`` of them
+        (``min_messages`` < 0: no count bound), or all of them. The newest is not counted: a
+        view always shows it, cut if it must be, and the older ones share what it leaves.
+        Costs what it returns plus the pinned tier, not the instance's length.
+
+        None when the instance's counters cannot vouch for a partial read (an instance written
+        by a daemon that predates them): the caller reads ``state()`` instead. A missing
+        instance is an empty, complete TailState."""
+        ...
+
 
     async def apply_flush(
         self, addr: InstanceAddr, plan: FlushPlan, *, fence: int, ttl_ms: int | None = None,

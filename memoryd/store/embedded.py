@@ -31,6 +31,7 @@ from memoryd.errors import (
 from memoryd.keys import InstanceAddr
 from memoryd.models import (
     KEEP_ALL_HISTORY,
+    PINNED_PRIORITY,
     AppendedRef,
     AppendOutcome,
     DeleteOutcome,
@@ -42,6 +43,7 @@ from memoryd.models import (
     NewMessage,
     StoredMessage,
     Summary,
+    TailState,
 )
 from memoryd.store.base import LockLease
 from memoryd.store.calls import batch_calls
@@ -60,6 +62,10 @@ class _Instance:
     # The stored seqs, ascending: a paged read finds its first message by bisection
     # instead of walking every older one (a RAW read of n messages was O(n^2 / page)).
     seqs: list[int] = field(default_factory=list)
+    # What a context view needs without a walk over every message (tail_state): the pinned
+    # seqs, ascending, and the number of stored messages per effective priority (> 0 only).
+    pinned: list[int] = field(default_factory=list)
+    priorities: dict[int, int] = field(default_factory=dict)
     meta: InstanceMeta = field(default_factory=lambda: InstanceMeta(epoch=uuid.uuid4().hex))
     summary: Summary | None = None
     # Folded messages (marked ``folded``) by seq, and their seqs ascending: folds do not come
@@ -223,6 +229,9 @@ class EmbeddedStore:
             )
             inst.messages[seq] = stored
             inst.seqs.append(seq)
+            if msg.pinned:
+                inst.pinned.append(seq)
+            inst.priorities[msg.effective_priority] = inst.priorities.get(msg.effective_priority, 0) + 1
             refs.append(AppendedRef(seq, stored.id, msg.token_count, msg.effective_priority, now))
         first = meta.last_seq + 1
         for call_id, pos, _ in calls.new:
@@ -291,6 +300,7 @@ class EmbeddedStore:
             return DeleteOutcome(deleted_seqs=(), meta=inst.meta)
         if live:
             inst.seqs = list(inst.messages)
+            self._unindex(inst, live)
         if folded:
             inst.history_seqs = sorted(inst.history)
         meta = inst.meta
@@ -311,6 +321,28 @@ class EmbeddedStore:
         if inst is None:
             return InstanceState(meta=InstanceMeta(), summary=None, messages=())
         return InstanceState(meta=inst.meta, summary=inst.summary, messages=tuple(inst.messages.values()))
+
+    async def tail_state(self, addr: InstanceAddr, *, min_tokens: int, min_messages: int) -> TailState | None:
+        inst = self._get(addr)
+        if inst is None:
+            return TailState(meta=InstanceMeta(), summary=None, pinned=(), recent=(), priorities={})
+        messages = inst.messages
+        recent: list[StoredMessage] = []
+        tokens = 0
+        for seq in reversed(inst.seqs):  # pinned ones are skipped: at most the pinned cap of them
+            m = messages[seq]
+            if m.effective_priority == PINNED_PRIORITY:
+                continue
+            if recent:
+                tokens += m.token_count  # the newest is not counted (base.MemoryStore.tail_state)
+            recent.append(m)
+            if tokens > min_tokens or 0 <= min_messages < len(recent):
+                break
+        recent.reverse()
+        return TailState(
+            meta=inst.meta, summary=inst.summary, pinned=tuple(map(messages.__getitem__, inst.pinned)),
+            recent=tuple(recent), priorities={p: n for p, n in inst.priorities.items() if p != PINNED_PRIORITY},
+        )
 
     async def meta(self, addr: InstanceAddr) -> InstanceMeta:
         inst = self._get(addr)
@@ -334,6 +366,7 @@ class EmbeddedStore:
         removed = [inst.messages.pop(seq) for seq in plan.remove_seqs if seq in inst.messages]
         if removed:
             inst.seqs = list(inst.messages)
+            self._unindex(inst, removed)
         kept = dropped = 0
         if history.keep and removed:
             for m in removed:
@@ -366,6 +399,18 @@ class EmbeddedStore:
         self._touch(inst, ttl_ms)
         self._notify(addr)
         return FlushOutcome(removed_seqs=tuple(m.seq for m in removed), meta=inst.meta)
+
+    @staticmethod
+    def _unindex(inst: _Instance, removed: Sequence[StoredMessage]) -> None:
+        """Keep the pinned seqs and the per-priority counts in step with removed messages."""
+        for m in removed:
+            left = inst.priorities[m.effective_priority] - 1
+            if left:
+                inst.priorities[m.effective_priority] = left
+            else:
+                del inst.priorities[m.effective_priority]
+        if any(m.pinned for m in removed):
+            inst.pinned = [seq for seq in inst.pinned if seq in inst.messages]
 
     async def clear(self, addr: InstanceAddr) -> int:
         self._get(addr)

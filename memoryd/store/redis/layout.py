@@ -5,7 +5,9 @@ operator can find (or ACL-restrict) memoryd's keys with one pattern. The keys of
 instance share its cluster hash tag, so each Lua script touches exactly one slot::
 
     memoryd:v1:{<storage_hash>}:<project>:<resource>:msgs   Stream, entry id "<seq>-0"
-    ...:meta    Hash: counters, last_seq, flush stats, fence, epoch (the instance's identity)
+    ...:meta    Hash: counters, last_seq, flush stats, fence, epoch (the instance's identity),
+                and the read index: ``pins`` (the pinned seqs) and ``n:<priority>`` (messages
+                stored per effective priority), so a context view reads its tail, not the stream
     ...:sum     Hash: the rolling summary (content, token_count, through_seq, updated_at_ms)
     ...:idem    Hash: idempotency key -> remembered append outcome
     ...:idemx   Sorted set: idempotency key -> expiry (ms), to prune ``idem``
@@ -56,6 +58,11 @@ META_FIELDS = (
     "delete_count",
 )
 SUMMARY_FIELDS = ("content", "token_count", "through_seq", "updated_at_ms")
+# The read index in the meta hash (scripts.TAIL): the pinned seqs, space-separated, and one
+# count per effective priority. An instance whose meta has no PINS_FIELD was created by a
+# daemon that predates the index: its context views read the whole stream.
+PINS_FIELD = "pins"
+PRIORITY_COUNT_PREFIX = "n:"
 
 # Stream entry fields, in the order the append script writes them and codec.decode_entry
 # reads them: t=token_count, p=effective_priority, c=created_at_ms (Redis server time), i=id,

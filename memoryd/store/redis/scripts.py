@@ -23,7 +23,7 @@ from __future__ import annotations
 from enum import IntEnum
 from string import Template
 
-from memoryd.store.redis.layout import ENTRY_FIELDS, META_FIELDS, SUMMARY_FIELDS
+from memoryd.store.redis.layout import ENTRY_FIELDS, META_FIELDS, PINS_FIELD, PRIORITY_COUNT_PREFIX, SUMMARY_FIELDS
 
 
 class AppendReply(IntEnum):
@@ -80,6 +80,9 @@ def _script(source: str) -> str:
     return Template(source).substitute(
         names, META=_lua_list(META_FIELDS), SUMMARY=_lua_list(SUMMARY_FIELDS), XADD_FIELDS=_xadd_fields(),
         PER_MESSAGE=str(len(_ARGV_FIELDS)), FIRST_ID=str(8 + _ARGV_FIELDS.index("i")),
+        PRIO_ARG=str(8 + _ARGV_FIELDS.index("p")),
+        T_AT=str(2 * ENTRY_FIELDS.index("t") + 2), P_AT=str(2 * ENTRY_FIELDS.index("p") + 2),
+        PINS=f"'{PINS_FIELD}'", NPRIO=f"'{PRIORITY_COUNT_PREFIX}'",
     )
 
 
@@ -94,6 +97,22 @@ end
 local function touch(ttl)
   for i = 1, #KEYS do
     if ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) else redis.call('PERSIST', KEYS[i]) end
+  end
+end
+-- The read index (layout.PINS_FIELD, PRIORITY_COUNT_PREFIX; docs/redis.md, "Reads"). A script
+-- that removes an entry calls unindex with its seq and stored priority (strings), when the
+-- instance is indexed (indexed()): the counts per priority and the pinned seqs stay exact.
+local function indexed()
+  return redis.call('HEXISTS', KEYS[2], $PINS) == 1
+end
+local function unindex(seq, prio)
+  if redis.call('HINCRBY', KEYS[2], $NPRIO .. prio, -1) <= 0 then redis.call('HDEL', KEYS[2], $NPRIO .. prio) end
+  if prio == '0' then
+    local kept = {}
+    for s in string.gmatch(redis.call('HGET', KEYS[2], $PINS) or '', '%d+') do
+      if s ~= seq then kept[#kept + 1] = s end
+    end
+    redis.call('HSET', KEYS[2], $PINS, table.concat(kept, ' '))
   end
 end
 """
@@ -153,7 +172,11 @@ else
   -- new instance (or a meta hash lost on its own): never go below the stream's last id
   last = 0
   local tail = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-  if tail[1] then last = tonumber(string.match(tail[1][1], '^(%d+)')) end
+  if tail[1] then
+    last = tonumber(string.match(tail[1][1], '^(%d+)'))
+  else
+    redis.call('HSET', KEYS[2], $PINS, '')  -- created now: indexed from its first message
+  end
 end
 local created = string.format('%d', now_ms)
 if redis.call('HEXISTS', KEYS[2], 'epoch') == 0 then
@@ -172,6 +195,20 @@ redis.call('HINCRBY', KEYS[2], 'message_count', string.format('%d', n))
 redis.call('HINCRBY', KEYS[2], 'pinned_tokens', string.format('%d', add_pinned))
 redis.call('HINCRBY', KEYS[2], 'recent_tokens', string.format('%d', add_recent))
 redis.call('HSET', KEYS[2], 'last_seq', string.format('%d', last + n))
+local pins = redis.call('HGET', KEYS[2], $PINS)
+if pins then
+  local per, new_pins = {}, {}
+  for i = 0, n - 1 do
+    local prio = ARGV[$PRIO_ARG + $PER_MESSAGE * i]
+    per[prio] = (per[prio] or 0) + 1
+    if prio == '0' then new_pins[#new_pins + 1] = string.format('%d', last + 1 + i) end
+  end
+  for prio, k in pairs(per) do redis.call('HINCRBY', KEYS[2], $NPRIO .. prio, k) end
+  if #new_pins > 0 then
+    if pins ~= '' then pins = pins .. ' ' end
+    redis.call('HSET', KEYS[2], $PINS, pins .. table.concat(new_pins, ' '))
+  end
+end
 if ik ~= '' then
   redis.call('HSET', KEYS[4], ik, string.format('%d:%d:', last + 1, now_ms) .. ARGV[7] .. ':' .. ARGV[5])
   redis.call('ZADD', KEYS[5], string.format('%d', now_ms + tonumber(ARGV[4])), ik)
@@ -207,6 +244,7 @@ if ARGV[10] ~= '' and tonumber(folds) ~= tonumber(ARGV[10]) then return {$FLUSH_
 local keep_history = ARGV[11] == '1'
 local removed = {}
 local rm_pinned, rm_recent = 0, 0
+local index = indexed()
 for i = $FLUSH_FIRST_SEQ, #ARGV do
   local id = ARGV[i] .. '-0'
   local e = redis.call('XRANGE', KEYS[1], id, id)
@@ -218,6 +256,7 @@ for i = $FLUSH_FIRST_SEQ, #ARGV do
     end
     redis.call('XDEL', KEYS[1], id)
     if keep_history then redis.call('ZADD', KEYS[6], ARGV[i], cjson.encode(f)) end
+    if index then unindex(ARGV[i], prio) end
     if prio == '0' then rm_pinned = rm_pinned + tok else rm_recent = rm_recent + tok end
     removed[#removed + 1] = ARGV[i]
   end
@@ -260,6 +299,7 @@ if ARGV[2] ~= '' and last ~= ARGV[2] then return {$DELETE_LAST_SEQ_CHANGED, last
 if redis.call('EXISTS', KEYS[2]) == 0 then return {$DELETE_DONE, {}, meta()} end
 local deleted = {}
 local rm_pinned, rm_recent, rm_live, rm_hist = 0, 0, 0, 0
+local index = indexed()
 for i = 3, #ARGV do
   local id = ARGV[i] .. '-0'
   local e = redis.call('XRANGE', KEYS[1], id, id)
@@ -270,6 +310,7 @@ for i = 3, #ARGV do
       if f[j] == 't' then tok = tonumber(f[j + 1]) elseif f[j] == 'p' then prio = f[j + 1] end
     end
     redis.call('XDEL', KEYS[1], id)
+    if index then unindex(ARGV[i], prio) end
     if prio == '0' then rm_pinned = rm_pinned + tok else rm_recent = rm_recent + tok end
     rm_live = rm_live + 1
     deleted[#deleted + 1] = ARGV[i]
@@ -353,6 +394,52 @@ return {redis.call('XRANGE', KEYS[1], ARGV[1], '+'),
         redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[2], '+inf', 'WITHSCORES')}
 """
 
+
+# What a context view needs, without the whole stream (``RedisStore.tail_state``). KEYS = (msgs,
+# meta, sum); ARGV = (min_tokens, min_messages, < 0: no count bound). Reply: {meta as HGETALL}
+# when the instance does not exist (empty) or has no read index (an older daemon created it);
+# else {meta, summary, pinned entries oldest first, non-pinned entries newest first}, going
+# back until those older than the newest hold more than min_tokens tokens, or there are more
+# than min_messages, or to the oldest. Pages: the first one sized by the instance's mean tokens per message,
+# doubling after; the cost is the entries returned (and skipped pinned ones), not the stream.
+TAIL = _script("""
+local meta = redis.call('HGETALL', KEYS[2])
+local pins = redis.call('HGET', KEYS[2], $PINS)
+if #meta == 0 or not pins then return {meta} end
+local summary = redis.call('HMGET', KEYS[3], $SUMMARY)
+local pinned = {}
+for seq in string.gmatch(pins, '%d+') do
+  local e = redis.call('XRANGE', KEYS[1], seq .. '-0', seq .. '-0')
+  if e[1] then pinned[#pinned + 1] = e[1] end
+end
+local need_t, need_n = tonumber(ARGV[1]), tonumber(ARGV[2])
+local stored = tonumber(redis.call('HGET', KEYS[2], 'message_count') or '0') - #pinned
+local rtok = tonumber(redis.call('HGET', KEYS[2], 'recent_tokens') or '0')
+local page = 16
+if stored > 0 and rtok > 0 then page = math.max(page, math.ceil((need_t + 1) * stored / rtok) + 8) end
+if need_n >= 0 then page = math.min(page, need_n + 8) end
+local tail, tokens, cursor = {}, 0, '+'
+while true do
+  local rows = redis.call('XREVRANGE', KEYS[1], cursor, '-', 'COUNT', page)
+  local enough = false
+  for i = 1, #rows do
+    local f = rows[i][2]
+    if f[$P_AT] ~= '0' then
+      if #tail > 0 then tokens = tokens + tonumber(f[$T_AT]) end  -- the newest is not counted
+      tail[#tail + 1] = rows[i]
+      if tokens > need_t or (need_n >= 0 and #tail > need_n) then
+        enough = true
+        break
+      end
+    end
+  end
+  if enough or #rows < page then break end
+  cursor = '(' .. rows[#rows][1]
+  page = page * 2
+end
+return {meta, summary, pinned, tail}
+""")
+
 ALL = {
     "append": APPEND,
     "apply_flush": APPLY_FLUSH,
@@ -362,4 +449,5 @@ ALL = {
     "fence": FENCE,
     "workflow_add": WORKFLOW_ADD,
     "state": STATE,
+    "tail": TAIL,
 }

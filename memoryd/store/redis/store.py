@@ -53,6 +53,7 @@ from memoryd.models import (
     NewMessage,
     StoredMessage,
     Summary,
+    TailState,
 )
 from memoryd.store.base import LockLease
 from memoryd.store.calls import batch_calls
@@ -73,7 +74,14 @@ from memoryd.store.redis.connection import (
     make_client,
     parser_name,
 )
-from memoryd.store.redis.layout import META_FIELDS, SECRET_PREFIX, SUMMARY_FIELDS, InstanceKeys, workflow_index
+from memoryd.store.redis.layout import (
+    META_FIELDS,
+    PRIORITY_COUNT_PREFIX,
+    SECRET_PREFIX,
+    SUMMARY_FIELDS,
+    InstanceKeys,
+    workflow_index,
+)
 from memoryd.store.redis.lock import InstanceLock
 from memoryd.store.redis.scripts import AppendReply, ApplyFlushReply, DeleteReply
 from memoryd.store.redis.wire import LeanCheckout, ScriptCaller
@@ -142,6 +150,38 @@ def _seq_of(m: StoredMessage) -> int:
 
 def _counters_match(state: InstanceState) -> bool:
     return accounts_for(state.meta, len(state.messages), *token_sums(state.messages))
+
+
+_COUNT_PREFIX = PRIORITY_COUNT_PREFIX.encode()
+_META_KEYS = tuple(f.encode() for f in META_FIELDS)
+
+
+def _decode_tail(reply: Sequence[Any]) -> TailState | None:
+    """``scripts.TAIL``'s reply, accepted only when the read index accounts exactly for the
+    counters (message count, pinned count and tokens): an instance also written by a daemon
+    that predates the index fails that, and is read whole by the caller (None)."""
+    flat = reply[0]
+    if not flat:
+        return TailState(meta=InstanceMeta(), summary=None, pinned=(), recent=(), priorities={})
+    if len(reply) == 1:
+        return None
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    meta = codec.decode_meta([fields.get(k) for k in _META_KEYS])
+    counts = {int(k[len(_COUNT_PREFIX):]): int(v) for k, v in fields.items() if k.startswith(_COUNT_PREFIX)}
+    pinned = tuple(map(codec.decode_entry, reply[2]))
+    recent = tuple(codec.decode_entry(r) for r in reversed(reply[3]))
+    n_pinned = counts.pop(0, 0)
+    priorities = {p: n for p, n in counts.items() if n > 0}
+    tail = TailState(meta=meta, summary=codec.decode_summary(reply[1]), pinned=pinned, recent=recent,
+                     priorities=priorities)
+    if (
+        n_pinned != len(pinned)
+        or n_pinned + tail.recent_total != meta.message_count
+        or sum(m.token_count for m in pinned) != meta.pinned_tokens
+        or (tail.complete and sum(m.token_count for m in recent) != meta.recent_tokens)
+    ):
+        return None
+    return tail
 
 
 class RedisStore:
@@ -534,6 +574,17 @@ class RedisStore:
         cached.extend(new, meta.last_seq)
         self._cache.grew(len(new))
         return meta, codec.decode_summary(summary)
+
+    async def tail_state(self, addr: InstanceAddr, *, min_tokens: int, min_messages: int) -> TailState | None:
+        """One read-only script (``scripts.TAIL``): consistent by itself, and its reply is what
+        the view may need, not the stream. The read cache is neither used nor filled: it holds
+        whole instances, and this read decodes only the tail (docs/redis.md, "Reads")."""
+        keys = InstanceKeys.of(addr)
+        reply = await self._run(
+            self._script("tail", (keys.msgs, keys.meta, keys.summary), (min_tokens, min_messages)),
+            retry=True, bulk=True,
+        )
+        return _decode_tail(reply)
 
     async def meta(self, addr: InstanceAddr) -> InstanceMeta:
         key = InstanceKeys.of(addr).meta
