@@ -28,7 +28,8 @@ append_st = st.tuples(st.just("append"), st.lists(message_st, min_size=1, max_si
 flush_st = st.tuples(st.just("flush"), st.lists(st.integers(1, 40), max_size=8, unique=True),
                      st.one_of(st.none(), st.integers(1, 30)))
 clear_st = st.tuples(st.just("clear"))
-ops_st = st.lists(st.one_of(append_st, append_st, append_st, flush_st, clear_st), min_size=1, max_size=12)
+delete_st = st.tuples(st.just("delete"), st.lists(st.integers(1, 40), min_size=1, max_size=4, unique=True))
+ops_st = st.lists(st.one_of(append_st, append_st, append_st, flush_st, delete_st, clear_st), min_size=1, max_size=12)
 asks_st = st.lists(st.tuples(st.integers(0, 200), st.integers(-1, 12)), min_size=1, max_size=4)
 
 
@@ -68,6 +69,8 @@ async def run_ops(store: MemoryStore, addr: InstanceAddr, ops: list[Any]) -> Non
             async with store.lock(addr, ttl_ms=10_000, acquire_timeout_s=5) as lease:
                 await store.apply_flush(addr, FlushPlan("hybrid_summary", tuple(op[1]), summary, 0, 0),
                                         fence=lease.fence)
+        elif op[0] == "delete":  # DeleteMessages keeps the read index in step too
+            await store.delete_messages(addr, op[1])
         else:
             await store.clear(addr)
 
