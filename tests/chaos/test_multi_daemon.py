@@ -6,7 +6,8 @@ default), every acknowledged message is in the HISTORY view exactly once, at its
 folded exactly when a fold removed it, in each writer's order. On standalone and Cluster.
 
 Folds are made by ``FOLDERS`` (one call: the seqs it folded, or None when it applied
-nothing); another way of folding (e.g. PlanFlush/ApplyFlush) joins the check as one more."""
+nothing): the rule-based fold alone, and rule-based and external (PlanFlush/ApplyFlush through
+another daemon) folds racing."""
 
 from __future__ import annotations
 
@@ -40,16 +41,38 @@ memories:
 """
 
 
-Folder = Callable[[AsyncMemoryClient], Awaitable[Sequence[int] | None]]
+EXTERNAL_APPLIED: list[int] = []  # folds applied by external_fold, for the check that some were
+
+Folder = Callable[[Sequence[AsyncMemoryClient], int], Awaitable[Sequence[int] | None]]
 
 
-async def rule_based_fold(c: AsyncMemoryClient) -> Sequence[int] | None:
-    """The daemon's own fold (Flush: the rule-based summary) under the instance lock."""
-    resp = await c.flush("shared", key=KEY)
+async def rule_based_fold(clients: Sequence[AsyncMemoryClient], d: int) -> Sequence[int] | None:
+    """Daemon ``d``'s own fold (Flush: the rule-based summary) under the instance lock."""
+    resp = await clients[d].flush("shared", key=KEY)
     return list(resp.removed_seqs) if resp.applied else None
 
 
-FOLDERS: dict[str, Folder] = {"rule-based": rule_based_fold}
+async def external_fold(clients: Sequence[AsyncMemoryClient], d: int) -> Sequence[int] | None:
+    """A fold whose summary the caller writes: PlanFlush through daemon ``d``, the "model"
+    writes while the appends go on, ApplyFlush through the next daemon (the plan token is
+    keyed by the secret the Redis keeps, so any daemon verifies it)."""
+    plan = await clients[d].plan_flush("shared", key=KEY)
+    if not plan.seqs:
+        return None
+    await asyncio.sleep(0)  # the model call: other tasks append meanwhile
+    summary = f"Folded #{plan.seqs[0]}-#{plan.seqs[-1]}."
+    done = await clients[(d + 1) % len(clients)].apply_flush("shared", plan.plan_token, summary, key=KEY)
+    assert list(done.removed_seqs) == list(plan.seqs), "an applied plan folds exactly its seqs"
+    EXTERNAL_APPLIED.append(len(plan.seqs))
+    return list(done.removed_seqs)
+
+
+async def either_fold(clients: Sequence[AsyncMemoryClient], d: int) -> Sequence[int] | None:
+    """Rule-based and external folds racing each other: daemon 0 folds by rule, the others externally."""
+    return await (rule_based_fold if d == 0 else external_fold)(clients, d)
+
+
+FOLDERS: dict[str, Folder] = {"rule-based": rule_based_fold, "rule-based+external": either_fold}
 
 
 def assert_history_lossless(history: Sequence[pb.Message], acked: dict[str, int], order: dict[str, list[int]],
@@ -76,6 +99,7 @@ async def test_three_daemons_lose_nothing_duplicate_nothing_keep_order(
     deployment: str, folding: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     fold = FOLDERS[folding]
+    EXTERNAL_APPLIED.clear()
     url = str(request.getfixturevalue(f"redis_{deployment}").url)
     config = tmp_path / "memoryd.yaml"
     config.write_text(PROJECT)
@@ -105,7 +129,7 @@ async def test_three_daemons_lose_nothing_duplicate_nothing_keep_order(
             applied = 0
             while writing:
                 try:
-                    folded = await fold(clients[d])
+                    folded = await fold(clients, d)
                 except AbortedError:
                     continue  # another daemon holds the instance lock (or folded since the plan)
                 if folded is not None:
@@ -118,7 +142,7 @@ async def test_three_daemons_lose_nothing_duplicate_nothing_keep_order(
         await asyncio.gather(*(writer(d, w) for d in range(DAEMONS) for w in range(WRITERS)))
         writing = False
         applied = sum(await asyncio.gather(*flushers))
-        final = await fold(clients[0])  # one more, after the last append
+        final = await fold(clients, 0)  # one more, after the last append
         if final is not None:
             applied += 1
             removed.extend(final)
@@ -130,6 +154,7 @@ async def test_three_daemons_lose_nothing_duplicate_nothing_keep_order(
             await c.close()
 
     assert applied >= 3, "flushes must have run during the writes"
+    assert ("external" not in folding) or EXTERNAL_APPLIED, "external folds must have applied during the writes"
     assert len(acked) == DAEMONS * WRITERS * APPENDS_PER_WRITER
     stored_seqs = [m.seq for m in stored]
     assert len(set(stored_seqs)) == len(stored_seqs)
