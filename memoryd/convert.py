@@ -16,6 +16,7 @@ ROLE_NAMES: dict[pb.Role.ValueType, str] = {
     pb.ROLE_USER: "user",
     pb.ROLE_ASSISTANT: "assistant",
     pb.ROLE_TOOL: "tool",
+    pb.ROLE_DEVELOPER: "developer",
 }
 ROLE_VALUES: dict[str, pb.Role.ValueType] = {name: value for value, name in ROLE_NAMES.items()}
 _SUMMARY = Kind.SUMMARY  # enum members are slow to read from their class (and to hash)
@@ -64,6 +65,15 @@ def _fill(item: pb.Message, msg: StoredMessage) -> None:
     created.nanos = (ms % 1000) * 1_000_000
     if metadata:
         item.metadata.update(metadata)
+    calls, call_id, name, _parts, extra = msg[11:]  # minimal emission (h-groups); h-msgs owns the full mapping
+    for call in calls:
+        item.tool_calls.add(id=call.id, name=call.name, arguments=call.arguments)
+    if call_id:
+        item.tool_call_id = call_id
+    if name:
+        item.name = name
+    if extra:
+        item.extra = extra
 
 
 def fill_stats(
