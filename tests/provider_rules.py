@@ -152,9 +152,9 @@ def validate_anthropic(system: str, messages: Sequence[dict[str, Any]], *, pendi
         if not isinstance(blocks, list):
             _fail("A7", i, "content must be text or a list of blocks")
         last = i == len(messages) - 1
-        if not blocks or all(b.get("type") == "text" and not b.get("text") for b in blocks):
-            if not (last and role == "assistant"):
-                _fail("A6", i, "empty content")
+        empty = not blocks or all(b.get("type") == "text" and not b.get("text") for b in blocks)
+        if empty and not (last and role == "assistant"):
+            _fail("A6", i, "empty content")
         results: list[str] = []
         text_seen = False
         uses: list[str] = []

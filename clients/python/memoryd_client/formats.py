@@ -148,7 +148,8 @@ def to_openai(messages: Iterable[pb.Message]) -> list[dict[str, Any]]:
         out.append(_with_extra(item, m))
         for call, result in calls:
             if result is not None:
-                out.append(_with_extra({"role": "tool", "tool_call_id": call.id, "content": _tool_text(result)}, result))
+                answer = {"role": "tool", "tool_call_id": call.id, "content": _tool_text(result)}
+                out.append(_with_extra(answer, result))
             elif not _trailing(plan, i):
                 out.append({"role": "tool", "tool_call_id": call.id, "content": NO_RESULT})
     return out
