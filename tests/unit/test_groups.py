@@ -238,6 +238,13 @@ def test_a_pinned_member_pins_its_group() -> None:
     check_converts(view.messages)
     res = MemoryResource(id="g", max_tokens=2000, flushing_strategy=FlushingStrategy(summarize_oldest_percent=100))
     assert plan_flush(st_, res, compute_budget(res, None), COUNT, 1).remove_seqs == (1,)
+    # one recent priority (the fast path): the result would be dropped for the huge newest turn
+    one_level = state_of(*(m._replace(effective_priority=5) if m.seq == 3 else m for m in st_.messages[:3]),
+                         make(4, "user", "next " * 2000))
+    view = context_view(one_level, budget_of(max_tokens=1000, flushing_strategy=FlushingStrategy(summary_tokens=64)),
+                        count=COUNT_MSG)
+    assert seqs(view) == [2, 3, 4]
+    check_converts(view.messages)
 
 
 def test_orphans_are_units_and_never_emitted_without_their_call() -> None:
