@@ -83,7 +83,7 @@ def validate_openai(messages: Sequence[dict[str, Any]], *, pending_ok: bool = Tr
             call_id = m.get("tool_call_id")
             if not isinstance(call_id, str) or call_id not in open_calls:
                 _fail("O2", i, f"tool message answering {call_id!r}, not a pending call of the assistant before it")
-            open_calls.remove(call_id)
+            open_calls.remove(str(call_id))
             content = m.get("content")
             if not isinstance(content, str) and not (
                 isinstance(content, list) and all(p.get("type") == "text" and isinstance(p.get("text"), str)
@@ -121,6 +121,7 @@ def _check_openai_content(content: Any, i: int) -> None:
         return
     if not isinstance(content, list):
         _fail("O5", i, f"content of type {type(content).__name__}")
+        return
     for p in content:
         kind = p.get("type")
         ok = (kind == "text" and isinstance(p.get("text"), str)) or (
@@ -151,6 +152,7 @@ def validate_anthropic(system: str, messages: Sequence[dict[str, Any]], *, pendi
         blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
         if not isinstance(blocks, list):
             _fail("A7", i, "content must be text or a list of blocks")
+            return
         last = i == len(messages) - 1
         empty = not blocks or all(b.get("type") == "text" and not b.get("text") for b in blocks)
         if empty and not (last and role == "assistant"):

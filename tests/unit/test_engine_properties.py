@@ -142,7 +142,10 @@ def reference_evictions(
     for m in messages:
         levels.setdefault(m.effective_priority, []).append(m)
     evicted: set[int] = set()
-    size = lambda m: getattr(m, "size", 1)  # noqa: E731
+
+    def size(m: Any) -> int:
+        return int(getattr(m, "size", 1))
+
     tokens, count = sum(m.token_count for m in messages), sum(map(size, messages))
     for priority, cap in block_caps.items():  # 1. each block's oldest go until the block fits its cap
         level = levels.get(priority, [])

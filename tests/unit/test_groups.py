@@ -13,6 +13,7 @@ import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
@@ -23,7 +24,7 @@ from memoryd_client.formats import NO_RESULT
 from memoryd import tokens
 from memoryd.config.model import FlushingStrategy, MemoryResource, PriorityBlock, TokenAllocation
 from memoryd.convert import message_to_pb
-from memoryd.engine import Budget, budget_problems, compute_budget, context_view, plan_flush, summarize
+from memoryd.engine import Budget, ContextView, budget_problems, compute_budget, context_view, plan_flush, summarize
 from memoryd.engine.evict import select_kept_units
 from memoryd.engine.groups import build_units
 from memoryd.engine.view import newest_room
@@ -262,7 +263,7 @@ def test_orphans_are_units_and_never_emitted_without_their_call() -> None:
 def test_the_validators_refuse_what_the_providers_refuse() -> None:
     """Each rule on a history the provider's API returns 400 for (the validators are not vacuous)."""
     call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
-    bad_openai = {
+    bad_openai: dict[str, list[dict[str, Any]]] = {
         "O2": [{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "c1", "content": "r"}],
         "O3": [{"role": "assistant", "content": None, "tool_calls": [call]}, {"role": "user", "content": "x"}],
         "O5": [{"role": "assistant", "content": None}],
@@ -272,9 +273,9 @@ def test_the_validators_refuse_what_the_providers_refuse() -> None:
     for rule, history in bad_openai.items():
         with pytest.raises(ProviderRuleError, match=rule):
             validate_openai(history)
-    use = {"type": "tool_use", "id": "c1", "name": "f", "input": {}}
-    result = {"type": "tool_result", "tool_use_id": "c1", "content": "r"}
-    bad_anthropic = {
+    use: dict[str, Any] = {"type": "tool_use", "id": "c1", "name": "f", "input": {}}
+    result: dict[str, Any] = {"type": "tool_result", "tool_use_id": "c1", "content": "r"}
+    bad_anthropic: dict[str, list[dict[str, Any]]] = {
         "A2": [{"role": "assistant", "content": "hi"}],
         "A3": [{"role": "user", "content": "x"}, {"role": "assistant", "content": [use]},
                {"role": "user", "content": "y"}, {"role": "assistant", "content": "z"}],
@@ -433,7 +434,13 @@ def check_view(state: InstanceState, budget: Budget, max_tokens: int | None) -> 
         assert refused.field == "max_tokens" and max_tokens is not None and max_tokens < budget.total
         event("refused: max_tokens below pinned + the newest turn's minimum")
         return
-    limit = budget.total if not max_tokens else min(budget.total, max_tokens)
+    check_view_promises(view, state, budget, budget.total if not max_tokens else min(budget.total, max_tokens))
+
+
+def check_view_promises(view: ContextView, state: InstanceState, budget: Budget, limit: int) -> None:
+    """Promises 1, 2, 3, 5, 7 and 8 of one view, on units: the newest unit shown (whole,
+    its results cut, or collapsed), the older ones exactly what the eviction rule applied
+    one unit at a time keeps in the room the newest leaves."""
     assert view.token_count == sum(m.token_count for m in view.messages) <= limit  # 1
     check_groups_whole(view.messages, state.messages)
     check_converts(view.messages)  # 8
@@ -442,8 +449,10 @@ def check_view(state: InstanceState, budget: Budget, max_tokens: int | None) -> 
     recent_units = [u for u in units if u.effective_priority != 0]
     pinned = sorted((m for u in pinned_units for m in u.members), key=lambda m: m.seq)
     assert list(view.messages[: len(pinned)]) == pinned  # 2, 7
-    rest = [m for m in view.messages[len(pinned):] if m.kind is Kind.MESSAGE]
-    assert [m.seq for m in rest] == sorted(m.seq for m in rest)  # 7
+    after = view.messages[len(pinned):]
+    assert all(m.kind is Kind.SUMMARY for m in after[:1] if m.kind is not Kind.MESSAGE)  # 7
+    rest = [m for m in after if m.kind is Kind.MESSAGE]
+    assert len(rest) >= len(after) - 1 and [m.seq for m in rest] == sorted(m.seq for m in rest)  # 7
     if not recent_units:
         assert not rest
         return
@@ -453,11 +462,14 @@ def check_view(state: InstanceState, budget: Budget, max_tokens: int | None) -> 
     assert shown, "the newest unit is missing"
     if newest.group and not shown[0].tool_calls:
         event("newest group collapsed")
-        assert "elided" in shown[0].content and shown[0].seq == newest.members[0].seq
+        assert len(shown) == 1 and "elided" in shown[0].content and shown[0].seq == newest.members[0].seq
     else:
         assert [m.seq for m in shown] == sorted(members)
-        for m in shown:
-            assert m.tool_calls == members[m.seq].tool_calls and is_cut_of(m.content, members[m.seq].content, m.seq)
+        for m in shown:  # 5: cut to fit, calls whole
+            full = members[m.seq]
+            assert m.tool_calls == full.tool_calls and is_cut_of(m.content, full.content, m.seq)
+            assert m.token_count == (full.token_count if m.content == full.content else
+                                     COUNT_MSG(m.role, m.content) + call_cost(m.tool_calls))
         event("newest unit cut" if any(m.content != members[m.seq].content for m in shown) else "newest unit whole")
     used = sum(m.token_count for m in shown)
     room = budget.recent_room(view.pinned_tokens, view.summary_tokens, limit)
