@@ -30,11 +30,12 @@ below are the same rule at the cost it had before groups existed.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from itertools import chain
 from operator import attrgetter
 
-from memoryd.engine.groups import Unit
+from memoryd.engine.groups import Item, size
 from memoryd.models import StoredMessage
 
 _priority = attrgetter("effective_priority")
@@ -109,42 +110,44 @@ def select_evictions(
 
 
 def select_kept_units(
-    units: Sequence[Unit],
+    units: Sequence[Item],
     *,
     room: int,
     block_caps: Mapping[int, int],
     message_limit: int | None,
-) -> list[Unit]:
+) -> list[Item]:
     """``select_kept`` over units (oldest first): whole units, ``message_limit`` counting members."""
-    limit = sum(u.size for u in units) if message_limit is None else message_limit
-    by_level: dict[int, list[Unit]] = {}
+    limit = sys.maxsize if message_limit is None else message_limit
+    by_level: dict[int, list[Item]] = {}
     for u in units:
         by_level.setdefault(u.effective_priority, []).append(u)
     for priority, cap in block_caps.items():
         level = by_level.get(priority)
         if level:
-            by_level[priority] = newest_units_within(level, cap, sum(u.size for u in level))
-    kept: list[Unit] = []
+            by_level[priority] = newest_units_within(level, cap, sys.maxsize)
+    kept: list[Item] = []
     for priority in sorted(by_level):
         level = by_level[priority]
         part = newest_units_within(level, room, limit)
         kept += part
         if len(part) < len(level):
             break  # this priority did not fit whole: every less important one goes
-        room -= sum(u.token_count for u in part)
-        limit -= sum(u.size for u in part)
-    kept.sort(key=_seq)
+        room -= sum(map(_tokens, part))
+        limit -= sum(map(size, part)) if message_limit is not None else 0
+    if len(by_level) > 1:
+        kept.sort(key=_seq)
     return kept
 
 
-def newest_units_within(units: Sequence[Unit], room: int, limit: int) -> list[Unit]:
+def newest_units_within(units: Sequence[Item], room: int, limit: int) -> list[Item]:
     """The longest newest run of ``units`` holding at most ``room`` tokens and ``limit`` messages."""
     start, used, count = len(units), 0, 0
     while start > 0:
         u = units[start - 1]
-        if used + u.token_count > room or count + u.size > limit:
+        n = size(u)
+        if used + u.token_count > room or count + n > limit:
             break
         used += u.token_count
-        count += u.size
+        count += n
         start -= 1
     return list(units[start:])

@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from memoryd.config.model import MemoryResource
 from memoryd.engine.budget import Budget, share
 from memoryd.engine.evict import select_evictions, select_kept_units
-from memoryd.engine.groups import Unit, build_units, flatten, has_calls, split_pinned
+from memoryd.engine.groups import Item, build_units, flatten, has_calls, members, size, split_pinned
 from memoryd.engine.summarize import summarize
 from memoryd.engine.view import newest_room, older_caps
 from memoryd.models import FlushPlan, InstanceMeta, InstanceState, StoredMessage, Summary
@@ -156,7 +156,7 @@ def _plan_units(
         limit = None if budget.message_limit is None else share(threshold, budget.message_limit)
         gone = _units_left_out(recent, max(0, room), budget.block_caps, limit)
         kept_tokens = sum(u.token_count for u in recent if u.seq not in gone)
-        remove = tuple(sorted(m.seq for u in recent if u.seq in gone for m in u.members))
+        remove = tuple(sorted(m.seq for u in recent if u.seq in gone for m in members(u)))
         return FlushPlan("fifo", remove, None, before, pinned_tokens + old_summary_tokens + kept_tokens)
     pct = resource.flushing_strategy.summarize_oldest_percent
     n_fold = min(len(recent) - 1, max(1, math.ceil(len(recent) * pct / 100 - 1e-9)))
@@ -175,13 +175,13 @@ def _plan_units(
 
 
 def _units_left_out(
-    recent: list[Unit], room: int, block_caps: Mapping[int, int], message_limit: int | None
+    recent: list[Item], room: int, block_caps: Mapping[int, int], message_limit: int | None
 ) -> set[int]:
     """Ages (``Unit.seq``) of the units a view with ``room`` leaves out: never the newest,
     which holds min(its tokens, its room)."""
     newest = recent[-1]
     used = min(newest.token_count, newest_room(newest, room, block_caps))
     older = recent[:-1]
-    kept = select_kept_units(older, **older_caps(newest, used, room, block_caps, message_limit, size=newest.size))
+    kept = select_kept_units(older, **older_caps(newest, used, room, block_caps, message_limit, size=size(newest)))
     stay = {u.seq for u in kept}
     return {u.seq for u in older if u.seq not in stay}

@@ -32,7 +32,17 @@ from typing import Any
 
 from memoryd.engine.budget import Budget
 from memoryd.engine.evict import select_kept, select_kept_units
-from memoryd.engine.groups import Unit, build_units, flatten, has_calls, split_pinned, touches_groups
+from memoryd.engine.groups import (
+    Item,
+    Unit,
+    build_units,
+    flatten,
+    has_calls,
+    members,
+    size,
+    split_pinned,
+    touches_groups,
+)
 from memoryd.errors import FailedPrecondition, InvalidArgument
 from memoryd.models import PINNED_PRIORITY, InstanceState, Kind, StoredMessage, Summary
 
@@ -177,13 +187,13 @@ def _view(
     levels: set[int],
     *,
     check: bool = False,
-    units: list[Unit] | None = None,
+    units: list[Item] | None = None,
 ) -> ContextView | None:
     """The view on messages (``units`` None) or on units. On messages with ``check``:
     None when what it would show touches a tool-call group (the caller redoes it on units)."""
     messages = state.messages
     recent: Sequence[StoredMessage] = ()
-    recent_units: Sequence[Unit] = ()
+    recent_units: Sequence[Item] = ()
     if units is not None:
         pinned_units, recent_units = split_pinned(units)
         pinned: Sequence[StoredMessage] = flatten(pinned_units)
@@ -195,7 +205,7 @@ def _view(
     else:  # the common case: no copies
         pinned, recent = (), messages
     pinned_tokens = sum(map(_tokens, pinned))
-    newest: StoredMessage | Unit | None = recent_units[-1] if recent_units else recent[-1] if recent else None
+    newest: Item | None = recent_units[-1] if recent_units else recent[-1] if recent else None
     need = 0  # the fewest tokens the newest turn can be shown in
     if newest is not None:
         need = newest.token_count
@@ -235,7 +245,7 @@ def _view(
             if check and (touches_groups(pinned) or touches_groups(kept) or touches_groups(recent[-1:])):
                 return None
     out.extend(kept)
-    stored_recent = sum(u.size for u in recent_units) if recent_units else len(recent)
+    stored_recent = sum(map(size, recent_units)) if recent_units else len(recent)
     return ContextView(
         messages=tuple(out),
         token_count=pinned_tokens + summary_tokens + sum(map(_tokens, kept)),
@@ -246,7 +256,7 @@ def _view(
     )
 
 
-def newest_room(newest: StoredMessage | Unit, room: int, block_caps: Mapping[int, int]) -> int:
+def newest_room(newest: Item, room: int, block_caps: Mapping[int, int]) -> int:
     """The tokens the newest turn may show in: the recent room, within its block cap."""
     return max(0, min(room, block_caps.get(newest.effective_priority, room)))
 
@@ -269,7 +279,7 @@ def recent_view(
 
 
 def recent_units_view(
-    recent: Sequence[Unit],
+    recent: Sequence[Item],
     room: int,
     block_caps: Mapping[int, int],
     message_limit: int | None,
@@ -282,12 +292,12 @@ def recent_units_view(
     if not shown:
         return []
     used = sum(map(_tokens, shown))
-    caps = older_caps(newest, used, room, block_caps, message_limit, size=newest.size)
+    caps = older_caps(newest, used, room, block_caps, message_limit, size=size(newest))
     return flatten([*select_kept_units(recent[:-1], **caps), Unit(newest.seq, 0, used, len(shown), tuple(shown))])
 
 
 def older_caps(
-    newest: StoredMessage | Unit,
+    newest: Item,
     used: int,
     room: int,
     block_caps: Mapping[int, int],
@@ -312,16 +322,14 @@ GROUP_MARKER = "[… {calls} and {results} elided ({tokens} tokens); RAW read of
 """What is left of a group too large for its room even with every result cut to its marker."""
 
 
-def least(newest: StoredMessage | Unit, count: MessageCounter) -> int:
+def least(newest: Item, count: MessageCounter) -> int:
     """The fewest tokens the newest turn can be shown in (promise 3: it is always shown)."""
-    if isinstance(newest, StoredMessage):
+    if not isinstance(newest, Unit):
         return min(newest.token_count, count(newest.role, marker(newest.token_count, newest.seq)))
-    if not newest.grouped:
-        return least(newest.members[0], count)
     return min(newest.token_count, _collapse(newest, count).token_count)
 
 
-def show_unit(unit: Unit, room: int, count: MessageCounter) -> list[StoredMessage]:
+def show_unit(unit: Item, room: int, count: MessageCounter) -> list[StoredMessage]:
     """``unit`` shown in at most ``room`` tokens, its call never separated from its results.
 
     Whole when it fits. Otherwise the head (the assistant turn with the calls) stays whole
@@ -334,9 +342,9 @@ def show_unit(unit: Unit, room: int, count: MessageCounter) -> list[StoredMessag
     as one assistant message holding ``GROUP_MARKER`` (no calls, so no result is needed);
     RAW has every member in full. Empty when not even that fits."""
     if unit.token_count <= room:
-        return list(unit.members)
-    if not unit.grouped:
-        cut = _cut(unit.members[0], room, count)
+        return list(members(unit))
+    if not isinstance(unit, Unit):
+        cut = _cut(unit, room, count)
         return [cut] if cut is not None else []
     head, results = unit.members[0], unit.members[1:]
     mins = [_least_member(r, count) for r in results]

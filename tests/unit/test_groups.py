@@ -26,7 +26,7 @@ from memoryd.config.model import FlushingStrategy, MemoryResource, PriorityBlock
 from memoryd.convert import message_to_pb
 from memoryd.engine import Budget, ContextView, budget_problems, compute_budget, context_view, plan_flush, summarize
 from memoryd.engine.evict import select_kept_units
-from memoryd.engine.groups import build_units
+from memoryd.engine.groups import build_units, members, size
 from memoryd.engine.view import newest_room
 from memoryd.errors import FailedPrecondition, InvalidArgument
 from memoryd.models import InstanceMeta, InstanceState, Kind, StoredMessage, ToolCall
@@ -527,8 +527,8 @@ def test_unit_eviction_selects_what_the_rule_drops_one_unit_at_a_time(data: st.D
         else:
             messages.append(make(seq, "user", "x", prio, tokens_=tokens_))
     units = build_units(messages)
-    assert [(u.seq, u.token_count, u.size, u.effective_priority) for u in units] == \
-        [(u.seq, u.token_count, u.size, u.effective_priority) for u in oracle_units(messages)]
+    assert [(u.seq, u.token_count, size(u), u.effective_priority, members(u)) for u in units] == \
+        [(u.seq, u.token_count, u.size, u.effective_priority, u.members) for u in oracle_units(messages)]
     room = data.draw(st.integers(0, 600))
     caps = data.draw(st.dictionaries(st.sampled_from([1, 4, 9]), st.integers(0, 200), max_size=2))
     limit = data.draw(st.none() | st.integers(0, 35))
