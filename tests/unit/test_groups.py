@@ -544,6 +544,8 @@ def test_summaries_name_every_member_of_a_group_after_any_number_of_folds() -> N
                               for i in range(3))], 400, COUNT)
     assert named(text)[0] == {10, 11, 12, 13}
     assert text.count(" → tool #") == 3  # the spans' own arrows were written "->"
+    roomy = summarize(text, [make(20, "user", "ok")], 1000, COUNT)  # the group line parses back: kept as it was
+    assert roomy.splitlines()[1:] == [*text.splitlines()[1:], "- user #20: ok"]
     for cap in (120, 80, 64):
         smaller = summarize(text, [make(20, "user", "ok")], cap, COUNT)
         assert not unaccounted({10, 11, 12, 13, 20}, set(), smaller)
