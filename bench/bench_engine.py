@@ -25,7 +25,7 @@ from dataclasses import replace
 from memoryd import tokens
 from memoryd.config.model import FlushingStrategy, MemoryResource, PriorityBlock
 from memoryd.engine import compute_budget, context_view, effective_priority, plan_flush
-from memoryd.models import InstanceMeta, InstanceState, StoredMessage, Summary
+from memoryd.models import InstanceMeta, InstanceState, StoredMessage, Summary, ToolCall
 
 TEXT = (
     "The customer asked whether the refund for order 48213 was processed; the agent checked "
@@ -144,6 +144,21 @@ def _conversation(n: int, res: MemoryResource, seed: int = 7) -> InstanceState:
     return InstanceState(meta=recount(InstanceMeta(), msgs, None), summary=None, messages=msgs)
 
 
+def _with_groups(state: InstanceState) -> InstanceState:
+    """The same conversation as a tool-using agent's: every assistant message calls a tool
+    and the next tool message answers it (about two thirds of the messages in groups)."""
+    out: list[StoredMessage] = []
+    call = ""
+    for m in state.messages:
+        if m.role == "assistant":
+            call = f"call_{m.seq}"
+            m = m._replace(tool_calls=(ToolCall(call, "lookup", '{"id": 1}'),))
+        elif m.role == "tool" and call:
+            m, call = m._replace(tool_call_id=call), ""
+        out.append(m)
+    return InstanceState(state.meta, state.summary, tuple(out))
+
+
 def bench_engine(quick: bool) -> None:
     blocks = (
         PriorityBlock(priority=1, content_types=("user_preference",), max_tokens=2000),
@@ -160,6 +175,9 @@ def bench_engine(quick: bool) -> None:
         state = _conversation(n, res)
         samples = _time(lambda s=state, b=budget: context_view(s, b), repeat)
         print(f"| context_view | {n:,} | {_pct(samples, .5) * 1e3:.2f} | {_pct(samples, .99) * 1e3:.2f} |")
+        grouped = _with_groups(state)
+        samples = _time(lambda s=grouped, b=budget: context_view(s, b), repeat)
+        print(f"| context_view, groups | {n:,} | {_pct(samples, .5) * 1e3:.2f} | {_pct(samples, .99) * 1e3:.2f} |")
     for kind in ("hybrid_summary", "fifo"):
         res = MemoryResource(id="bench", max_tokens=16_000, priority_blocks=blocks,
                              flushing_strategy=FlushingStrategy(type=kind))  # type: ignore[arg-type]

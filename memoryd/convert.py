@@ -80,7 +80,6 @@ def _fill(item: pb.Message, msg: StoredMessage) -> None:
         _fill_parts(item, parts)
     if extra:
         item.extra = extra
-
     if folded:
         item.folded = True
 

@@ -124,11 +124,16 @@ class ResourceInfo:
 
 
 def _large_newest(messages: Sequence[StoredMessage]) -> bool:
-    """True when the newest non-pinned message is long enough that cutting it to its room
-    (a few token counts of up to its length) could hold the event loop for milliseconds."""
+    """True when the newest non-pinned turn is long enough that cutting it to its room
+    (a few token counts of up to its length) could hold the event loop for milliseconds.
+    The newest turn may be a tool-call group: its trailing results and the message before
+    them (its call, when they answer it) are looked at."""
     for m in reversed(messages):
         if m.effective_priority != 0:
-            return len(m.content) > CUT_INLINE_MAX_CHARS
+            if len(m.content) > CUT_INLINE_MAX_CHARS:
+                return True
+            if m.role != "tool" or not m.tool_call_id:
+                return False
     return False
 
 

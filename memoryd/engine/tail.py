@@ -29,8 +29,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from memoryd.engine.budget import Budget
+from memoryd.engine.groups import build_units, members
 from memoryd.engine.view import ContextView, MessageCounter, bytes_bound, context_view
-from memoryd.models import PINNED_PRIORITY, Kind, StoredMessage, TailState
+from memoryd.models import Kind, StoredMessage, TailState
 
 
 def view_from_tail(
@@ -42,15 +43,21 @@ def view_from_tail(
 ) -> ContextView | None:
     """``context_view`` of the whole instance, computed from ``tail``; None when ``tail``
     does not decide it (read a longer suffix when ``may_decide(tail)``, else the whole).
-    Raises what ``context_view`` raises: those checks see only pinned messages, the
-    summary and the newest message, which every tail holds."""
+    Raises what ``context_view`` raises when the tail decides: those checks see only pinned
+    messages, the summary and the newest unit, which such a tail holds whole."""
+    if not tail.complete and (not may_decide(tail) or not _groups_whole(tail.recent)):
+        return None  # before the view: a pinned group's members may lie outside the suffix
     view = context_view(tail.as_state(), budget, max_tokens, summary_role, count)
     if tail.complete:
         return view
-    if not may_decide(tail) or not _groups_whole(tail.recent):
-        return None
-    kept = sum(1 for m in view.messages if m.kind is Kind.MESSAGE and m.effective_priority != PINNED_PRIORITY)
-    if kept >= len(tail.recent):
+    # The walk stopped inside the suffix iff its oldest unit is left out. Compared by seq, not by
+    # counting shown messages: a newest group too large for its room is shown collapsed into
+    # one message, so a count would take "fewer shown" for "something left out".
+    oldest = tail.recent[0].seq
+    newest_unit = members(build_units(tail.recent)[-1])
+    if oldest in {m.seq for m in newest_unit}:
+        return None  # the suffix is the newest unit alone: it is always shown, older ones may fit too
+    if any(m.seq == oldest and m.kind is Kind.MESSAGE for m in view.messages):
         return None  # the suffix's view kept all of it: an older message might fit as well
     return replace(view, omitted=view.omitted + tail.recent_total - len(tail.recent))
 

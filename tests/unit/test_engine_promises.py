@@ -1,10 +1,12 @@
-"""The seven context promises (docs/tokens-and-budget.md), checked after every step of a
+"""The eight context promises (docs/tokens-and-budget.md), checked after every step of a
 stateful test of the pure engine: appends (batches, pinned, oversized, every strategy),
-the flushes they schedule, explicit flushes and reads with a caller's ``max_tokens``.
+tool-call groups (parallel calls, answered at once, later or never, huge results), the
+flushes they schedule, explicit flushes and reads with a caller's ``max_tokens``.
 
 The model is what the daemon does with the engine (manager.append / flush / read_context),
-with real token counts; the recent messages a view shows besides the newest are checked
-against the eviction rule applied one message at a time (``reference_evictions``).
+with real token counts; the recent units a view shows besides the newest are checked
+against the eviction rule applied one unit at a time (``reference_evictions`` over
+``oracle_units``), and every view must convert to a history both providers accept.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from memoryd import tokens
 from memoryd.config.model import FlushingStrategy, MemoryResource, PriorityBlock, TokenAllocation
 from memoryd.engine import (
+    ContextView,
     budget_problems,
     check_oversize,
     compute_budget,
@@ -27,12 +30,11 @@ from memoryd.engine import (
     needs_flush,
     plan_flush,
 )
-from memoryd.engine.view import newest_room
 from memoryd.errors import InvalidArgument, ResourceExhausted
-from memoryd.models import InstanceMeta, InstanceState, Kind, StoredMessage
+from memoryd.models import InstanceMeta, InstanceState, Kind, StoredMessage, ToolCall
 from tests.engine_apply import apply_plan, recount
-from tests.promises import is_cut_of, named, unaccounted
-from tests.unit.test_engine_properties import reference_evictions
+from tests.promises import named, unaccounted
+from tests.unit.test_groups import call_cost, check_view_promises, oracle_units
 
 COUNTER = tokens.counter_for_model("gpt-4o")
 COUNT_MSG = COUNTER.count_message
@@ -105,6 +107,10 @@ class Promises(RuleBasedStateMachine):
     def _flush(self) -> None:
         self.now += 1
         plan = plan_flush(self.state, self.res, self.budget, COUNT, self.now)
+        gone = set(plan.remove_seqs)
+        for u in oracle_units(self.state.messages):  # a group is folded or evicted whole
+            members = {m.seq for m in u.members}
+            assert members <= gone or not members & gone
         if self.res.flushing_strategy.type == "fifo":
             self.evicted |= set(plan.remove_seqs)
         else:
@@ -126,6 +132,48 @@ class Promises(RuleBasedStateMachine):
                 effective_priority=effective_priority(self.res, role, ctype, explicit),
                 token_count=COUNT_MSG(role, content), created_at_ms=seq,
             ))
+        self._store(batch)
+
+    def _member(self, data: st.DataObject, seq: int, role: str, content: str, *, calls: tuple[ToolCall, ...] = (),
+                answers: str = "") -> StoredMessage:
+        """A group member: never pinned (a pinned member pins its group: tests/unit/test_groups.py)."""
+        ctype = data.draw(st.sampled_from(("text", "tool_result", "code")))
+        explicit = data.draw(st.none() | st.integers(1, 9))
+        return StoredMessage(
+            seq=seq, id=f"m{seq}", role=role, content=content, content_type=ctype, priority=explicit,
+            effective_priority=effective_priority(self.res, role, ctype, explicit),
+            token_count=COUNT_MSG(role, content) + call_cost(calls), created_at_ms=seq,
+            tool_calls=calls, tool_call_id=answers,
+        )
+
+    @rule(data=st.data(), n=st.integers(1, 3))
+    def call_tools(self, data: st.DataObject, n: int) -> None:
+        """An assistant turn calling ``n`` tools in parallel, with the results it has at once."""
+        seq = self.state.meta.last_seq + 1
+        calls = tuple(ToolCall(f"call{seq}_{j}", data.draw(st.sampled_from(("get_order", "search"))),
+                               data.draw(st.sampled_from(("", "{}", '{"id": "A-4821"}', '{"q": "' + "x" * 300 + '"}'))))
+                      for j in range(n))
+        head_text = data.draw(st.sampled_from(("", "Let me check.")))
+        batch = [self._member(data, seq, "assistant", head_text, calls=calls)]
+        for call in data.draw(st.lists(st.sampled_from(calls), unique=True, max_size=n)):
+            seq += 1
+            batch.append(self._member(data, seq, "tool", data.draw(contents(self.budget.total)), answers=call.id))
+        self._store(batch)
+
+    def _open_calls(self) -> list[str]:
+        answered = {m.tool_call_id for m in self.state.messages if m.role == "tool"}
+        return [c.id for m in self.state.messages for c in m.tool_calls if c.id not in answered]
+
+    @precondition(lambda self: hasattr(self, "res") and bool(self._open_calls()))
+    @rule(data=st.data())
+    def answer(self, data: st.DataObject) -> None:
+        """A result arriving later (maybe after other messages); only for a stored call (the
+        API refuses an answer to a call not in the instance)."""
+        call_id = data.draw(st.sampled_from(self._open_calls()))
+        seq = self.state.meta.last_seq + 1
+        self._store([self._member(data, seq, "tool", data.draw(contents(self.budget.total)), answers=call_id)])
+
+    def _store(self, batch: list[StoredMessage]) -> None:
         try:  # what the manager and the store check before anything is stored
             adding = sum(m.token_count for m in batch if m.pinned)  # the store's pinned_cap check
             if adding and self.budget.pinned_cap is not None and \
@@ -161,7 +209,7 @@ class Promises(RuleBasedStateMachine):
             assert refused.field == "max_tokens" and max_tokens < self.budget.total
             return
         assert view.token_count <= min(max_tokens, self.budget.total)  # 1
-        self._check_view(view.messages, max_tokens)
+        self._check_view(view, max_tokens)
 
     @invariant()
     def promises(self) -> None:
@@ -184,35 +232,11 @@ class Promises(RuleBasedStateMachine):
             assert any(named(text))  # never its header alone
             event("summary with an omission line" if named(text)[1] else "summary of entries only")
             assert any(m.kind is Kind.SUMMARY for m in view.messages)  # 7: its room is reserved
-        self._check_view(view.messages, None)
+        self._check_view(view, None)
 
-    def _check_view(self, shown: tuple[StoredMessage, ...], max_tokens: int | None) -> None:
-        kinds = [0 if m.kind is Kind.MESSAGE and m.pinned else 1 if m.kind is Kind.SUMMARY else 2 for m in shown]
-        assert kinds == sorted(kinds)  # 7: pinned, summary, recent
-        recent = [m for m in shown if kinds[shown.index(m)] == 2]
-        assert [m.seq for m in recent] == sorted(m.seq for m in recent)
-        stored = [m for m in self.state.messages if not m.pinned]
-        if not stored:
-            assert not recent
-            return
-        newest = stored[-1]  # 3: always there, whole or cut
-        assert recent and recent[-1].seq == newest.seq and is_cut_of(recent[-1].content, newest.content, newest.seq)
-        event("newest cut" if recent[-1].content != newest.content else "newest whole")
-        assert recent[-1].token_count == COUNT_MSG(newest.role, recent[-1].content)
-        # the others: exactly what the eviction rule, one message at a time, leaves in the room
+    def _check_view(self, view: ContextView, max_tokens: int | None) -> None:
         limit = self.budget.total if not max_tokens else min(self.budget.total, max_tokens)
-        pinned_tokens = sum(m.token_count for m in shown if kinds[shown.index(m)] == 0)
-        summary_tokens = sum(m.token_count for m in shown if m.kind is Kind.SUMMARY)
-        room = self.budget.recent_room(pinned_tokens, summary_tokens, limit)
-        used = recent[-1].token_count
-        assert used <= newest_room(newest, room, self.budget.block_caps)
-        caps = dict(self.budget.block_caps)
-        if newest.effective_priority in caps:
-            caps[newest.effective_priority] -= used
-        msg_limit = None if self.budget.message_limit is None else self.budget.message_limit - 1
-        gone = reference_evictions(stored[:-1], room - used, caps, msg_limit)
-        assert [m.seq for m in recent[:-1]] == [m.seq for m in stored[:-1] if m.seq not in gone]
-
+        check_view_promises(view, self.state, self.budget, limit)  # 1, 2, 3, 5, 7, 8 on units
 
 Promises.TestCase.settings = settings(
     max_examples=int(os.environ.get("MEMORYD_PROMISE_EXAMPLES", "60")),
