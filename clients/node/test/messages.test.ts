@@ -2,38 +2,24 @@
 // Completions messages go in as the OpenAI SDK writes them and come back out of `toOpenAI` equal,
 // bad input is refused naming the field, and the daemon stores every field byte for byte.
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import {
   InvalidArgumentError, MemoryClient, type Message, type MessageInput, MessageKind, type OpenAIMessage, Role,
   makeMessage, toOpenAI,
 } from "../src";
-import { type Daemon, startDaemon } from "./daemon";
+import { type Daemon, REPO, startDaemon } from "./daemon";
 
 /** What the daemon hands back for an appended message: the wire fields, plus server-set ones. */
 function stored(m: MessageInput, i: number): Message {
   return { ...makeMessage(m, i), seq: BigInt(i + 1), id: `id-${i + 1}`, kind: MessageKind.MESSAGE_KIND_MESSAGE };
 }
 
-/** An OpenAI conversation as an agent holds it: parallel calls, a pending call, parts, name, extra. */
-const CONVERSATION: OpenAIMessage[] = [
-  { role: "developer", content: "You are a support agent. Use the tools." },
-  { role: "user", name: "ana", content: [
-    { type: "text", text: "Where is order A-48213? Photo attached 📦" },
-    { type: "image_url", image_url: { url: "https://example.com/box.png", detail: "low" } },
-    { type: "file", file: { file_id: "file-abc", filename: "invoice.pdf" } },
-  ] },
-  { role: "assistant", content: null, tool_calls: [
-    { id: "call_1", type: "function", function: { name: "get_order", arguments: '{"id": "A-48213"}' } },
-    { id: "call_2", type: "function", function: { name: "get_eta", arguments: '{"id":"A-48213","tz":"Europe/Paris"}' } },
-  ] },
-  { role: "tool", tool_call_id: "call_1", content: '{"status": "shipped", "carrier": "DHL"}' },
-  { role: "tool", tool_call_id: "call_2", content: [{ type: "text", text: "tomorrow 10:00–12:00" }] },
-  { role: "assistant", content: "It ships with DHL and arrives tomorrow morning.", refusal: "none", audio: { id: "aud_1" } },
-  { role: "user", content: "Cancel it instead." },
-  { role: "assistant", content: "Cancelling now.", tool_calls: [
-    { id: "call_3", type: "function", function: { name: "cancel_order", arguments: "{\"id\":\"A-48213\"}" } },
-  ] },
-];
+/** An OpenAI conversation as an agent holds it: parallel calls, a pending call, parts, name, extra
+ * (shared with the Go client's test and tests/interop). */
+const CONVERSATION = JSON.parse(
+  readFileSync(join(REPO, "tests", "interop", "openai_conversation.json"), "utf8")) as OpenAIMessage[];
 
 describe("OpenAI messages in and out (no daemon)", () => {
   it("turns what it took in back into the same OpenAI messages", () => {
