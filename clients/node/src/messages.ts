@@ -422,8 +422,9 @@ export function toOpenAI(messages: readonly Message[]): OpenAIMessage[] {
       continue;
     }
     const role = ROLE_NAMES.get(m.role);
-    if (role === undefined) throw new TypeError(`message seq ${m.seq}: unknown role ${String(m.role)}`);
-    if (role === "tool") continue; // emitted right after its call, or an orphan (left out)
+    // A tool result is emitted right after its call, or is an orphan (left out); the daemon
+    // never returns a role it does not know, so neither has anything to send.
+    if (role === undefined || role === "tool") continue;
     const calls = role === "assistant" ? m.toolCalls : [];
     const o: OpenAIMessage = { role, content: calls.length && !m.content && !m.parts.length ? null : contentOf(m) };
     if (m.name) o.name = m.name;
