@@ -465,7 +465,8 @@ type OpenAIMessage struct {
 	Extra      map[string]json.RawMessage
 }
 
-// MarshalJSON writes role, content, name, tool_calls, tool_call_id (those set), then Extra's keys sorted.
+// MarshalJSON writes role, content, name, tool_calls, tool_call_id (those set), then the keys of
+// Extra it has not written, sorted.
 func (m OpenAIMessage) MarshalJSON() ([]byte, error) {
 	var b bytes.Buffer
 	field := func(key string, v interface{}) error {
@@ -509,9 +510,11 @@ func (m OpenAIMessage) MarshalJSON() ([]byte, error) {
 			return nil, err
 		}
 	}
+	written := map[string]bool{"role": true, "content": true, "name": m.Name != "", "tool_calls": len(m.ToolCalls) > 0,
+		"tool_call_id": m.ToolCallID != ""}
 	keys := make([]string, 0, len(m.Extra))
 	for k := range m.Extra {
-		if !modelled[k] {
+		if !written[k] {
 			keys = append(keys, k)
 		}
 	}
@@ -583,36 +586,75 @@ func extraOf(m *pb.Message) map[string]json.RawMessage {
 	return obj
 }
 
-// ToOpenAI returns messages read back (CONTEXT, RAW or HISTORY) as an OpenAI Chat Completions
-// history. The rules, shared with Python's to_openai and Node's toOpenAI:
-//   - the summary becomes {"role": "system", "content": text}; system and developer keep their role;
-//   - an assistant message with tool calls gets tool_calls (type "function") and content null
-//     when it has no text; its tool results follow it right away, in call order, even if other
-//     messages were appended in between (those follow the group);
-//   - a tool result whose call is not among messages (an orphan) is left out: OpenAI refuses a
-//     tool message that does not answer a preceding call;
-//   - parts become a content list (text, image_url, file); name is kept (not on tool messages);
-//     the keys of extra are added where memoryd does not produce the key itself.
-func ToOpenAI(messages []*pb.Message) []OpenAIMessage {
-	called := map[string]bool{}
-	for _, m := range messages {
-		if m.GetKind() != pb.MessageKind_MESSAGE_KIND_SUMMARY && m.GetRole() == pb.Role_ROLE_ASSISTANT {
-			for _, c := range m.GetToolCalls() {
-				called[c.GetId()] = true
+// toolText is a result's content as text (OpenAI tool messages take text): text parts joined, media named.
+func toolText(m *pb.Message) *string {
+	if len(m.GetParts()) == 0 {
+		c := m.GetContent()
+		return &c
+	}
+	texts := make([]string, len(m.GetParts()))
+	for i, p := range m.GetParts() {
+		switch part := p.GetPart().(type) {
+		case *pb.ContentPart_Text:
+			texts[i] = part.Text
+		default:
+			kind, r := "image", p.GetImage()
+			if r == nil {
+				kind, r = "file", p.GetFile()
 			}
+			name := r.GetUrl()
+			for _, alt := range []string{r.GetFileId(), r.GetFilename(), r.GetMimeType()} {
+				if name == "" {
+					name = alt
+				}
+			}
+			texts[i] = "[" + kind + ": " + name + "]"
 		}
 	}
-	results := map[string][]*pb.Message{}
-	for _, m := range messages {
-		if m.GetKind() != pb.MessageKind_MESSAGE_KIND_SUMMARY && m.GetRole() == pb.Role_ROLE_TOOL && called[m.GetToolCallId()] {
-			results[m.GetToolCallId()] = append(results[m.GetToolCallId()], m)
+	t := strings.Join(texts, "\n")
+	return &t
+}
+
+// NoResult is the content of the placeholder answering a call whose result was never stored
+// (as the Python client's NO_RESULT and the Node client's NO_RESULT).
+const NoResult = "[no result recorded]"
+
+// ToOpenAI returns messages read back (CONTEXT, RAW or HISTORY, oldest first) as an OpenAI Chat
+// Completions history. The rules, shared with Python's to_openai and Node's toOpenAI:
+//   - the summary becomes {"role": "system", "content": text}; system and developer keep their role;
+//   - an assistant message with tool calls gets tool_calls (type "function") and content null
+//     when it has no text; its results follow it right away, in call order, even if other
+//     messages were appended in between (those follow the group); a result's content is text
+//     (text parts joined by newlines, media named);
+//   - a call with no result, in a group that is not the last message (an agent that stopped
+//     mid-call while the conversation went on), is answered with NoResult; the newest group
+//     still waiting for its results is left as it is;
+//   - a tool result whose call is not before it among messages (an orphan), and a second
+//     result of one call, are left out: OpenAI refuses a tool message that answers no call;
+//   - parts become a content list (text, image_url, file); name is kept (not on tool messages);
+//     the keys of extra are added where the message does not have the key already.
+func ToOpenAI(messages []*pb.Message) []OpenAIMessage {
+	owner := map[string]int{}
+	for i, m := range messages {
+		for _, c := range m.GetToolCalls() {
+			owner[c.GetId()] = i
+		}
+	}
+	results := map[string]*pb.Message{}
+	var plan []*pb.Message // results go with their call, or nowhere
+	for i, m := range messages {
+		if m.GetRole() != pb.Role_ROLE_TOOL {
+			plan = append(plan, m)
+			continue
+		}
+		if o, ok := owner[m.GetToolCallId()]; ok && o < i && results[m.GetToolCallId()] == nil {
+			results[m.GetToolCallId()] = m
 		}
 	}
 	names := map[pb.Role]string{pb.Role_ROLE_SYSTEM: "system", pb.Role_ROLE_DEVELOPER: "developer",
 		pb.Role_ROLE_USER: "user", pb.Role_ROLE_ASSISTANT: "assistant"}
 	out := []OpenAIMessage{}
-	answered := map[string]bool{}
-	for _, m := range messages {
+	for i, m := range plan {
 		if m.GetKind() == pb.MessageKind_MESSAGE_KIND_SUMMARY {
 			c := m.GetContent()
 			out = append(out, OpenAIMessage{Role: "system", Content: &c})
@@ -620,13 +662,10 @@ func ToOpenAI(messages []*pb.Message) []OpenAIMessage {
 		}
 		role, ok := names[m.GetRole()]
 		if !ok {
-			continue // a tool result (emitted right after its call, or an orphan: left out)
+			role = "user"
 		}
 		o := OpenAIMessage{Role: role, Name: m.GetName(), Extra: extraOf(m)}
-		var calls []*pb.ToolCall
-		if role == "assistant" {
-			calls = m.GetToolCalls()
-		}
+		calls := m.GetToolCalls()
 		if len(calls) == 0 || m.GetContent() != "" || len(m.GetParts()) > 0 {
 			withContent(&o, m)
 		}
@@ -636,14 +675,11 @@ func ToOpenAI(messages []*pb.Message) []OpenAIMessage {
 		}
 		out = append(out, o)
 		for _, c := range calls {
-			if answered[c.GetId()] {
-				continue
-			}
-			answered[c.GetId()] = true
-			for _, r := range results[c.GetId()] {
-				t := OpenAIMessage{Role: "tool", ToolCallID: r.GetToolCallId(), Extra: extraOf(r)}
-				withContent(&t, r)
-				out = append(out, t)
+			if r := results[c.GetId()]; r != nil {
+				out = append(out, OpenAIMessage{Role: "tool", ToolCallID: c.GetId(), Content: toolText(r), Extra: extraOf(r)})
+			} else if i != len(plan)-1 {
+				noResult := NoResult
+				out = append(out, OpenAIMessage{Role: "tool", ToolCallID: c.GetId(), Content: &noResult})
 			}
 		}
 	}

@@ -87,14 +87,20 @@ func TestOpenAIRoundTrip(t *testing.T) {
 func TestToOpenAIGroupsResultsAfterTheirCall(t *testing.T) {
 	summary := &pb.Message{Role: pb.Role_ROLE_SYSTEM, Content: "Earlier: A-1.", Kind: pb.MessageKind_MESSAGE_KIND_SUMMARY}
 	named := memoryd.ToolResult("b", "B")
-	named.Name = "f"
+	named.Name, named.Extra = "f", `{"cached": true}`
+	parts := &pb.Message{Role: pb.Role_ROLE_TOOL, ToolCallId: "a", Parts: []*pb.ContentPart{memoryd.TextPart("A"),
+		memoryd.ImagePart(&pb.MediaRef{Url: "https://x/a.png"}), memoryd.FilePart(&pb.MediaRef{FileId: "file-1"})}}
 	ms := []*pb.Message{
 		summary,
+		memoryd.ToolResult("a", "before its call: left out"),
 		memoryd.AssistantCalls("", memoryd.Call("b", "f", "1"), memoryd.Call("a", "g", "2")),
 		memoryd.User("meanwhile"),
-		memoryd.ToolResult("a", "A"),
+		parts,
 		memoryd.ToolResult("orphan", "its call is gone"),
 		named,
+		memoryd.ToolResult("b", "a second result: left out"),
+		memoryd.AssistantCalls("", memoryd.Call("lost", "h", "{}")),
+		memoryd.User("the agent stopped mid-call"),
 		memoryd.AssistantCalls("pending", memoryd.Call("p", "h", "{}")),
 	}
 	sameJSON(t, memoryd.ToOpenAI(ms), []byte(`[
@@ -102,9 +108,12 @@ func TestToOpenAIGroupsResultsAfterTheirCall(t *testing.T) {
 	  {"role": "assistant", "content": null, "tool_calls": [
 	    {"id": "b", "type": "function", "function": {"name": "f", "arguments": "1"}},
 	    {"id": "a", "type": "function", "function": {"name": "g", "arguments": "2"}}]},
-	  {"role": "tool", "tool_call_id": "b", "content": "B"},
-	  {"role": "tool", "tool_call_id": "a", "content": "A"},
+	  {"role": "tool", "tool_call_id": "b", "content": "B", "cached": true},
+	  {"role": "tool", "tool_call_id": "a", "content": "A\n[image: https://x/a.png]\n[file: file-1]"},
 	  {"role": "user", "content": "meanwhile"},
+	  {"role": "assistant", "content": null, "tool_calls": [{"id": "lost", "type": "function", "function": {"name": "h", "arguments": "{}"}}]},
+	  {"role": "tool", "tool_call_id": "lost", "content": "[no result recorded]"},
+	  {"role": "user", "content": "the agent stopped mid-call"},
 	  {"role": "assistant", "content": "pending", "tool_calls": [
 	    {"id": "p", "type": "function", "function": {"name": "h", "arguments": "{}"}}]}]`))
 }
@@ -116,7 +125,7 @@ func TestToOpenAIMediaAndExtra(t *testing.T) {
 		memoryd.FilePart(&pb.MediaRef{Url: "data:application/pdf;base64,JVBERg=="}),
 		memoryd.ImagePart(&pb.MediaRef{FileId: "file-img"}),
 		memoryd.TextPart(""),
-	}, Extra: `{"role": "system", "content": "no", "name": "no", "cache": {"ttl": 5}}`}
+	}, Extra: `{"role": "system", "content": "no", "cache": {"ttl": 5}}`}
 	out := memoryd.ToOpenAI([]*pb.Message{m})
 	sameJSON(t, out, []byte(`[{"role": "user", "cache": {"ttl": 5}, "content": [
 	  {"type": "image_url", "image_url": {"url": "data:image/png;base64,cG5nIQ=="}},

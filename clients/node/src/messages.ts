@@ -375,7 +375,17 @@ function contentOf(m: Message): string | OpenAIContentPart[] {
   return m.parts.length ? m.parts.map(partToOpenAI) : m.content;
 }
 
-/** Add the keys of `extra` (a JSON object text) that memoryd does not produce itself. */
+/** A result's content as text (OpenAI tool messages take text): text parts joined, media named. */
+function toolText(m: Message): string {
+  if (!m.parts.length) return m.content;
+  return m.parts.map((p) => {
+    if (p.text !== undefined) return p.text;
+    const [kind, r] = p.image !== undefined ? ["image", p.image] : ["file", p.file as MediaRef];
+    return `[${kind}: ${r.url || r.fileId || r.filename || r.mimeType}]`;
+  }).join("\n");
+}
+
+/** Add the keys of `extra` (a JSON object text) that the message does not have already. */
 function withExtra(out: OpenAIMessage, extra: string): OpenAIMessage {
   if (!extra) return out;
   let obj: unknown;
@@ -385,60 +395,58 @@ function withExtra(out: OpenAIMessage, extra: string): OpenAIMessage {
     return out; // not JSON: not a provider field, so nothing to send
   }
   if (!isPlainObject(obj)) return out;
-  for (const [k, v] of Object.entries(obj)) if (!MODELLED.has(k)) out[k] = v;
+  for (const [k, v] of Object.entries(obj)) if (!(k in out)) out[k] = v;
   return out;
 }
 
+/** Content of the placeholder answering a call whose result was never stored (as Python's NO_RESULT). */
+export const NO_RESULT = "[no result recorded]";
+
 /**
- * OpenAI Chat Completions messages from messages read back (CONTEXT, RAW or HISTORY).
+ * OpenAI Chat Completions messages from messages read back (CONTEXT, RAW or HISTORY, oldest first).
  * The rules, shared with Python's `to_openai` and Go's `ToOpenAI`:
  * - the summary becomes `{role: "system", content}`; system and developer keep their role;
  * - an assistant message with tool calls gets `tool_calls` (`type: "function"`) and
- *   `content: null` when it has no text; its tool results follow it right away, in call
- *   order, even if other messages were appended in between (those follow the group);
- * - a tool result whose call is not among `messages` (an orphan) is left out: OpenAI
- *   refuses a `tool` message that does not answer a preceding call;
+ *   `content: null` when it has no text; its results follow it right away, in call order,
+ *   even if other messages were appended in between (those follow the group); a result's
+ *   content is text (text parts joined by newlines, media named);
+ * - a call with no result, in a group that is not the last message (an agent that stopped
+ *   mid-call while the conversation went on), is answered with `NO_RESULT`; the newest group
+ *   still waiting for its results is left as it is;
+ * - a tool result whose call is not before it among `messages` (an orphan), and a second
+ *   result of one call, are left out: OpenAI refuses a `tool` message that answers no call;
  * - parts become a content list (`text`, `image_url`, `file`); `name` is kept (not on tool
- *   messages); the keys of `extra` are added where memoryd does not produce the key itself.
+ *   messages); the keys of `extra` are added where the message does not have the key already.
  */
 export function toOpenAI(messages: readonly Message[]): OpenAIMessage[] {
-  const called = new Set<string>();
-  for (const m of messages) {
-    if (m.kind !== MessageKind.MESSAGE_KIND_SUMMARY && m.role === Role.ROLE_ASSISTANT) {
-      for (const c of m.toolCalls) called.add(c.id);
+  const owner = new Map<string, number>();
+  messages.forEach((m, i) => m.toolCalls.forEach((c) => owner.set(c.id, i)));
+  const results = new Map<string, Message>();
+  messages.forEach((m, i) => {
+    if (m.role === Role.ROLE_TOOL && (owner.get(m.toolCallId) ?? messages.length) < i && !results.has(m.toolCallId)) {
+      results.set(m.toolCallId, m);
     }
-  }
-  const results = new Map<string, Message[]>();
-  for (const m of messages) {
-    if (m.kind !== MessageKind.MESSAGE_KIND_SUMMARY && m.role === Role.ROLE_TOOL && called.has(m.toolCallId)) {
-      results.set(m.toolCallId, [...(results.get(m.toolCallId) ?? []), m]);
-    }
-  }
+  });
+  const plan = messages.filter((m) => m.role !== Role.ROLE_TOOL); // results go with their call, or nowhere
   const out: OpenAIMessage[] = [];
-  const answered = new Set<string>();
-  for (const m of messages) {
+  plan.forEach((m, i) => {
     if (m.kind === MessageKind.MESSAGE_KIND_SUMMARY) {
       out.push({ role: "system", content: m.content });
-      continue;
+      return;
     }
-    const role = ROLE_NAMES.get(m.role);
-    // A tool result is emitted right after its call, or is an orphan (left out); the daemon
-    // never returns a role it does not know, so neither has anything to send.
-    if (role === undefined || role === "tool") continue;
-    const calls = role === "assistant" ? m.toolCalls : [];
-    const o: OpenAIMessage = { role, content: calls.length && !m.content && !m.parts.length ? null : contentOf(m) };
+    const role = (ROLE_NAMES.get(m.role) ?? "user") as OpenAIMessage["role"];
+    const content = contentOf(m);
+    const o: OpenAIMessage = { role, content: m.toolCalls.length && !content.length ? null : content };
+    if (m.toolCalls.length) {
+      o.tool_calls = m.toolCalls.map((c) => ({ id: c.id, type: "function", function: { name: c.name, arguments: c.arguments } }));
+    }
     if (m.name) o.name = m.name;
-    if (calls.length) {
-      o.tool_calls = calls.map((c) => ({ id: c.id, type: "function", function: { name: c.name, arguments: c.arguments } }));
-    }
     out.push(withExtra(o, m.extra));
-    for (const c of calls) {
-      if (answered.has(c.id)) continue;
-      answered.add(c.id);
-      for (const r of results.get(c.id) ?? []) {
-        out.push(withExtra({ role: "tool", tool_call_id: r.toolCallId, content: contentOf(r) }, r.extra));
-      }
+    for (const c of m.toolCalls) {
+      const r = results.get(c.id);
+      if (r !== undefined) out.push(withExtra({ role: "tool", tool_call_id: c.id, content: toolText(r) }, r.extra));
+      else if (i !== plan.length - 1) out.push({ role: "tool", tool_call_id: c.id, content: NO_RESULT });
     }
-  }
+  });
   return out;
 }

@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import {
-  InvalidArgumentError, MemoryClient, type Message, type MessageInput, MessageKind, type OpenAIMessage, Role,
+  InvalidArgumentError, MemoryClient, type Message, type MessageInput, MessageKind, NO_RESULT, type OpenAIMessage, Role,
   makeMessage, toOpenAI,
 } from "../src";
 import { type Daemon, REPO, startDaemon } from "./daemon";
@@ -62,11 +62,15 @@ describe("OpenAI messages in and out (no daemon)", () => {
   it("emits a group's results right after its call, in call order, whatever was appended in between", () => {
     const msgs: MessageInput[] = [
       { role: "system", content: "sys" },
+      { role: "tool", toolCallId: "a", content: "before its call: left out" },
       { role: "assistant", content: "", toolCalls: [{ id: "b", name: "f", arguments: "1" }, { id: "a", name: "g", arguments: "2" }] },
       { role: "user", content: "meanwhile" },
-      { role: "tool", toolCallId: "a", content: "A" },
+      { role: "tool", toolCallId: "a", parts: [{ text: "A" }, { image: { url: "https://x/a.png" } }, { file: { fileId: "file-1" } }] },
       { role: "tool", toolCallId: "orphan", content: "its call is gone" },
-      { role: "tool", toolCallId: "b", content: "B", name: "f" },
+      { role: "tool", toolCallId: "b", content: "B", name: "f", extra: { cached: true } },
+      { role: "tool", toolCallId: "b", content: "a second result: left out" },
+      { role: "assistant", toolCalls: [{ id: "lost", name: "h", arguments: "{}" }] },
+      { role: "user", content: "the agent stopped mid-call, the conversation went on" },
     ];
     const got = toOpenAI(msgs.map(stored));
     assert.deepEqual(got, [
@@ -75,10 +79,14 @@ describe("OpenAI messages in and out (no daemon)", () => {
         { id: "b", type: "function", function: { name: "f", arguments: "1" } },
         { id: "a", type: "function", function: { name: "g", arguments: "2" } },
       ] },
-      { role: "tool", tool_call_id: "b", content: "B" },
-      { role: "tool", tool_call_id: "a", content: "A" },
+      { role: "tool", tool_call_id: "b", content: "B", cached: true },
+      { role: "tool", tool_call_id: "a", content: "A\n[image: https://x/a.png]\n[file: file-1]" },
       { role: "user", content: "meanwhile" },
+      { role: "assistant", content: null, tool_calls: [{ id: "lost", type: "function", function: { name: "h", arguments: "{}" } }] },
+      { role: "tool", tool_call_id: "lost", content: NO_RESULT },
+      { role: "user", content: "the agent stopped mid-call, the conversation went on" },
     ]);
+    assert.equal(NO_RESULT, "[no result recorded]");
   });
 
   it("presents the summary as a system message and keeps the pending group as it is", () => {
@@ -97,14 +105,14 @@ describe("OpenAI messages in and out (no daemon)", () => {
     ]);
   });
 
-  it("renders media by data and by file id, and never lets extra override what memoryd produces", () => {
+  it("renders media by data and by file id, and never lets extra override what the message has", () => {
     const m: Message = stored({ role: "user", parts: [
       { image: { data: Buffer.from("png!"), mimeType: "image/png", width: 10, height: 20 } },
       { file: { data: Buffer.from("%PDF"), mimeType: "application/pdf", filename: "a.pdf" } },
       { file: { url: "data:application/pdf;base64,JVBERg==" } },
       { image: { fileId: "file-img" } },
     ] }, 0);
-    m.extra = '{"role": "system", "content": "no", "name": "no", "cache": {"ttl": 5}}';
+    m.extra = '{"role": "system", "content": "no", "cache": {"ttl": 5}}';
     assert.deepEqual(toOpenAI([m]), [{ role: "user", cache: { ttl: 5 }, content: [
       { type: "image_url", image_url: { url: "data:image/png;base64,cG5nIQ==" } },
       { type: "file", file: { file_data: "data:application/pdf;base64,JVBERg==", filename: "a.pdf" } },
