@@ -38,7 +38,7 @@ redis.call('PEXPIRE', KEYS[2], 86400000)
 return seq
 """
 PREFIX = "floor:v1:{0123456789abcdef}:bench:archive:"
-KEYS = [PREFIX + part for part in ("msgs", "meta", "sum", "idem", "idemx")]
+KEYS = [PREFIX + part for part in ("msgs", "meta", "sum", "idem", "idemx", "calls")]
 
 
 async def main(listen: str, redis_url: str, simple: bool) -> None:
@@ -58,9 +58,10 @@ async def main(listen: str, redis_url: str, simple: bool) -> None:
             mid = f"f{n:015x}"
             # ttl, pinned cap, idempotency field, window, record tail, n, batch digest ("": an
             # internal retry key, as the store sends), then one message: tokens, effective
-            # priority, id, role, content, content type, priority, metadata
+            # priority, id, role, content, content type, priority, metadata, extensions; then
+            # no answered call ids and no new calls (codec.call_args)
             args = [-1, -1, f"s:{n}", 60_000, f'[["{mid}",100,5]]', 1, "",
-                    100, 5, mid, "user", request, "text", "", ""]
+                    100, 5, mid, "user", request, "text", "", "", "", 0, 0]
             reply = await script(keys=KEYS, args=args)
             return str(reply[1]).encode()
 

@@ -7,6 +7,7 @@ engine and the configuration raise these without knowing anything of gRPC::
 
     MemorydError                      status
     ├── InvalidArgument               INVALID_ARGUMENT  (.field names the request field)
+    │   └── ToolCallRefused                               (the store: a call id the instance contradicts)
     ├── UndecodableRequest            INVALID_ARGUMENT  (the body is not the method's message)
     ├── ConfigError                   INVALID_ARGUMENT  (.problems; load time: file, line, field)
     ├── NotFound                      NOT_FOUND
@@ -75,6 +76,28 @@ class InvalidArgument(MemorydError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+
+
+class ToolCallRefused(InvalidArgument):
+    """The store refused a batch because of a tool call id, and stored nothing.
+
+    ``position`` is the message's index in the batch the store received (the manager maps
+    it to the request's index, which differs when some messages were not persisted);
+    ``call`` is the index in its ``tool_calls`` (a new call whose id the instance already
+    has), or None (a tool result whose call is neither earlier in the batch nor stored)."""
+
+    def __init__(self, position: int, call: int | None, call_id: str) -> None:
+        self.position, self.call, self.call_id = position, call, call_id
+        super().__init__(*self.describe(f"messages[{position}]"))
+
+    def describe(self, at: str) -> tuple[str, str]:
+        """(field, problem) for the message addressed as ``at``."""
+        if self.call is None:
+            return (f"{at}.tool_call_id",
+                    f"answers call {echo(self.call_id)}, which is neither earlier in this batch nor stored "
+                    "in the instance; nothing was stored")
+        return (f"{at}.tool_calls[{self.call}].id",
+                f"call id {echo(self.call_id)} is already used in the instance; nothing was stored")
 
 
 class UndecodableRequest(MemorydError):

@@ -10,6 +10,8 @@ and token counters are derived from the configuration once, at start.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -26,6 +28,7 @@ from memoryd.errors import (
     MemorydError,
     NotFound,
     ResourceExhausted,
+    ToolCallRefused,
     echo,
 )
 from memoryd.flushing import THREAD_THRESHOLD, Flusher, FlushResult
@@ -226,7 +229,8 @@ class MemoryManager:
         return NewMessage(
             role=msg.role, content=content, content_type=msg.content_type, priority=msg.priority,
             effective_priority=engine.effective_priority(rt.resource, msg.role, msg.content_type, msg.priority),
-            token_count=count, metadata=msg.metadata,
+            token_count=count, metadata=msg.metadata, tool_calls=msg.tool_calls, tool_call_id=msg.tool_call_id,
+            name=msg.name, parts=msg.parts, extra=msg.extra,
         )
 
     async def append(
@@ -247,6 +251,7 @@ class MemoryManager:
                 prepared.append(None)
                 redactions.append(0)
                 continue
+            extended = bool(m.tool_calls or m.parts or m.extra or m.name)
             if rt.privacy.redacts:
                 try:
                     if tokens.counts_inline(m.content):
@@ -255,6 +260,9 @@ class MemoryManager:
                         content, n, size = await asyncio.to_thread(rt.privacy.redact_measured, m.content)
                 except ResourceExhausted as exc:
                     raise ResourceExhausted(f"messages[{i}].content: {exc.message}") from None
+                if m.tool_calls or m.parts or m.extra:
+                    m, more, more_size = await self._redact_fields(rt, i, m)
+                    n, size = n + more, size + more_size
                 redacted_bytes += size
                 if redacted_bytes > self.settings.max_request_bytes:
                     raise ResourceExhausted(
@@ -264,7 +272,9 @@ class MemoryManager:
             else:
                 content, n = m.content, 0
             redactions.append(n)
-            if tokens.counts_inline(content):  # not count_message_async: a coroutine per message costs more
+            if extended:
+                count = await self._count_extended(rt, m, content)
+            elif tokens.counts_inline(content):  # not count_message_async: a coroutine per message costs more
                 count = rt.counter.count_message(m.role, content)
             else:
                 count = await tokens.count_message_async(rt.counter, m.role, content)
@@ -274,11 +284,15 @@ class MemoryManager:
             await self._refuse_oversized(target, prepared)
         ttl = rt.resource.persistence.ttl_s
         if to_store:
-            outcome = await rt.store.append(
-                target.addr, to_store, idempotency_key=idempotency_key,
-                ttl_ms=None if ttl is None else int(ttl * 1000),
-                pinned_cap=rt.budget.pinned_cap, workflow_id=target.workflow_id,
-            )
+            try:
+                outcome = await rt.store.append(
+                    target.addr, to_store, idempotency_key=idempotency_key,
+                    ttl_ms=None if ttl is None else int(ttl * 1000),
+                    pinned_cap=rt.budget.pinned_cap, workflow_id=target.workflow_id,
+                )
+            except ToolCallRefused as exc:  # name the request's message, not the stored batch's
+                stored_at = [k for k, p in enumerate(prepared) if p is not None]
+                raise InvalidArgument(*exc.describe(f"messages[{stored_at[exc.position]}]")) from None
         else:
             outcome = AppendOutcome(refs=(), meta=await rt.store.meta(target.addr))
         excluded = len(prepared) - len(to_store)
@@ -298,6 +312,30 @@ class MemoryManager:
                         for m, n in zip(prepared, redactions, strict=True))
         return AppendResult(results=results, meta=outcome.meta, replayed=outcome.replayed,
                             flush_scheduled=scheduled)
+
+    @staticmethod
+    async def _redact_fields(rt: ResourceRuntime, i: int, m: IncomingMessage) -> tuple[IncomingMessage, int, int]:
+        """``m`` with its tool call arguments, text parts and extra redacted (``PrivacyFilter.redact_fields``),
+        off the event loop when they are long; the replacements and the redacted bytes."""
+        args = (m.tool_calls, m.parts, m.extra)
+        try:
+            if tokens.counts_inline_chars(tokens.text_chars("", *args)):
+                calls, parts, extra, n, size = rt.privacy.redact_fields(*args)
+            else:
+                calls, parts, extra, n, size = await asyncio.to_thread(rt.privacy.redact_fields, *args)
+        except ResourceExhausted as exc:
+            raise ResourceExhausted(f"messages[{i}]: {exc.message}") from None
+        return dataclasses.replace(m, tool_calls=calls, parts=parts, extra=extra), n, size
+
+    @staticmethod
+    async def _count_extended(rt: ResourceRuntime, m: IncomingMessage, content: str) -> int:
+        """Tokens of a message with tool calls, parts, a name or extra (``TokenCounter.count_extended``),
+        counted off the event loop when its text is long."""
+        count = functools.partial(rt.counter.count_extended, m.role, content, rt.resource.token_counting,
+                                  tool_calls=m.tool_calls, name=m.name, parts=m.parts, extra=m.extra)
+        if tokens.counts_inline_chars(tokens.text_chars(content, m.tool_calls, m.parts, m.extra)):
+            return count()
+        return await asyncio.to_thread(count)
 
     @staticmethod
     async def _refuse_oversized(target: Target, prepared: Sequence[NewMessage | None]) -> None:

@@ -13,13 +13,16 @@ before the output is built, and nothing is stored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import re2
 
 from memoryd.config.model import PrivacyPolicy
 from memoryd.errors import ResourceExhausted
+from memoryd.models import ContentPart, ToolCall
 
 Pattern = Any  # re2._Regexp (google-re2 ships no type information)
 
@@ -132,6 +135,65 @@ class PrivacyFilter:
             cursor = end
         out.append(data[cursor:])
         return Redacted(b"".join(out).decode("utf-8"), len(merged), size)
+
+    def redact_json(self, text: str) -> Redacted:
+        """Redact the string values of JSON text (keys and structure are kept, so the result
+        is still the same JSON shape); text that is not JSON is redacted as plain text.
+
+        Values are matched decoded, so an escape (``\\u0040``) cannot hide a match. Nothing
+        replaced: the original text, byte for byte; else compact JSON."""
+        if not self._patterns or not text:
+            return Redacted(text, 0, len(text.encode("utf-8")))
+        try:
+            value = json.loads(text)
+        except (ValueError, RecursionError):
+            return self.redact_measured(text)
+        count = 0
+
+        def walk(v: Any) -> Any:
+            nonlocal count
+            if isinstance(v, str):
+                out, n, _ = self.redact_measured(v)
+                count += n
+                return out
+            if isinstance(v, list):
+                return [walk(x) for x in v]
+            if isinstance(v, dict):
+                return {k: walk(x) for k, x in v.items()}
+            return v
+
+        redacted = walk(value)
+        if not count:
+            return Redacted(text, 0, len(text.encode("utf-8")))
+        out = json.dumps(redacted, ensure_ascii=False, separators=(",", ":"))
+        size = len(out.encode("utf-8"))
+        if self._max_bytes is not None and size > self._max_bytes:
+            raise ResourceExhausted(f"redaction makes it {size} bytes, over the limit of {self._max_bytes}")
+        return Redacted(out, count, size)
+
+    def redact_fields(
+        self, tool_calls: Sequence[ToolCall], parts: Sequence[ContentPart], extra: str
+    ) -> tuple[tuple[ToolCall, ...], tuple[ContentPart, ...], str, int, int]:
+        """Redact what of issue 18's fields is text a person or model wrote: tool call
+        arguments and ``extra`` (as JSON: ``redact_json``) and text parts. Ids, names, URLs,
+        file ids and inline media are not redacted. Returns the fields, the replacements
+        made and the bytes of the redacted texts."""
+        count = size = 0
+        calls = []
+        for call in tool_calls:
+            args, n, b = self.redact_json(call.arguments)
+            count, size = count + n, size + b
+            calls.append(call if args is call.arguments else call._replace(arguments=args))
+        new_parts = []
+        for p in parts:
+            if p.kind == "text":
+                text, n, b = self.redact_measured(p.text)
+                count, size = count + n, size + b
+                if n:
+                    p = replace(p, text=text)
+            new_parts.append(p)
+        extra, n, b = self.redact_json(extra)
+        return tuple(calls), tuple(new_parts), extra, count + n, size + b
 
     def persistable(self, role: str, content_type: str, explicit: bool | None) -> bool:
         """Whether a message may be stored.

@@ -25,15 +25,19 @@ import asyncio
 import gzip
 import hashlib
 import importlib
+import math
 import re
 import threading
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 import tiktoken
+
+from memoryd.config.model import TokenCounting
+from memoryd.models import ContentPart, ToolCall
 
 O200K = "o200k_base"
 CL100K = "cl100k_base"
@@ -45,6 +49,23 @@ MESSAGE_OVERHEAD = 3
 """Fixed tokens per chat message (OpenAI cookbook, gpt-3.5-turbo-0613 / gpt-4 / gpt-4o:
 ``<|start|>{role}\\n{content}<|end|>\\n`` = 3 tokens besides role and content). The 3
 tokens that prime the reply are per *request*, not per message, and are not included."""
+
+TOOL_CALL_OVERHEAD = 12
+"""Tokens per tool call besides its name and arguments: the framing of one call in OpenAI's
+published chat format for its tool-calling models (the harmony format:
+``<|start|>assistant<|channel|>commentary to=functions.NAME <|constrain|>json<|message|>ARGS<|call|>``),
+counted with o200k_base. Larger than the +3 measured for GPT-3.5/4's ``function_call``
+(hmarr/openai-chat-tokens): a budget should over- rather than under-estimate what a provider
+counts. docs/tokens-and-budget.md, "What a message costs"."""
+
+NAME_OVERHEAD = 1
+"""A message's ``name`` costs its tokens plus this (OpenAI cookbook: ``tokens_per_name = 1``)."""
+
+IMAGE_BASE_TOKENS = 85
+IMAGE_TILE_TOKENS = 170
+"""OpenAI's image cost (GPT-4o / GPT-4.1 / o-series, "Calculating costs" in the vision guide):
+``low`` detail is 85 tokens; ``high`` (and ``auto``, counted as high) is 85 + 170 per 512 px
+tile after the image is scaled to fit 2048 x 2048 and then its shorter side to 768 px."""
 
 ASYNC_INLINE_MAX_CHARS = 2_048
 """``count_message_async`` counts content up to this many characters on the event loop
@@ -246,6 +267,50 @@ class TokenCounter:
         """Content tokens + role tokens + ``MESSAGE_OVERHEAD`` (chat-API accounting)."""
         return len(self._encode(content)) + _role_tokens(self, role) + MESSAGE_OVERHEAD
 
+    def count_extended(
+        self, role: str, content: str, costs: TokenCounting, *, tool_calls: Sequence[ToolCall] = (),
+        name: str = "", parts: Sequence[ContentPart] = (), extra: str = "",
+    ) -> int:
+        """``count_message`` plus what issue 18's fields send to the model: each tool call
+        (name + arguments + ``TOOL_CALL_OVERHEAD``), ``name`` (+ ``NAME_OVERHEAD``), text parts,
+        images (``image_tokens``), files (``costs.file_tokens``), and ``extra`` when
+        ``costs.count_extra``. A tool message's ``tool_call_id`` is not counted: the formats
+        render a result by position and tool name, not by the call's id."""
+        n = self.count_message(role, content)
+        encode = self._encode
+        for call in tool_calls:
+            n += len(encode(call.name)) + len(encode(call.arguments)) + TOOL_CALL_OVERHEAD
+        if name:
+            n += len(encode(name)) + NAME_OVERHEAD
+        for p in parts:
+            if p.kind == "text":
+                n += len(encode(p.text))
+            elif p.kind == "image":
+                n += image_tokens(p.width, p.height, p.detail, costs.image_tokens)
+            else:
+                n += costs.file_tokens
+        if extra and costs.count_extra:
+            n += len(encode(extra))
+        return n
+
+
+def image_tokens(width: int, height: int, detail: str, unknown: int) -> int:
+    """OpenAI's documented cost of one image (``IMAGE_TILE_TOKENS``); ``unknown`` when the
+    image is high/auto detail and its size is not given."""
+    if detail == "low":
+        return IMAGE_BASE_TOKENS
+    if width <= 0 or height <= 0:
+        return unknown
+    w, h = float(width), float(height)
+    if max(w, h) > 2048:
+        scale = 2048 / max(w, h)
+        w, h = w * scale, h * scale
+    if min(w, h) > 768:
+        scale = 768 / min(w, h)
+        w, h = w * scale, h * scale
+    tiles = math.ceil(w / 512) * math.ceil(h / 512)
+    return IMAGE_BASE_TOKENS + IMAGE_TILE_TOKENS * tiles
+
 
 _role_cache: dict[tuple[str, str], int] = {}
 
@@ -277,6 +342,17 @@ def counter_for_model(model: str | None) -> TokenCounter:
 def counts_inline(content: str) -> bool:
     """Whether counting ``content`` on the event loop is cheaper than a thread hand-off."""
     return len(content) <= ASYNC_INLINE_MAX_CHARS
+
+
+def counts_inline_chars(chars: int) -> bool:
+    """``counts_inline`` for text of ``chars`` characters in several pieces (``text_chars``)."""
+    return chars <= ASYNC_INLINE_MAX_CHARS
+
+
+def text_chars(content: str, tool_calls: Sequence[ToolCall], parts: Sequence[ContentPart], extra: str) -> int:
+    """The characters ``count_extended`` encodes (at most): decides inline versus thread."""
+    return (len(content) + sum(len(c.arguments) + len(c.name) for c in tool_calls)
+            + sum(len(p.text) for p in parts) + len(extra))
 
 
 async def count_message_async(counter: TokenCounter, role: str, content: str) -> int:

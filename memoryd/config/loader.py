@@ -26,6 +26,7 @@ from memoryd.config.model import (
     PrivacyPolicy,
     Project,
     TokenAllocation,
+    TokenCounting,
 )
 from memoryd.config.rules import Entry, check_resource_fields, get
 from memoryd.config.schema import (
@@ -39,6 +40,7 @@ from memoryd.config.schema import (
     REFERENCE,
     RESOURCE_FIELDS,
     RESOURCE_FILE,
+    TOKEN_COUNTING,
     Obj,
 )
 from memoryd.engine.budget import budget_problems
@@ -241,6 +243,7 @@ def _build_resource(v: dict[str, Any]) -> MemoryResource:
     persistence = v.get("persistence", {})
     breaker = persistence.get("circuit_breaker", {})
     privacy = v.get("privacy_policy", {})
+    counting = v.get("token_counting", {})
     allocation = v.get("token_allocation")
     max_tokens = v.get("max_tokens")
     if max_tokens is None and "max_context_ratio" not in v:
@@ -281,6 +284,11 @@ def _build_resource(v: dict[str, Any]) -> MemoryResource:
         ),
         direct_access=get(ACCESS, v.get("access", {}), "direct"),
         oversize=get(_RESOURCE, v, "oversize"),
+        token_counting=TokenCounting(
+            image_tokens=get(TOKEN_COUNTING, counting, "image_tokens"),
+            file_tokens=get(TOKEN_COUNTING, counting, "file_tokens"),
+            count_extra=get(TOKEN_COUNTING, counting, "count_extra"),
+        ),
     )
 
 

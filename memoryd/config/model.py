@@ -79,6 +79,15 @@ class PrivacyPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenCounting:
+    """What media and opaque fields cost where no tokenizer can measure them (memoryd.tokens)."""
+
+    image_tokens: int = 765  # an image of unknown size at high detail: 1024 x 1024's cost
+    file_tokens: int = 1000
+    count_extra: bool = False  # whether a message's ``extra`` JSON is sent to the model
+
+
+@dataclass(frozen=True, slots=True)
 class MemoryResource:
     """One memory resource with every field defaulted."""
 
@@ -97,6 +106,7 @@ class MemoryResource:
     privacy_policy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
     direct_access: DirectAccess = "read-write"
     oversize: OversizePolicy = "truncate"
+    token_counting: TokenCounting = field(default_factory=TokenCounting)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,4 +183,9 @@ def effective_settings(resource: MemoryResource) -> dict[str, Any]:
         },
         "oversize": resource.oversize,
         "access": {"direct": resource.direct_access},
+        "token_counting": {
+            "image_tokens": resource.token_counting.image_tokens,
+            "file_tokens": resource.token_counting.file_tokens,
+            "count_extra": resource.token_counting.count_extra,
+        },
     }

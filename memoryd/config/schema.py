@@ -230,6 +230,18 @@ ACCESS = Obj(
     )
 )
 
+TOKEN_COUNTING = Obj(
+    (
+        Field("image_tokens", _int(0),
+              "Tokens of an image whose width and height are not given (at `low` detail an image "
+              "costs 85; with its size, OpenAI's tile formula applies).", default=765, example="765"),
+        Field("file_tokens", _int(0), "Tokens of a file (document) part.", default=1000, example="1500"),
+        Field("count_extra", Scalar("boolean"),
+              "Whether a message's `extra` JSON is sent to the model (and so counted as tokens).",
+              default=False, example="true"),
+    )
+)
+
 RESOURCE_FIELDS: tuple[Field, ...] = (
     Field("id", Scalar("id"), "Resource id that agents reference; unique across all files.",
           required=True, example="customer-support-context"),
@@ -263,6 +275,8 @@ RESOURCE_FIELDS: tuple[Field, ...] = (
     Field("persistence", PERSISTENCE, "Storage settings."),
     Field("privacy_policy", PRIVACY_POLICY, "Redaction and messages that are never stored."),
     Field("access", ACCESS, "Access to instances without an agent reference."),
+    Field("token_counting", TOKEN_COUNTING,
+          "What tool calls, images, files and `extra` cost (docs/tokens-and-budget.md, \"What a message costs\")."),
 )
 
 RESOURCE_MARKER_DOC = "Marks the file as a memory resource."

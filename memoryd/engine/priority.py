@@ -1,9 +1,9 @@
 """Effective priority of a message: the one number the budget rules look at.
 
 Order of precedence (docs/tokens-and-budget.md): an explicit priority, else the priority of the
-``priority_blocks`` entry listing the content type, else 0 for the ``system`` role
-(pinned), else the resource's ``default_priority``. 0 is pinned; higher numbers are
-evicted first.
+``priority_blocks`` entry listing the content type, else 0 for the ``system`` and
+``developer`` roles (pinned; ``developer`` is OpenAI's successor to ``system``), else the
+resource's ``default_priority``. 0 is pinned; higher numbers are evicted first.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from memoryd.errors import InvalidArgument
 from memoryd.models import PINNED_PRIORITY
 
 DEFAULT_CONTENT_TYPE = "text"
+#: Roles pinned by default: instructions to the model.
+PINNED_ROLES = frozenset(("system", "developer"))
 
 
 def effective_priority(resource: MemoryResource, role: str, content_type: str, explicit: int | None) -> int:
@@ -30,6 +32,6 @@ def effective_priority(resource: MemoryResource, role: str, content_type: str, e
     matches = [b.priority for b in resource.priority_blocks if ctype in b.content_types]
     if matches:
         return min(matches)
-    if role == "system":
+    if role in PINNED_ROLES:
         return PINNED_PRIORITY
     return resource.default_priority

@@ -26,8 +26,27 @@ def batch_digest(messages: Sequence[NewMessage]) -> str:
         for key, value in sorted(m.metadata.items()):
             fields += (key, value)
         update(len(m.metadata).to_bytes(8, "little"))
+        if m.tool_calls or m.tool_call_id or m.name or m.parts or m.extra:
+            # Only when set: a batch without issue 18's fields keeps the digest it had before
+            # them, so a retry across a daemon upgrade still replays.
+            fields += _extension_fields(m)
         for field in fields:
             data = field.encode("utf-8", "surrogatepass")
             update(len(data).to_bytes(8, "little"))
             update(data)
     return h.hexdigest()
+
+
+def _extension_fields(m: NewMessage) -> list[str]:
+    """Tool calls, tool_call_id, name, parts and extra as length-prefixed strings, each list
+    preceded by its length, with a marker no plain message's fields can produce at that place
+    (a plain message's next field is the next message's role)."""
+    out = ["\x00ext", str(len(m.tool_calls))]
+    for call in m.tool_calls:
+        out += call
+    out += (m.tool_call_id, m.name, str(len(m.parts)))
+    for p in m.parts:
+        out += (p.kind, p.text, p.url, p.file_id, p.data.hex(), p.mime_type, str(p.size_bytes), p.detail,
+                str(p.width), str(p.height), p.filename)
+    out.append(m.extra)
+    return out

@@ -17,7 +17,14 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field, replace
 
-from memoryd.errors import FenceRejected, IdempotencyConflict, InstanceChanged, LockContention, PinnedTierFull
+from memoryd.errors import (
+    FenceRejected,
+    IdempotencyConflict,
+    InstanceChanged,
+    LockContention,
+    PinnedTierFull,
+    ToolCallRefused,
+)
 from memoryd.keys import InstanceAddr
 from memoryd.models import (
     AppendedRef,
@@ -31,6 +38,7 @@ from memoryd.models import (
     Summary,
 )
 from memoryd.store.base import LockLease
+from memoryd.store.calls import batch_calls
 from memoryd.store.digest import batch_digest
 
 DEFAULT_IDEMPOTENCY_WINDOW_MS = 86_400_000  # as the Redis store: caller keys, when the instance has no TTL
@@ -53,6 +61,9 @@ class _Instance:
     idempotency: dict[str, tuple[str, tuple[AppendedRef, ...], float]] = field(default_factory=dict)
     expires_at: float | None = None  # deadline on the store's clock
     workflow_id: str | None = None
+    # Every tool call id made in this incarnation -> seq of the message that made it
+    # (memoryd.store.calls); folds do not remove them.
+    calls: dict[str, int] = field(default_factory=dict)
 
 
 class EmbeddedStore:
@@ -168,6 +179,15 @@ class EmbeddedStore:
                         "idempotency_key: already used for a different batch; nothing was stored (use a new key)"
                     )
                 return AppendOutcome(refs=record[1], meta=inst.meta, replayed=True)
+        calls = batch_calls(messages)
+        if calls.new or calls.answers:
+            known = inst.calls if inst is not None else {}
+            for call_id, pos in calls.answers:
+                if call_id not in known:
+                    raise ToolCallRefused(pos, None, call_id)
+            for call_id, pos, j in calls.new:
+                if call_id in known:
+                    raise ToolCallRefused(pos, j, call_id)
         pinned_now = inst.meta.pinned_tokens if inst is not None else 0
         new_pinned = sum(m.token_count for m in messages if m.pinned)
         if pinned_cap is not None and new_pinned and pinned_now + new_pinned > pinned_cap:
@@ -184,11 +204,15 @@ class EmbeddedStore:
                 seq=seq, id=uuid.uuid4().hex, role=msg.role, content=msg.content,
                 content_type=msg.content_type, priority=msg.priority,
                 effective_priority=msg.effective_priority, token_count=msg.token_count,
-                created_at_ms=now, metadata=dict(msg.metadata),
+                created_at_ms=now, metadata=dict(msg.metadata), tool_calls=msg.tool_calls,
+                tool_call_id=msg.tool_call_id, name=msg.name, parts=msg.parts, extra=msg.extra,
             )
             inst.messages[seq] = stored
             inst.seqs.append(seq)
             refs.append(AppendedRef(seq, stored.id, msg.token_count, msg.effective_priority, now))
+        first = meta.last_seq + 1
+        for call_id, pos, _ in calls.new:
+            inst.calls[call_id] = first + pos
         inst.meta = replace(
             meta,
             message_count=meta.message_count + len(messages),

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from memoryd.keys import InstanceAddr
-from memoryd.models import FlushPlan, NewMessage, Summary
+from memoryd.models import FlushPlan, NewMessage, Summary, ToolCall
 from memoryd.store.base import MemoryStore
 from memoryd.store.redis import RedisStore
 from memoryd.store.redis import store as store_module
@@ -56,14 +56,16 @@ async def test_every_key_is_versioned_and_shares_the_instance_tag(redis_store: M
 
 async def test_every_write_applies_the_ttl_to_every_key(redis_store: MemoryStore, addr: InstanceAddr) -> None:
     s = redis(redis_store)
-    await s.append(addr, [msg()], idempotency_key="k", ttl_ms=60_000)
+    caller = NewMessage(role="assistant", content="", content_type="text", priority=None, effective_priority=5,
+                        token_count=4, tool_calls=(ToolCall("c1", "f", "{}"),))
+    await s.append(addr, [msg(), caller], idempotency_key="k", ttl_ms=60_000)
     first = await ttls(s, addr)
-    assert len(first) == 4 and all(0 < t <= 60_000 for t in first.values())  # msgs, meta, idem, idemx
+    assert len(first) == 5 and all(0 < t <= 60_000 for t in first.values())  # msgs, meta, idem, idemx, calls
     async with s.lock(addr, ttl_ms=5_000, acquire_timeout_s=5) as lease:
         plan = FlushPlan("hybrid_summary", (1,), Summary("s", 1, 1, 0), 0, 0)
         await s.apply_flush(addr, plan, fence=lease.fence, ttl_ms=120_000)
     after_flush = await ttls(s, addr)
-    assert len(after_flush) == 5 and all(60_000 < t <= 120_000 for t in after_flush.values())
+    assert len(after_flush) == 6 and all(60_000 < t <= 120_000 for t in after_flush.values())
     await s.append(addr, [msg()])  # no TTL: the instance no longer expires
     assert all(t == -1 for t in (await ttls(s, addr)).values())
 

@@ -184,9 +184,7 @@ def test_crafted_keys_cannot_reach_another_instance(project: Project, crafted: s
     assert attacker != victim
     assert attacker.instance_id != victim.instance_id
     names, victim_names = InstanceKeys.of(attacker), InstanceKeys.of(victim)  # what Redis sees
-    assert not {names.msgs, names.meta, names.summary, names.idem, names.idem_expiry, names.lock} & {
-        victim_names.msgs, victim_names.meta, victim_names.summary, victim_names.idem, victim_names.idem_expiry,
-        victim_names.lock}
+    assert not {*names.data, names.lock} & {*victim_names.data, victim_names.lock}
     assert names.prefix.startswith("memoryd:v1:{") and names.prefix.endswith(f":support-demo:{SHARED}")
     assert names.prefix.count("{") == names.prefix.count("}") == 1
     assert len(attacker.key) <= 512
@@ -214,6 +212,7 @@ def test_effective_settings_are_complete_and_json_able(project: Project) -> None
                            "default_redaction_string": "[REDACTED]"},
         "oversize": "truncate",
         "access": {"direct": "read-only"},
+        "token_counting": {"image_tokens": 765, "file_tokens": 1000, "count_extra": False},
     }
     full = effective_settings(project.resources[SHARED])
     assert full["token_allocation"] == {"system": 0.1, "short_term": 0.6, "long_term": 0.3}

@@ -126,7 +126,9 @@ class ReadCache:
         stored = [
             StoredMessage(seq=first_seq + i, id=mid, role=m.role, content=m.content, content_type=m.content_type,
                           priority=m.priority, effective_priority=m.effective_priority, token_count=m.token_count,
-                          created_at_ms=now_ms, metadata=dict(m.metadata) if m.metadata else NO_METADATA)
+                          created_at_ms=now_ms, metadata=dict(m.metadata) if m.metadata else NO_METADATA,
+                          tool_calls=m.tool_calls, tool_call_id=m.tool_call_id, name=m.name, parts=m.parts,
+                          extra=m.extra)
             for i, (mid, m) in enumerate(zip(ids, messages, strict=True))
         ]
         if cached is None:

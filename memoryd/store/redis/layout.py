@@ -9,6 +9,7 @@ instance share its cluster hash tag, so each Lua script touches exactly one slot
     ...:sum     Hash: the rolling summary (content, token_count, through_seq, updated_at_ms)
     ...:idem    Hash: idempotency key -> remembered append outcome
     ...:idemx   Sorted set: idempotency key -> expiry (ms), to prune ``idem``
+    ...:calls   Hash: tool call id -> seq of the message that made it (memoryd.store.calls)
     ...:lock    String: the flush lock (redis-py Lock); not part of the instance's data
 
     memoryd:v1:wf:{<sha(project, workflow)>}:<project>   Set of instance prefixes (EndWorkflow)
@@ -29,7 +30,7 @@ from memoryd.keys import InstanceAddr
 VERSION_PREFIX = "memoryd:v1:"
 WORKFLOW_PREFIX = VERSION_PREFIX + "wf:"
 
-MSGS, META, SUMMARY, IDEM, IDEM_EXPIRY, LOCK = "msgs", "meta", "sum", "idem", "idemx", "lock"
+MSGS, META, SUMMARY, IDEM, IDEM_EXPIRY, CALLS, LOCK = "msgs", "meta", "sum", "idem", "idemx", "calls", "lock"
 
 # Meta hash fields, in the order the scripts return them (HMGET).
 META_FIELDS = (
@@ -48,8 +49,11 @@ SUMMARY_FIELDS = ("content", "token_count", "through_seq", "updated_at_ms")
 
 # Stream entry fields, in the order the append script writes them and codec.decode_entry
 # reads them: t=token_count, p=effective_priority, c=created_at_ms (Redis server time), i=id,
-# r=role, x=content, y=content_type, q=priority ("" unset), m=metadata JSON ("" empty).
-ENTRY_FIELDS = ("t", "p", "c", "i", "r", "x", "y", "q", "m")
+# r=role, x=content, y=content_type, q=priority ("" unset), m=metadata JSON ("" empty),
+# k=tool calls, tool_call_id, name, parts and extra as one compact JSON object ("" when none
+# is set; absent from entries written before them). New fields go at the end: codec reads
+# entries by position, and an older entry simply ends earlier.
+ENTRY_FIELDS = ("t", "p", "c", "i", "r", "x", "y", "q", "m", "k")
 
 _COSMETIC = re.compile(r"[^A-Za-z0-9\-_.]")
 
@@ -72,16 +76,18 @@ class InstanceKeys:
     summary: str = field(init=False)
     idem: str = field(init=False)
     idem_expiry: str = field(init=False)
+    calls: str = field(init=False)
     lock: str = field(init=False)
-    # The keys every mutation script receives (KEYS[1..5]); the lock is not data.
-    data: tuple[str, str, str, str, str] = field(init=False)
+    # The keys every mutation script receives (KEYS[1..6]); the lock is not data.
+    data: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         names = {"msgs": MSGS, "meta": META, "summary": SUMMARY, "idem": IDEM, "idem_expiry": IDEM_EXPIRY,
-                 "lock": LOCK}
+                 "calls": CALLS, "lock": LOCK}
         for attr, suffix in names.items():
             object.__setattr__(self, attr, f"{self.prefix}:{suffix}")
-        object.__setattr__(self, "data", (self.msgs, self.meta, self.summary, self.idem, self.idem_expiry))
+        object.__setattr__(self, "data", (self.msgs, self.meta, self.summary, self.idem, self.idem_expiry,
+                                          self.calls))
 
     @classmethod
     def of(cls, addr: InstanceAddr) -> InstanceKeys:

@@ -6,7 +6,8 @@ does not roll back the writes of a script that fails half-way. Every key a scrip
 touches is passed in KEYS and shares the instance's hash tag, so on a Cluster each
 script runs on one slot. Times come from the server's TIME (one clock for every daemon).
 
-Mutation scripts take KEYS = (msgs, meta, sum, idem, idemx) of one instance.
+Mutation scripts take KEYS = (msgs, meta, sum, idem, idemx, calls) of one instance
+(``InstanceKeys.data``); the TTL refresh and CLEAR cover every key they are given.
 Numbers handed to Redis are formatted with ``string.format('%d')``: Lua's own
 conversion prints large numbers in exponent form and a negated zero as "-0", which
 HINCRBY rejects (and a script that fails half-way keeps its earlier writes).
@@ -32,6 +33,8 @@ class AppendReply(IntEnum):
     REPLAYED = 1  # {REPLAYED, record, meta}: a known idempotency key with the same batch
     PINNED_FULL = 2  # {PINNED_FULL, pinned_tokens, adding}: nothing stored
     KEY_CONFLICT = 3  # {KEY_CONFLICT}: the idempotency key stored a batch with another digest
+    UNKNOWN_CALL = 4  # {UNKNOWN_CALL, k}: the k-th answered call id (1-based) is not in the instance
+    DUPLICATE_CALL = 5  # {DUPLICATE_CALL, k}: the k-th new call id (1-based) is already in the instance
 
 
 class ApplyFlushReply(IntEnum):
@@ -75,16 +78,20 @@ local function meta()
   return redis.call('HMGET', KEYS[2], unpack(META))
 end
 local function touch(ttl)
-  for i = 1, 5 do
+  for i = 1, #KEYS do
     if ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) else redis.call('PERSIST', KEYS[i]) end
   end
 end
 """
 
 # ARGV: ttl_ms (<=0: no expiry), pinned_cap (<0: none), idempotency field, idempotency
-# window ms, record tail, n, batch digest, then per message (8 each, ``codec.message_args``):
+# window ms, record tail, n, batch digest, then per message (9 each, ``codec.message_args``):
 # token_count, effective_priority, id, role, content, content_type, priority ('' = unset),
-# metadata JSON ('' = empty). Reply: ``AppendReply``.
+# metadata JSON ('' = empty), extensions JSON ('' = none); then the tool calls
+# (``codec.call_args``, memoryd.store.calls): the number of call ids the batch answers from
+# the instance and those ids, then the number of calls the batch makes and, for each, its
+# id and its message's position in the batch. Reply: ``AppendReply``.
+# The call checks run before any write: a refused batch stores nothing.
 # An idempotency record is "<first seq>:<ms>:<digest>:<tail>" (codec.parse_record); records
 # written before digests existed ("<first seq>:<ms>:<tail>") replay without the check.
 # A new instance (no epoch in meta: created now, or written by a daemon that predates epochs)
@@ -103,6 +110,16 @@ if ik ~= '' then
   end
 end
 local n = tonumber(ARGV[6])
+local c0 = 8 + $PER_MESSAGE * n
+local na = tonumber(ARGV[c0])
+for k = 1, na do
+  if redis.call('HEXISTS', KEYS[6], ARGV[c0 + k]) == 0 then return {$APPEND_UNKNOWN_CALL, k} end
+end
+local c1 = c0 + na + 1
+local nc = tonumber(ARGV[c1])
+for k = 1, nc do
+  if redis.call('HEXISTS', KEYS[6], ARGV[c1 + 2 * k - 1]) == 1 then return {$APPEND_DUPLICATE_CALL, k} end
+end
 local add_pinned, add_recent = 0, 0
 for i = 0, n - 1 do
   local tok = tonumber(ARGV[8 + $PER_MESSAGE * i])
@@ -127,6 +144,9 @@ if redis.call('HEXISTS', KEYS[2], 'epoch') == 0 then redis.call('HSET', KEYS[2],
 for i = 0, n - 1 do
   local b = 8 + $PER_MESSAGE * i
   redis.call('XADD', KEYS[1], string.format('%d-0', last + 1 + i), $XADD_FIELDS)
+end
+for k = 1, nc do
+  redis.call('HSET', KEYS[6], ARGV[c1 + 2 * k - 1], string.format('%d', last + 1 + tonumber(ARGV[c1 + 2 * k])))
 end
 redis.call('HINCRBY', KEYS[2], 'message_count', string.format('%d', n))
 redis.call('HINCRBY', KEYS[2], 'pinned_tokens', string.format('%d', add_pinned))
@@ -193,8 +213,8 @@ return {$FLUSH_APPLIED, removed, meta()}
 # Reply: {messages deleted, number of keys that existed}.
 CLEAR = """
 local n = tonumber(redis.call('HGET', KEYS[2], 'message_count') or '0')
-local existed = redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-if existed > 0 then redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]) end
+local existed = redis.call('EXISTS', unpack(KEYS))
+if existed > 0 then redis.call('DEL', unpack(KEYS)) end
 return {n, existed}
 """
 

@@ -35,6 +35,7 @@ from memoryd.errors import (
     MemorydError,
     PinnedTierFull,
     StoreUnavailable,
+    ToolCallRefused,
 )
 from memoryd.keys import InstanceAddr
 from memoryd.models import (
@@ -49,6 +50,7 @@ from memoryd.models import (
     Summary,
 )
 from memoryd.store.base import LockLease
+from memoryd.store.calls import batch_calls
 from memoryd.store.digest import batch_digest
 from memoryd.store.redis import codec, scripts
 from memoryd.store.redis.breaker import (
@@ -378,6 +380,8 @@ class RedisStore:
                            batch_digest(messages) if idempotency_key else ""]
         for msg, mid in zip(messages, ids, strict=True):
             args.extend(codec.message_args(msg, mid))
+        calls = batch_calls(messages)
+        args.extend(codec.call_args(calls))
         if workflow_id is not None:
             # Indexed *before* the append: a crash in between leaves an index entry for an
             # instance that may not exist (harmless), never an instance EndWorkflow misses.
@@ -387,6 +391,12 @@ class RedisStore:
         code = reply[0]
         if code == AppendReply.PINNED_FULL:
             raise PinnedTierFull(f"pinned tier full: {reply[1]} + {reply[2]} tokens > cap {pinned_cap}")
+        if code == AppendReply.UNKNOWN_CALL:
+            call_id, pos = calls.answers[int(reply[1]) - 1]
+            raise ToolCallRefused(pos, None, call_id)
+        if code == AppendReply.DUPLICATE_CALL:
+            call_id, pos, j = calls.new[int(reply[1]) - 1]
+            raise ToolCallRefused(pos, j, call_id)
         if code == AppendReply.KEY_CONFLICT:
             raise IdempotencyConflict(
                 "idempotency_key: already used for a different batch; nothing was stored (use a new key)"
