@@ -7,6 +7,8 @@ import re
 
 HEADER = re.compile(r"^Summary of earlier conversation \(through message #(\d+)\):$")
 ENTRY = re.compile(r"^- \w+ #(\d+): ")
+GROUP = re.compile(r"^- \w+ #(\d+) ")  # a tool-call group: its results follow as " → tool #N: "
+RESULT = re.compile(r" → tool #(\d+): ")
 OMISSION = re.compile(r"^- \(… messages? #(\d+)(?:–#(\d+))? omitted")
 MARKER = re.compile(r"\[… (\d+) tokens elided; RAW read of message #(\d+) has it in full …\]")
 
@@ -25,6 +27,9 @@ def named(summary: str) -> tuple[set[int], list[tuple[int, int]]]:
     for line in summary.splitlines()[1:]:
         if m := ENTRY.match(line):
             entries.add(int(m.group(1)))
+        elif m := GROUP.match(line):
+            entries.add(int(m.group(1)))
+            entries.update(int(s) for s in RESULT.findall(line))
         elif m := OMISSION.match(line):
             lo = int(m.group(1))
             ranges.append((lo, int(m.group(2) or lo)))

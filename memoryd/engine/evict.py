@@ -20,6 +20,12 @@ fits" keeps exactly the longest newest run that fits), but a read of a large ins
 costs the kept messages, not the stored ones (measured: docs/decisions.md, "Measured
 costs behind the code"). The step-by-step form above is kept as the tests' oracle
 (tests/unit/test_engine_properties.py).
+
+With tool-call groups the rule runs on units (``engine/groups.py``): a group is one item
+with its members' tokens, its lowest priority and its newest member's age, and it counts
+as its members for ``message_limit``; it is kept or dropped whole
+(``select_kept_units``). Without groups units are messages, and the message functions
+below are the same rule at the cost it had before groups existed.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from itertools import chain
 from operator import attrgetter
 
+from memoryd.engine.groups import Unit
 from memoryd.models import StoredMessage
 
 _priority = attrgetter("effective_priority")
@@ -99,3 +106,45 @@ def select_evictions(
         return set()
     stay = set(map(_seq, kept))
     return {m.seq for m in messages if m.seq not in stay}
+
+
+def select_kept_units(
+    units: Sequence[Unit],
+    *,
+    room: int,
+    block_caps: Mapping[int, int],
+    message_limit: int | None,
+) -> list[Unit]:
+    """``select_kept`` over units (oldest first): whole units, ``message_limit`` counting members."""
+    limit = sum(u.size for u in units) if message_limit is None else message_limit
+    by_level: dict[int, list[Unit]] = {}
+    for u in units:
+        by_level.setdefault(u.effective_priority, []).append(u)
+    for priority, cap in block_caps.items():
+        level = by_level.get(priority)
+        if level:
+            by_level[priority] = newest_units_within(level, cap, sum(u.size for u in level))
+    kept: list[Unit] = []
+    for priority in sorted(by_level):
+        level = by_level[priority]
+        part = newest_units_within(level, room, limit)
+        kept += part
+        if len(part) < len(level):
+            break  # this priority did not fit whole: every less important one goes
+        room -= sum(u.token_count for u in part)
+        limit -= sum(u.size for u in part)
+    kept.sort(key=_seq)
+    return kept
+
+
+def newest_units_within(units: Sequence[Unit], room: int, limit: int) -> list[Unit]:
+    """The longest newest run of ``units`` holding at most ``room`` tokens and ``limit`` messages."""
+    start, used, count = len(units), 0, 0
+    while start > 0:
+        u = units[start - 1]
+        if used + u.token_count > room or count + u.size > limit:
+            break
+        used += u.token_count
+        count += u.size
+        start -= 1
+    return list(units[start:])

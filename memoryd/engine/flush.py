@@ -23,6 +23,12 @@ summarize_threshold x message_limit (hysteresis, so that an instance at its limi
 not flush on every append), and block caps.
 
 Priority 0 is never folded or evicted. Plans are deterministic: same input, same plan.
+
+With tool-call groups both strategies count, fold and evict units (``engine/groups.py``):
+"the oldest ceil(p %) of the recent messages" becomes the oldest ceil(p %) of the recent
+units, "the newest message" the newest unit, and a group is folded or evicted whole. A
+pinned unit (one with a priority-0 member) is never folded. Without tool calls the plan
+is computed on messages, as before.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from collections.abc import Callable, Mapping
 
 from memoryd.config.model import MemoryResource
 from memoryd.engine.budget import Budget, share
-from memoryd.engine.evict import select_evictions
+from memoryd.engine.evict import select_evictions, select_kept_units
+from memoryd.engine.groups import Unit, build_units, flatten, has_calls, split_pinned
 from memoryd.engine.summarize import summarize
 from memoryd.engine.view import newest_room, older_caps
 from memoryd.models import FlushPlan, InstanceMeta, InstanceState, StoredMessage, Summary
@@ -61,6 +68,8 @@ def plan_flush(
     """
     strategy = resource.flushing_strategy.type
     ordered = state.messages  # oldest first (InstanceState)
+    if has_calls(ordered):
+        return _plan_units(state, resource, budget, count, now_ms)
     recent = [m for m in ordered if not m.pinned]
     pinned_tokens = sum(m.token_count for m in ordered if m.pinned)
     old_summary_tokens = state.summary.token_count if state.summary is not None else 0
@@ -126,3 +135,53 @@ def _plan_fifo(
     evicted = _left_out(recent, max(0, room), budget.block_caps, limit)
     kept_tokens = sum(m.token_count for m in recent if m.seq not in evicted)
     return FlushPlan("fifo", tuple(sorted(evicted)), None, before, pinned_tokens + summary_tokens + kept_tokens)
+
+
+def _plan_units(
+    state: InstanceState, resource: MemoryResource, budget: Budget, count: Callable[[str], int], now_ms: int
+) -> FlushPlan:
+    """``plan_flush`` on units: the same rules, a group folded or evicted whole."""
+    strategy = resource.flushing_strategy.type
+    pinned_units, recent = split_pinned(build_units(state.messages))
+    pinned_tokens = sum(u.token_count for u in pinned_units)
+    old = state.summary
+    old_summary_tokens = old.token_count if old is not None else 0
+    before = pinned_tokens + old_summary_tokens + sum(u.token_count for u in recent)
+    if len(recent) < (2 if strategy == "hybrid_summary" else 1):
+        return FlushPlan(strategy, (), None, before, before)
+    if strategy == "fifo":
+        threshold = resource.flushing_strategy.summarize_threshold
+        hard_room = budget.recent_room(pinned_tokens, old_summary_tokens)
+        room = min(share(threshold, hard_room), budget.flush_at - 1 - pinned_tokens - old_summary_tokens)
+        limit = None if budget.message_limit is None else share(threshold, budget.message_limit)
+        gone = _units_left_out(recent, max(0, room), budget.block_caps, limit)
+        kept_tokens = sum(u.token_count for u in recent if u.seq not in gone)
+        remove = tuple(sorted(m.seq for u in recent if u.seq in gone for m in u.members))
+        return FlushPlan("fifo", remove, None, before, pinned_tokens + old_summary_tokens + kept_tokens)
+    pct = resource.flushing_strategy.summarize_oldest_percent
+    n_fold = min(len(recent) - 1, max(1, math.ceil(len(recent) * pct / 100 - 1e-9)))
+    rest = recent[n_fold:]
+    room = budget.recent_room(pinned_tokens, budget.summary_cap)
+    gone = _units_left_out(rest, room, budget.block_caps, budget.message_limit)
+    span = flatten([*recent[:n_fold], *(u for u in rest if u.seq in gone)])
+    cap = max(0, min(budget.summary_cap, budget.total - pinned_tokens))
+    content = summarize(old.content if old is not None else None, span, cap, count)
+    tokens = count(content) if content else 0
+    through = max(max(m.seq for m in span), old.through_seq if old is not None else 0)
+    summary = Summary(content=content, token_count=tokens, through_seq=through, updated_at_ms=now_ms)
+    kept_tokens = sum(u.token_count for u in rest if u.seq not in gone)
+    remove = tuple(sorted(m.seq for m in span))
+    return FlushPlan("hybrid_summary", remove, summary, before, pinned_tokens + tokens + kept_tokens)
+
+
+def _units_left_out(
+    recent: list[Unit], room: int, block_caps: Mapping[int, int], message_limit: int | None
+) -> set[int]:
+    """Ages (``Unit.seq``) of the units a view with ``room`` leaves out: never the newest,
+    which holds min(its tokens, its room)."""
+    newest = recent[-1]
+    used = min(newest.token_count, newest_room(newest, room, block_caps))
+    older = recent[:-1]
+    kept = select_kept_units(older, **older_caps(newest, used, room, block_caps, message_limit, size=newest.size))
+    stay = {u.seq for u in kept}
+    return {u.seq for u in older if u.seq not in stay}

@@ -8,8 +8,17 @@ Format (one line per item, whitespace inside a message collapsed to single space
     - assistant #42: Resent A-48213 today, tracking 1Z999AA1.
     ...
 
-Every folded message stays named: as an entry (``- role #seq: span``) or inside an
-omission line stating the seq range it stands for and the facts it held. The first line
+A tool-call group (an assistant turn with calls and the tool messages answering them,
+always folded whole) is one entry naming every member::
+
+    - assistant #12 called get_order(id="A-48213") → tool #13: {"status": "shipped", …}
+
+its calls rendered ``name(key=value, …)`` from their JSON arguments (the raw text when
+it is not a JSON object), each result's salient span after `` → tool #seq: ``. "→" in
+the spans themselves is written "->", so the line parses back unambiguously.
+
+Every folded message stays named: as an entry (``- role #seq: span``), in a group entry,
+or inside an omission line stating the seq range it stands for and the facts it held. The first line
 states the highest seq covered. Each fold appends one entry per folded message holding
 its most salient span (``salient``: sentences with numbers, identifiers, codes, emails,
 URLs, phone numbers, amounts, dates, addresses, names, questions and decisions come
@@ -27,13 +36,14 @@ with ``count`` of the whole text, so it always fits; the same input gives the sa
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import pairwise
 
-from memoryd.models import StoredMessage
+from memoryd.models import StoredMessage, ToolCall
 
 HEADER_PREFIX = "Summary of earlier conversation"
 ELLIPSIS = "…"
@@ -55,6 +65,8 @@ Counter = Callable[[str], int]
 
 _HEADER = re.compile(r"^" + re.escape(HEADER_PREFIX) + r" \(through message #(\d+)\):$")
 _ENTRY = re.compile(r"^- (\w+) #(\d+): (.*)$")
+_GROUP = re.compile(r"^- (\w+) #(\d+) (.*)$")  # tried after _ENTRY: no colon after the seq
+_RESULT_SEP = re.compile(r" → tool #(\d+): ")
 _OMISSION = re.compile(r"^- \(… messages? #(\d+)(?:–#(\d+))? omitted(?:: (.*))? …\)$")
 _FACT_PATTERNS = (
     r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+",  # email
@@ -80,9 +92,23 @@ class _Entry:
     seq: int
     role: str
     text: str
+    results: list[tuple[int, str]] | None = None  # a group: ``text`` holds its calls, these its results
 
     def line(self) -> str:
-        return f"- {self.role} #{self.seq}: {self.text}"
+        if self.results is None:
+            return f"- {self.role} #{self.seq}: {self.text}"
+        return f"- {self.role} #{self.seq} {self.text}" + "".join(f" → tool #{s}: {t}" for s, t in self.results)
+
+    def width(self) -> int:
+        return len(self.text) + sum(len(t) for _s, t in self.results or ())
+
+    def shorten(self, width: int) -> None:
+        if self.results is None:
+            self.text = shorten(self.text, width)
+            return
+        each = max(20, width // (1 + len(self.results)))
+        self.text = shorten(self.text, each)
+        self.results = [(s, shorten(t, each)) for s, t in self.results]
 
 
 @dataclass(slots=True)
@@ -214,6 +240,10 @@ def _parse(previous: str | None) -> tuple[list[_Item], int]:
         elif o := _OMISSION.match(line):
             lo = int(o.group(1))
             items.append(_Omission(lo, int(o.group(2) or lo), o.group(3).split("; ") if o.group(3) else []))
+        elif g := _GROUP.match(line):
+            calls, *rest = _RESULT_SEP.split(g.group(3))
+            results = [(int(rest[i]), rest[i + 1]) for i in range(0, len(rest) - 1, 2)]
+            items.append(_Entry(int(g.group(2)), g.group(1), calls, results))
         elif line.strip():
             return [_note(body, through)], through  # not ours: its text becomes an omission line's facts
     return items, through
@@ -228,12 +258,72 @@ def _note(text: str, through: int) -> _Omission:
 
 def _range(item: _Item) -> tuple[int, int]:
     if isinstance(item, _Entry):
-        return item.seq, item.seq
+        return item.seq, max([item.seq, *(s for s, _t in item.results or ())])
     return item.lo, item.hi
 
 
 def _facts_of(item: _Item) -> Sequence[str]:
-    return item.facts if isinstance(item, _Omission) else facts(item.text)
+    if isinstance(item, _Omission):
+        return item.facts
+    if not item.results:
+        return facts(item.text)
+    out = list(facts(item.text))
+    for _s, t in item.results:
+        out += [f for f in facts(t) if f not in out]
+    return out
+
+
+def _call_text(call: ToolCall) -> str:
+    """``name(key=value, …)`` from a call's JSON arguments; ``name(raw text)`` otherwise."""
+    try:
+        args = json.loads(call.arguments) if call.arguments.strip() else {}
+    except ValueError:
+        args = None
+    if isinstance(args, dict):
+        inner = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in args.items())
+    else:
+        inner = call.arguments
+    return f"{call.name}({inner})"
+
+
+def _clean(text: str, width: int, grouped: bool = True) -> str:
+    line = _one_line(_scanned(text))
+    return shorten(line.replace("→", "->") if grouped else line, width)
+
+
+def _scanned(content: str) -> str:
+    if len(content) > 2 * _SCAN_CHARS:
+        return content[:_SCAN_CHARS] + f" {ELLIPSIS} " + content[-_SCAN_CHARS:]
+    return content
+
+
+def _entries(span: Sequence[StoredMessage]) -> list[_Entry]:
+    """One entry per folded message, one per tool-call group (at its head's place)."""
+    out: list[_Entry] = []
+    owner: dict[str, _Entry] = {}
+    answers: dict[int, list[StoredMessage]] = {}
+    for m in span:
+        if m.tool_calls:
+            e = _Entry(m.seq, m.role, "", [])
+            answers[m.seq] = []
+            for call in m.tool_calls:
+                owner[call.id] = e
+            out.append(e)
+        elif m.role == "tool" and m.tool_call_id in owner:
+            answers[owner[m.tool_call_id].seq].append(m)
+        else:
+            out.append(_Entry(m.seq, m.role, _clean(m.content, ENTRY_CHARS, grouped=False)))
+    heads = {m.seq: m for m in span if m.tool_calls}
+    for e in out:
+        if e.results is None:
+            continue
+        head, results = heads[e.seq], answers[e.seq]
+        each = max(40, ENTRY_CHARS // (1 + len(results)))
+        calls = "called " + ", ".join(_call_text(c) for c in head.tool_calls)
+        said = _one_line(head.content)
+        e.text = _clean(f"{said} — {calls}" if said else calls, max(each, ENTRY_CHARS // 2))
+        e.results = [(r.seq, _clean(r.content, each)) for r in results]
+    return out
 
 
 def _merge(a: _Item, b: _Item) -> _Omission:
@@ -275,11 +365,7 @@ def summarize(previous: str | None, span: Sequence[StoredMessage], cap: int, cou
         rest = older[overflow + 1:]
         items = [merged, *(i for i in rest if not isinstance(i, StoredMessage))]
         span = [m for m in rest if isinstance(m, StoredMessage)]
-    for m in span:
-        content = m.content
-        if len(content) > 2 * _SCAN_CHARS:
-            content = content[:_SCAN_CHARS] + f" {ELLIPSIS} " + content[-_SCAN_CHARS:]
-        items.append(_Entry(m.seq, m.role, shorten(_one_line(content), ENTRY_CHARS)))
+    items.extend(_entries(span))
 
     base = count("")
     costs = [count(i.line()) - base + 1 for i in items]
@@ -295,8 +381,8 @@ def summarize(previous: str | None, span: Sequence[StoredMessage], cap: int, cou
         return done
     for width in WIDTHS:  # 1. shorten entries, oldest first
         for k, item in enumerate(items):
-            if isinstance(item, _Entry) and len(item.text) > width:
-                item.text = shorten(item.text, width)
+            if isinstance(item, _Entry) and item.width() > width:
+                item.shorten(width)
                 costs[k] = count(item.line()) - base + 1
                 if (done := fits()) is not None:
                     return done

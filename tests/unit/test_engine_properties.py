@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
@@ -129,28 +130,33 @@ def check_eviction_order(
 
 
 def reference_evictions(
-    messages: Sequence[StoredMessage], room: int, block_caps: Mapping[int, int], message_limit: int | None
+    messages: Sequence[Any], room: int, block_caps: Mapping[int, int], message_limit: int | None
 ) -> set[int]:
-    """The eviction rule exactly as docs/tokens-and-budget.md states it, one message at a time:
-    the oracle for memoryd's evict module, which computes the same selection from the kept side."""
-    levels: dict[int, list[StoredMessage]] = {}
+    """The eviction rule exactly as docs/tokens-and-budget.md states it, one item at a time:
+    the oracle for memoryd's evict module, which computes the same selection from the kept side.
+
+    Items are messages, or units (a tool-call group: ``seq`` its newest member's, its
+    tokens, its lowest priority, ``size`` its members, counted by ``message_limit``),
+    oldest first; the seqs returned are the items'."""
+    levels: dict[int, list[Any]] = {}
     for m in messages:
         levels.setdefault(m.effective_priority, []).append(m)
     evicted: set[int] = set()
-    tokens, count = sum(m.token_count for m in messages), len(messages)
+    size = lambda m: getattr(m, "size", 1)  # noqa: E731
+    tokens, count = sum(m.token_count for m in messages), sum(map(size, messages))
     for priority, cap in block_caps.items():  # 1. each block's oldest go until the block fits its cap
         level = levels.get(priority, [])
         while level and sum(m.token_count for m in level) > cap:
             m = level.pop(0)
             evicted.add(m.seq)
-            tokens, count = tokens - m.token_count, count - 1
+            tokens, count = tokens - m.token_count, count - size(m)
     limit = count if message_limit is None else message_limit
     for priority in sorted(levels, reverse=True):  # 2. highest number first, oldest first
         for m in levels[priority]:
             if tokens <= room and count <= limit:
                 return evicted
             evicted.add(m.seq)
-            tokens, count = tokens - m.token_count, count - 1
+            tokens, count = tokens - m.token_count, count - size(m)
     return evicted
 
 

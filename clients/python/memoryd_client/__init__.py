@@ -22,6 +22,7 @@ from memoryd_client.errors import (
     UnavailableError,
     UnimplementedError,
 )
+from memoryd_client.formats import to_anthropic, to_openai
 from memoryd_client.sync import MemoryClient
 from memoryd_client.v1 import memory_pb2 as pb
 
@@ -43,4 +44,6 @@ __all__ = [
     "UnimplementedError",
     "call_metadata",
     "pb",
+    "to_anthropic",
+    "to_openai",
 ]
