@@ -118,7 +118,7 @@ def test_every_language_converts_a_budgeted_context_to_the_same_openai_history(d
         drivers[lang].ok({"op": "append", "memory": MEMORY, "ref": ref, "messages": group_batch(f"{lang}{turn}")})
     full = read_openai(drivers["python"], ref)
     assert_openai_accepts(full)
-    for budget in (0, 60, 150, 300, 600, 1200):
+    for budget in (0, 100, 150, 300, 600, 1200):
         histories = {lang: read_openai(d, ref, max_tokens=budget) for lang, d in drivers.items()}
         assert histories["node"] == histories["python"], budget
         assert histories["go"] == histories["python"], budget
