@@ -14,16 +14,19 @@ from typing import Any
 import grpc
 from google.protobuf import struct_pb2
 
+from memoryd_client.openai_input import message_from_openai
 from memoryd_client.v1 import memory_pb2 as pb
 
-ROLES = {"system": pb.ROLE_SYSTEM, "user": pb.ROLE_USER, "assistant": pb.ROLE_ASSISTANT, "tool": pb.ROLE_TOOL}
+ROLES = {"system": pb.ROLE_SYSTEM, "user": pb.ROLE_USER, "assistant": pb.ROLE_ASSISTANT, "tool": pb.ROLE_TOOL,
+         "developer": pb.ROLE_DEVELOPER}
 ROLE_NAMES = {v: k for k, v in ROLES.items()}
 
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_READ_TIMEOUT_S = 60.0
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
-MessageLike = pb.Message | Mapping[str, Any]
+MessageLike = pb.Message | Mapping[str, Any] | Any  # Any: an OpenAI SDK message object
+_PLAIN_KEYS = frozenset(("role", "content", "content_type", "priority", "metadata", "persist"))
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 # What the chart's memoryd.clientEnv gives agent containers (and memoryctl reads).
@@ -96,9 +99,12 @@ def make_ref(memory_id: str, key: str | None, agent: Agent | None) -> pb.MemoryR
 
 
 def make_message(m: MessageLike) -> pb.Message:
-    """Accept a pb.Message or a dict like {"role": "user", "content": "hi", "priority": 1}."""
+    """Accept a pb.Message, a dict like {"role": "user", "content": "hi", "priority": 1}, or an
+    OpenAI Chat Completions message (dict or SDK object: ``openai_input``)."""
     if isinstance(m, pb.Message):
         return m
+    if not isinstance(m, Mapping) or not m.keys() <= _PLAIN_KEYS or not isinstance(m.get("content", ""), str):
+        return message_from_openai(m)
     data = dict(m)
     role = data.pop("role")
     out = pb.Message(role=ROLES[role] if isinstance(role, str) else role, content=data.pop("content", ""))
