@@ -179,8 +179,8 @@ func CheckMessage(i int, m *pb.Message) error {
 var openAIRoles = map[string]pb.Role{"system": pb.Role_ROLE_SYSTEM, "developer": pb.Role_ROLE_DEVELOPER,
 	"user": pb.Role_ROLE_USER, "assistant": pb.Role_ROLE_ASSISTANT, "tool": pb.Role_ROLE_TOOL}
 
-// openAIExtra are OpenAI message fields memoryd does not model: kept in extra when set
-// (not null, not an empty list), so ToOpenAI gives them back.
+// openAIExtra are OpenAI message fields memoryd does not model: kept in extra unless null
+// (as the Python client does), so ToOpenAI gives them back.
 var openAIExtra = []string{"refusal", "audio", "annotations", "function_call"}
 
 func str(field string, v interface{}, required bool) (string, error) {
@@ -270,19 +270,41 @@ func openAIPart(field string, v interface{}) (*pb.ContentPart, error) {
 			return nil, err
 		}
 		ref := &pb.MediaRef{}
-		for key, dst := range map[string]*string{"file_id": &ref.FileId, "file_data": &ref.Url, "filename": &ref.Filename} {
+		var fileData string
+		for key, dst := range map[string]*string{"file_id": &ref.FileId, "file_data": &fileData, "filename": &ref.Filename} {
 			if *dst, err = str(field+".file."+key, f[key], false); err != nil {
 				return nil, err
 			}
 		}
-		if ref.FileId == "" && ref.Url == "" {
+		if ref.FileId == "" && fileData == "" {
 			return nil, invalid(field+".file", "needs file_id or file_data")
+		}
+		if fileData != "" {
+			if ref.Data, ref.MimeType, err = decodeFileData(field+".file.file_data", fileData); err != nil {
+				return nil, err
+			}
 		}
 		return FilePart(ref), nil
 	default:
 		return nil, invalid(field+".type",
 			"unknown content part type %v (memoryd stores \"text\", \"image_url\" and \"file\" parts)", jsonText(p["type"]))
 	}
+}
+
+// decodeFileData reads OpenAI's file_data: base64, or a data:<mime>;base64,... URL -> bytes and
+// MIME type (as the Python and Node clients do).
+func decodeFileData(field, text string) ([]byte, string, error) {
+	mime, b64 := "", text
+	if strings.HasPrefix(text, "data:") {
+		header, rest, _ := strings.Cut(text, ",")
+		mime, _, _ = strings.Cut(header[len("data:"):], ";")
+		b64 = rest
+	}
+	data, err := base64.StdEncoding.Strict().DecodeString(b64)
+	if err != nil || strings.ContainsAny(b64, "\r\n") {
+		return nil, "", invalid(field, "is not base64 (nor a data: URL holding base64)")
+	}
+	return data, mime, nil
 }
 
 func jsonText(v interface{}) string {
@@ -336,7 +358,7 @@ func openAIMessage(at string, m map[string]interface{}) (*pb.Message, error) {
 			if err != nil {
 				return nil, err
 			}
-			if tc["type"] != "function" {
+			if t, given := tc["type"]; given && t != "function" {
 				return nil, invalid(f+".type", "must be \"function\" (memoryd stores function calls), got %s", jsonText(tc["type"]))
 			}
 			if err := onlyKeys(f, tc, "id", "type", "function"); err != nil {
@@ -365,7 +387,7 @@ func openAIMessage(at string, m map[string]interface{}) (*pb.Message, error) {
 	extra := map[string]interface{}{}
 	for _, k := range openAIExtra {
 		v := m[k]
-		if list, isList := v.([]interface{}); v == nil || (isList && len(list) == 0) {
+		if v == nil {
 			continue
 		}
 		extra[k] = v
@@ -382,7 +404,8 @@ func openAIMessage(at string, m map[string]interface{}) (*pb.Message, error) {
 
 // FromOpenAI converts one OpenAI Chat Completions message, as encoding/json decodes it into a
 // map (content a string, null or a list of parts; tool_calls with type "function"), into a
-// message to append. refusal, audio, annotations and function_call, when set, are kept in extra.
+// message to append. refusal, audio, annotations and function_call, unless null, are kept in
+// extra; a file part's file_data is decoded into the part's Data and MimeType.
 // An unknown field, role or part type is refused with ErrInvalidArgument naming it.
 func FromOpenAI(m map[string]interface{}) (*pb.Message, error) {
 	msg, err := openAIMessage("message", m)

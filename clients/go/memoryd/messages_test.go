@@ -76,11 +76,24 @@ func TestOpenAIRoundTrip(t *testing.T) {
 	if ms[5].GetExtra() != `{"audio":{"id":"aud_1"},"refusal":"none"}` {
 		t.Fatalf("extra %q", ms[5].GetExtra())
 	}
-	// The SDK's nulls and empty lists are not provider data.
+	// The SDK's nulls are not provider data (an empty list is kept, as Python does).
 	m, err := memoryd.FromOpenAI(map[string]interface{}{"role": "assistant", "content": "hi", "refusal": nil,
 		"audio": nil, "annotations": []interface{}{}})
-	if err != nil || m.GetExtra() != "" {
+	if err != nil || m.GetExtra() != `{"annotations":[]}` {
 		t.Fatalf("%v %v", m, err)
+	}
+	// file_data (a data: URL or bare base64) becomes the part's bytes and MIME type.
+	files, err := memoryd.FromOpenAIJSON([]byte(`[{"role": "user", "content": [
+	  {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERg==", "filename": "a.pdf"}},
+	  {"type": "file", "file": {"file_data": "JVBERg=="}}]}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"application/pdf", ""} {
+		f := files[0].GetParts()[i].GetFile()
+		if string(f.GetData()) != "%PDF" || f.GetMimeType() != want || f.GetUrl() != "" {
+			t.Fatalf("part %d: %v", i, f)
+		}
 	}
 }
 
@@ -152,6 +165,8 @@ func TestBadMessagesAreRefusedNamingTheField(t *testing.T) {
 		{`[{"role":"user","content":[{"type":"image_url","image_url":{"url":""}}]}]`, `image_url\.url: must not be empty`},
 		{`[{"role":"user","content":[{"type":"image_url","image_url":{"url":"u","detail":"max"}}]}]`, `parts\[0\]\.image\.detail: must be`},
 		{`[{"role":"user","content":[{"type":"file","file":{"filename":"a.pdf"}}]}]`, `content\[0\]\.file: needs file_id or file_data`},
+		{`[{"role":"user","content":[{"type":"file","file":{"file_data":"data:application/pdf;base64,%%%"}}]}]`,
+			`content\[0\]\.file\.file_data: is not base64`},
 		{`[{"role":"assistant","tool_calls":[{"id":"c","type":"custom","custom":{}}]}]`, `tool_calls\[0\]\.type: must be "function"`},
 		{`[{"role":"assistant","tool_calls":[{"id":"","type":"function","function":{"name":"f","arguments":"{}"}}]}]`,
 			`tool_calls\[0\]\.id: must not be empty`},

@@ -65,7 +65,8 @@ export type PartInput = ContentPartInput | OpenAIContentPart;
  * A message to append: `{ role: "user", content: "hi" }` plus optional fields, or an OpenAI
  * Chat Completions message object as it is (`tool_calls`, `tool_call_id`, `content` as a
  * string, null or a list of parts; `refusal`, `audio`, `annotations` and `function_call`,
- * when set, are kept in `extra` and come back from `toOpenAI`).
+ * unless null, are kept in `extra` and come back from `toOpenAI`; a file part's `file_data`
+ * is decoded into the part's bytes and MIME type).
  */
 export interface MessageInput {
   role: RoleName | Role;
@@ -96,7 +97,7 @@ const MESSAGE_FIELDS = new Set([
   "role", "content", "contentType", "priority", "metadata", "persist", "toolCalls", "toolCallId", "name", "parts",
   "extra", "tool_calls", "tool_call_id", "refusal", "audio", "annotations", "function_call",
 ]);
-/** OpenAI message fields memoryd does not model: kept in `extra` when set (not null, not an empty list). */
+/** OpenAI message fields memoryd does not model: kept in `extra` unless null (as the Python client does). */
 const OPENAI_EXTRA_FIELDS = ["refusal", "audio", "annotations", "function_call"] as const;
 /** Keys of an OpenAI message that memoryd produces itself; `extra` must not carry them. */
 const MODELLED = new Set(["role", "content", "name", "tool_calls", "tool_call_id"]);
@@ -140,6 +141,22 @@ function makeMedia(field: string, r: unknown): MediaRef {
   return out;
 }
 
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/** OpenAI's `file_data`: base64, or a `data:<mime>;base64,...` URL -> bytes and MIME type (as Python). */
+function decodeFileData(field: string, text: string): [Buffer, string] {
+  let mime = "";
+  let b64 = text;
+  if (text.startsWith("data:")) {
+    const comma = text.indexOf(",");
+    const header = comma < 0 ? text : text.slice(0, comma);
+    b64 = comma < 0 ? "" : text.slice(comma + 1);
+    mime = header.slice(5).split(";")[0];
+  }
+  if (!BASE64.test(b64)) throw invalid(field, "is not base64 (nor a data: URL holding base64)");
+  return [Buffer.from(b64, "base64"), mime];
+}
+
 /** One content part, memoryd's shape or OpenAI's; any other kind is refused, never stored as text. */
 function makePart(field: string, p: unknown): ContentPart {
   if (!isPlainObject(p)) throw invalid(field, `must be a content part object, got ${p === null ? "null" : typeof p}`);
@@ -165,7 +182,8 @@ function makePart(field: string, p: unknown): ContentPart {
         const fileId = optText(`${field}.file.file_id`, f.file_id);
         const fileData = optText(`${field}.file.file_data`, f.file_data);
         if (!fileId && !fileData) throw invalid(`${field}.file`, "needs file_id or file_data");
-        return { file: makeMedia(`${field}.file`, { fileId, url: fileData, filename: f.filename }) };
+        const [data, mimeType] = fileData ? decodeFileData(`${field}.file.file_data`, fileData) : [undefined, undefined];
+        return { file: makeMedia(`${field}.file`, { fileId, data, mimeType, filename: f.filename }) };
       }
       default:
         throw invalid(`${field}.type`,
@@ -187,7 +205,7 @@ function makeToolCall(field: string, c: unknown): ToolCall {
   let name: unknown;
   let args: unknown;
   if (c.type !== undefined || c.function !== undefined) {
-    if (c.type !== "function") {
+    if (c.type !== undefined && c.type !== "function") {
       throw invalid(`${field}.type`, `must be "function" (memoryd stores function calls), got ${JSON.stringify(c.type)}`);
     }
     onlyKeys(field, c, ["id", "type", "function"]);
@@ -245,7 +263,7 @@ function makeExtra(at: string, m: Record<string, unknown>): string {
   for (const k of Object.keys(obj)) {
     if (MODELLED.has(k)) throw invalid(`${at}.extra.${k}`, "is a field memoryd models itself; set it on the message");
   }
-  const provider = OPENAI_EXTRA_FIELDS.filter((k) => given(m[k]) && !(Array.isArray(m[k]) && (m[k] as []).length === 0));
+  const provider = OPENAI_EXTRA_FIELDS.filter((k) => given(m[k]));
   if (!provider.length) return text;
   const merged: Record<string, unknown> = { ...obj };
   for (const k of provider) {

@@ -49,9 +49,15 @@ describe("OpenAI messages in and out (no daemon)", () => {
     assert.equal(makeMessage(CONVERSATION[3] as MessageInput).toolCallId, "call_1");
     assert.equal(makeMessage(CONVERSATION[0] as MessageInput).role, Role.ROLE_DEVELOPER);
     assert.equal(makeMessage(CONVERSATION[5] as MessageInput).extra, '{"refusal":"none","audio":{"id":"aud_1"}}');
-    // The SDK's nulls and empty lists are not provider data: nothing to keep.
+    // The SDK's nulls are not provider data: nothing to keep (an empty list is kept, as Python does).
     const sdk = { role: "assistant", content: "hi", refusal: null, audio: null, annotations: [], function_call: null };
-    assert.equal(makeMessage(sdk as MessageInput).extra, "");
+    assert.equal(makeMessage(sdk as MessageInput).extra, '{"annotations":[]}');
+    assert.equal(makeMessage({ ...sdk, annotations: null } as MessageInput).extra, "");
+    // file_data (a data: URL or bare base64) becomes the part's bytes and MIME type.
+    const file = makeMessage({ role: "user", content: [{ type: "file", file: { file_data: "data:application/pdf;base64,JVBERg==", filename: "a.pdf" } },
+      { type: "file", file: { file_data: "JVBERg==" } }] });
+    assert.deepEqual(file.parts.map((p) => [p.file?.data.toString(), p.file?.mimeType, p.file?.url, p.file?.filename]),
+      [["%PDF", "application/pdf", "", "a.pdf"], ["%PDF", "", "", ""]]);
     // memoryd's own spelling is the same message.
     const own = makeMessage({ role: "assistant", toolCalls: [{ id: "c", name: "f", arguments: "{}" }], extra: { x: 1 } });
     assert.deepEqual([own.toolCalls, own.extra], [[{ id: "c", name: "f", arguments: "{}" }], '{"x":1}']);
@@ -133,6 +139,8 @@ describe("OpenAI messages in and out (no daemon)", () => {
       [{ role: "user", content: [{ type: "image_url", image_url: { url: "" } }] }, /content\[0\]\.image_url\.url: must not be empty/],
       [{ role: "user", content: [{ type: "image_url", image_url: { url: "u", detail: "max" } }] }, /image_url\.detail: must be/],
       [{ role: "user", content: [{ type: "file", file: { filename: "a.pdf" } }] }, /content\[0\]\.file: needs file_id or file_data/],
+      [{ role: "user", content: [{ type: "file", file: { file_data: "data:application/pdf;base64,%%%" } }] },
+        /content\[0\]\.file\.file_data: is not base64/],
       [{ role: "user", parts: [{ text: "a", image: { url: "u" } }] }, /messages\[0\]\.parts\[0\]: must have exactly one/],
       [{ role: "user", parts: [{ image: {} }] }, /messages\[0\]\.parts\[0\]\.image: needs a url, a fileId or data/],
       [{ role: "user", parts: [{ image: { url: "u", width: -1 } }] }, /parts\[0\]\.image\.width: must be an integer/],
