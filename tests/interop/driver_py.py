@@ -16,15 +16,41 @@ from typing import Any
 from memoryd_client import Agent, MemoryClient, MemorydClientError, pb
 
 Json = dict[str, Any]
+ROLES = {"system": pb.ROLE_SYSTEM, "user": pb.ROLE_USER, "assistant": pb.ROLE_ASSISTANT, "tool": pb.ROLE_TOOL,
+         "developer": pb.ROLE_DEVELOPER}
+MEDIA_TEXT = ("url", "file_id", "mime_type", "detail", "filename")
+
+
+def hexed(s: str) -> str:
+    return s.encode("utf-8").hex()
+
+
+def unhexed(h: str) -> str:
+    return bytes.fromhex(h).decode("utf-8")
+
+
+def media(r: pb.MediaRef) -> Json:
+    return {**{k: getattr(r, k) for k in MEDIA_TEXT}, "data_hex": r.data.hex(), "size_bytes": str(r.size_bytes),
+            "width": r.width, "height": r.height}
+
+
+def part(p: pb.ContentPart) -> Json:
+    kind = p.WhichOneof("part")
+    if kind == "text":
+        return {"text_hex": hexed(p.text)}
+    return {str(kind): media(getattr(p, str(kind)))}
 
 
 def message(m: pb.Message) -> Json:
     return {
-        "seq": str(m.seq), "id": m.id, "role": int(m.role), "content_hex": m.content.encode("utf-8").hex(),
+        "seq": str(m.seq), "id": m.id, "role": int(m.role), "content_hex": hexed(m.content),
         "content_type": m.content_type, "metadata": dict(sorted(m.metadata.items())),
         "priority": m.priority if m.HasField("priority") else None, "token_count": m.token_count,
         "kind": int(m.kind), "effective_priority": m.effective_priority,
         "created_at": f"{m.created_at.seconds}.{m.created_at.nanos:09d}" if m.HasField("created_at") else None,
+        "tool_calls": [{"id": t.id, "name": t.name, "arguments_hex": hexed(t.arguments)} for t in m.tool_calls],
+        "tool_call_id": m.tool_call_id, "name": m.name, "parts": [part(p) for p in m.parts],
+        "extra_hex": hexed(m.extra),
     }
 
 
@@ -34,10 +60,34 @@ def target(ref: Json) -> dict[str, Any]:
     return {"key": ref["key"]}
 
 
-def _append_message(m: Json) -> dict[str, Any]:
-    out = {"role": m["role"], "content": bytes.fromhex(m["content_hex"]).decode("utf-8")}
-    out.update({k: m[k] for k in ("content_type", "priority", "metadata") if k in m})
-    return out
+def _media(j: Json) -> pb.MediaRef:
+    return pb.MediaRef(**{k: j.get(k, "") for k in MEDIA_TEXT}, data=bytes.fromhex(j.get("data_hex", "")),
+                       size_bytes=int(j.get("size_bytes", "0")), width=j.get("width", 0), height=j.get("height", 0))
+
+
+def _part(j: Json) -> pb.ContentPart:
+    if "text_hex" in j:
+        return pb.ContentPart(text=unhexed(j["text_hex"]))
+    if "image" in j:
+        return pb.ContentPart(image=_media(j["image"]))
+    return pb.ContentPart(file=_media(j["file"]))
+
+
+def _append_message(m: Json) -> dict[str, Any] | pb.Message:
+    if any(k in m for k in ("tool_calls", "tool_call_id", "name", "parts", "extra_hex")) or m["role"] == "developer":
+        # The new fields go in as a pb.Message, which the client takes as it is.
+        out = pb.Message(role=ROLES[m["role"]], content=unhexed(m["content_hex"]),
+                         content_type=m.get("content_type", ""), metadata=m.get("metadata", {}),
+                         tool_calls=[pb.ToolCall(id=t["id"], name=t["name"], arguments=unhexed(t["arguments_hex"]))
+                                     for t in m.get("tool_calls", [])],
+                         tool_call_id=m.get("tool_call_id", ""), name=m.get("name", ""),
+                         parts=[_part(p) for p in m.get("parts", [])], extra=unhexed(m.get("extra_hex", "")))
+        if m.get("priority") is not None:
+            out.priority = m["priority"]
+        return out
+    plain = {"role": m["role"], "content": unhexed(m["content_hex"])}
+    plain.update({k: m[k] for k in ("content_type", "priority", "metadata") if k in m})
+    return plain
 
 
 def handle(c: MemoryClient, cmd: Json, out: Callable[[Json], None]) -> None:
@@ -54,6 +104,16 @@ def handle(c: MemoryClient, cmd: Json, out: Callable[[Json], None]) -> None:
                             after_seq=cmd.get("after_seq", 0), limit=cmd.get("limit", 0),
                             max_tokens=cmd.get("max_tokens", 0), chunk_size=cmd.get("chunk_size", 0))
             out({"ok": {"messages": [message(m) for m in ms]}})
+        elif op == "append_openai":
+            r = c.append(memory, json.loads(cmd["messages_json"]), **target(cmd["ref"]))
+            out({"ok": {"results": [{"seq": str(x.seq), "id": x.id, "token_count": x.token_count}
+                                    for x in r.results], "replayed": r.replayed}})
+        elif op == "read_openai":
+            from memoryd_client import to_openai  # type: ignore[attr-defined,unused-ignore]  # issue 18 (h-groups)
+
+            ms = c.read_all(memory, **target(cmd["ref"]), view=cmd.get("view", "context"),
+                            max_tokens=cmd.get("max_tokens", 0))
+            out({"ok": {"messages_json": json.dumps(to_openai(ms), ensure_ascii=False)}})
         elif op == "stats":
             s = c.stats(memory, **target(cmd["ref"]))
             out({"ok": {"instance_id": s.instance_id, "message_count": str(s.message_count),

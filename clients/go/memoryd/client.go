@@ -94,7 +94,8 @@ func (r Ref) proto() (*pb.MemoryRef, error) {
 		Agent: &pb.AgentScope{AgentId: r.Agent.ID, Context: ctx}}}, nil
 }
 
-// System, User, Assistant and Tool build a message to append.
+// System, User, Assistant and Tool build a message to append (a tool message also needs the
+// ToolCallId of the call it answers: ToolResult sets both).
 func System(content string) *pb.Message {
 	return &pb.Message{Role: pb.Role_ROLE_SYSTEM, Content: content}
 }
@@ -257,10 +258,17 @@ func WithIdempotencyKey(key string) AppendOption { return func(o *appendOptions)
 func WithAppendTimeout(d time.Duration) AppendOption { return func(o *appendOptions) { o.timeout = d } }
 
 // Append stores a batch atomically; it returns seqs, ids and the instance's new totals.
+// Every message is checked first (CheckMessage): a bad one fails the call with
+// ErrInvalidArgument naming the field, and nothing is sent.
 func (c *Client) Append(ctx context.Context, ref Ref, messages []*pb.Message, opts ...AppendOption) (*pb.AppendResponse, error) {
 	var ao appendOptions
 	for _, f := range opts {
 		f(&ao)
+	}
+	for i, m := range messages {
+		if err := CheckMessage(i, m); err != nil {
+			return nil, err
+		}
 	}
 	if ao.key == "" && c.o.autoIdempotency {
 		ao.key = NewIdempotencyKey()

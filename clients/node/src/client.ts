@@ -25,10 +25,13 @@ import {
   type PlanFlushResponse,
   ReadView,
   type ResolveAgentResponse,
-  Role,
   type WatchResponse,
 } from "./gen/memoryd/v1/memory";
-import { fromServiceError, InvalidArgumentError, isServiceError, MemorydError } from "./errors";
+import { checkText, checkUint32, checkUint64 } from "./check";
+import { fromServiceError, isServiceError, MemorydError } from "./errors";
+import { type MessageInput, makeMessage } from "./messages";
+
+export { checkUint32, checkUint64 } from "./check";
 
 export const DEFAULT_TIMEOUT_MS = 5_000;
 export const DEFAULT_READ_TIMEOUT_MS = 60_000;
@@ -42,24 +45,6 @@ export interface Agent {
 
 /** Exactly one of `key` (a direct instance key) and `agent`. */
 export type Target = { key: string; agent?: undefined } | { agent: Agent; key?: undefined };
-
-export type RoleName = "system" | "user" | "assistant" | "tool";
-export const ROLES: Record<RoleName, Role> = {
-  system: Role.ROLE_SYSTEM,
-  user: Role.ROLE_USER,
-  assistant: Role.ROLE_ASSISTANT,
-  tool: Role.ROLE_TOOL,
-};
-
-/** A message to append: `{ role: "user", content: "hi" }` plus optional fields. */
-export interface MessageInput {
-  role: RoleName | Role;
-  content?: string;
-  contentType?: string;
-  priority?: number;
-  metadata?: Record<string, string>;
-  persist?: boolean;
-}
 
 /** Retries of UNAVAILABLE: only reads (before the first item), appends with an idempotency key,
  * and calls that are safe to repeat (stats, health, clear, dry-run flush, resolve, list, end). */
@@ -121,41 +106,6 @@ export interface WatchOptions extends RequestOptions {
   afterSeq?: number | bigint;
 }
 
-const UINT32_MAX = 2 ** 32 - 1;
-const INT32_MAX = 2 ** 31 - 1;
-const UINT64_MAX = 2n ** 64n - 1n;
-// A UTF-16 surrogate without its pair: protobuf would silently send U+FFFD instead.
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
-
-function invalid(field: string, why: string): InvalidArgumentError {
-  return new InvalidArgumentError(status.INVALID_ARGUMENT, `${field}: ${why} (refused by the client, not sent)`);
-}
-
-/** A uint32 request field: an integer in 0..2^32-1 (else the encoder fails with INTERNAL). */
-export function checkUint32(field: string, v: unknown): number {
-  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > UINT32_MAX) {
-    throw invalid(field, `must be an integer in 0..${UINT32_MAX}, got ${String(v)}`);
-  }
-  return v;
-}
-
-/** A uint64 request field: a number or bigint, integral, in 0..2^64-1. */
-export function checkUint64(field: string, v: unknown): bigint {
-  const ok = (typeof v === "number" && Number.isSafeInteger(v)) || typeof v === "bigint";
-  if (!ok || BigInt(v as number | bigint) < 0n || BigInt(v as number | bigint) > UINT64_MAX) {
-    throw invalid(field, `must be an integer in 0..2^64-1, got ${String(v)}`);
-  }
-  return BigInt(v as number | bigint);
-}
-
-function checkText(field: string, v: unknown): string {
-  if (typeof v !== "string") throw invalid(field, `must be a string, got ${typeof v}`);
-  if (LONE_SURROGATE.test(v)) throw invalid(field, "is not valid Unicode (a lone UTF-16 surrogate)");
-  return v;
-}
-
-const MESSAGE_FIELDS = new Set(["role", "content", "contentType", "priority", "metadata", "persist"]);
-
 export function makeRef(memoryId: string, target: Target): MemoryRef {
   const hasKey = target.key !== undefined;
   const hasAgent = target.agent !== undefined;
@@ -164,49 +114,6 @@ export function makeRef(memoryId: string, target: Target): MemoryRef {
   if (hasKey) return { memoryId, key: checkText("ref.key", target.key) };
   const agent = target.agent as Agent;
   return { memoryId, agent: { agentId: agent.agentId, context: agent.context ?? {} } };
-}
-
-/** Build the wire message, checking every field first: content and metadata must be valid
- * Unicode strings, priority an int32 >= 0, so that nothing is mangled or fails in the encoder. */
-export function makeMessage(m: MessageInput, i = 0): Message {
-  const unknown = Object.keys(m).filter((k) => !MESSAGE_FIELDS.has(k));
-  if (unknown.length) throw new TypeError(`unknown message fields: ${unknown.sort().join(", ")}`);
-  const role = typeof m.role === "string" ? ROLES[m.role] : m.role;
-  if (role === undefined) throw new TypeError(`unknown role: ${String(m.role)}`);
-  const at = `messages[${i}]`;
-  const content = checkText(`${at}.content`, m.content ?? "");
-  const contentType = checkText(`${at}.contentType`, m.contentType ?? "");
-  if (m.priority !== undefined && m.priority !== null
-      && (typeof m.priority !== "number" || !Number.isInteger(m.priority) || m.priority < 0 || m.priority > INT32_MAX)) {
-    throw invalid(`${at}.priority`, `must be an integer in 0..${INT32_MAX}, got ${String(m.priority)}`);
-  }
-  const metadata: Record<string, string> = {};
-  for (const [k, v] of Object.entries(m.metadata ?? {})) {
-    metadata[checkText(`${at}.metadata key`, k)] = checkText(`${at}.metadata[${JSON.stringify(k)}]`, v);
-  }
-  if (m.persist !== undefined && m.persist !== null && typeof m.persist !== "boolean") {
-    throw invalid(`${at}.persist`, `must be a boolean, got ${typeof m.persist}`);
-  }
-  return {
-    role,
-    content,
-    contentType,
-    priority: m.priority ?? undefined,
-    metadata,
-    persist: m.persist ?? undefined,
-    seq: 0n,
-    id: "",
-    createdAt: undefined,
-    tokenCount: 0,
-    kind: 0,
-    effectivePriority: 0,
-    toolCalls: [],
-    toolCallId: "",
-    name: "",
-    parts: [],
-    extra: "",
-    folded: false,
-  };
 }
 
 export function newIdempotencyKey(): string {
@@ -318,7 +225,7 @@ export class MemoryClient {
   }
 
   /** Append a batch atomically; returns seqs, ids and the instance's new totals. */
-  async append(memoryId: string, messages: MessageInput[], target: Target, opts: AppendOptions = {}): Promise<AppendResponse> {
+  async append(memoryId: string, messages: readonly MessageInput[], target: Target, opts: AppendOptions = {}): Promise<AppendResponse> {
     let idem = opts.idempotencyKey;
     if (idem === undefined && this.autoIdempotency) idem = newIdempotencyKey();
     const req: AppendRequest = {

@@ -3,11 +3,37 @@
 // Usage: node dist/tools/interop.js ADDRESS   (build with `npm run build`)
 // The same protocol is implemented by the Go and Python drivers (tests/interop/driver_py.py, docs/clients.md).
 import { createInterface } from "node:readline";
-import { MemorydError, MemoryClient, type Message, type Target, type WatchResponse } from "../src";
+import {
+  type ContentPart, type MediaRef, type MediaRefInput, MemorydError, MemoryClient, type Message, type MessageInput,
+  type PartInput, type Target, type WatchResponse, toOpenAI,
+} from "../src";
 
 type Json = Record<string, any>;
 
 const dec = (v: bigint | number) => BigInt(v).toString();
+const hex = (s: string) => Buffer.from(s, "utf8").toString("hex");
+const unhex = (h: string) => Buffer.from(h, "hex").toString("utf8");
+
+function media(r: MediaRef): Json {
+  return { url: r.url, file_id: r.fileId, mime_type: r.mimeType, detail: r.detail, filename: r.filename,
+    data_hex: Buffer.from(r.data).toString("hex"), size_bytes: dec(r.sizeBytes), width: r.width, height: r.height };
+}
+
+function part(p: ContentPart): Json {
+  if (p.text !== undefined) return { text_hex: hex(p.text) };
+  return p.image !== undefined ? { image: media(p.image) } : { file: media(p.file as MediaRef) };
+}
+
+function mediaInput(j: Json): MediaRefInput {
+  return { url: j.url, fileId: j.file_id, mimeType: j.mime_type, detail: j.detail, filename: j.filename,
+    data: j.data_hex !== undefined ? Buffer.from(j.data_hex, "hex") : undefined,
+    sizeBytes: j.size_bytes !== undefined ? BigInt(j.size_bytes) : undefined, width: j.width, height: j.height };
+}
+
+function partInput(j: Json): PartInput {
+  if (j.text_hex !== undefined) return { text: unhex(j.text_hex) };
+  return j.image !== undefined ? { image: mediaInput(j.image) } : { file: mediaInput(j.file) };
+}
 
 function message(m: Message): Json {
   const ts = m.createdAt;
@@ -23,6 +49,11 @@ function message(m: Message): Json {
     kind: m.kind,
     effective_priority: m.effectivePriority,
     created_at: ts ? `${ts.seconds}.${String(ts.nanos).padStart(9, "0")}` : null,
+    tool_calls: m.toolCalls.map((t) => ({ id: t.id, name: t.name, arguments_hex: hex(t.arguments) })),
+    tool_call_id: m.toolCallId,
+    name: m.name,
+    parts: m.parts.map(part),
+    extra_hex: hex(m.extra),
   };
 }
 
@@ -40,12 +71,18 @@ function event(ev: WatchResponse): Json {
 async function handle(c: MemoryClient, cmd: Json, out: (j: Json) => void): Promise<void> {
   switch (cmd.op) {
     case "append": {
-      const msgs = cmd.messages.map((m: Json) => ({
+      const msgs = cmd.messages.map((m: Json): MessageInput => ({
         role: m.role,
-        content: Buffer.from(m.content_hex, "hex").toString("utf8"),
+        content: unhex(m.content_hex),
         ...(m.content_type !== undefined ? { contentType: m.content_type } : {}),
         ...(m.priority !== undefined ? { priority: m.priority } : {}),
         ...(m.metadata !== undefined ? { metadata: m.metadata } : {}),
+        ...(m.tool_calls !== undefined ? { toolCalls: m.tool_calls.map((t: Json) => ({
+          id: t.id, name: t.name, arguments: unhex(t.arguments_hex) })) } : {}),
+        ...(m.tool_call_id !== undefined ? { toolCallId: m.tool_call_id } : {}),
+        ...(m.name !== undefined ? { name: m.name } : {}),
+        ...(m.parts !== undefined ? { parts: m.parts.map(partInput) } : {}),
+        ...(m.extra_hex !== undefined ? { extra: unhex(m.extra_hex) } : {}),
       }));
       const opts = cmd.idempotency_key ? { idempotencyKey: cmd.idempotency_key } : {};
       const r = await c.append(cmd.memory, msgs, target(cmd.ref), opts);
@@ -61,6 +98,16 @@ async function handle(c: MemoryClient, cmd: Json, out: (j: Json) => void): Promi
         maxTokens: cmd.max_tokens ?? 0, chunkSize: cmd.chunk_size ?? 0,
       });
       return out({ ok: { messages: ms.map(message) } });
+    }
+    case "append_openai": {
+      const r = await c.append(cmd.memory, JSON.parse(cmd.messages_json) as MessageInput[], target(cmd.ref));
+      return out({ ok: {
+        results: r.results.map((x) => ({ seq: dec(x.seq), id: x.id, token_count: x.tokenCount })), replayed: r.replayed,
+      } });
+    }
+    case "read_openai": {
+      const ms = await c.readAll(cmd.memory, { ...target(cmd.ref), view: cmd.view ?? "context", maxTokens: cmd.max_tokens ?? 0 });
+      return out({ ok: { messages_json: JSON.stringify(toOpenAI(ms)) } });
     }
     case "stats": {
       const s = await c.stats(cmd.memory, target(cmd.ref));

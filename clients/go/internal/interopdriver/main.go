@@ -35,6 +35,33 @@ type msgJSON struct {
 	ContentType *string           `json:"content_type"`
 	Priority    *int32            `json:"priority"`
 	Metadata    map[string]string `json:"metadata"`
+	ToolCalls   []struct {
+		ID           string `json:"id"`
+		Name         string `json:"name"`
+		ArgumentsHex string `json:"arguments_hex"`
+	} `json:"tool_calls"`
+	ToolCallID string     `json:"tool_call_id"`
+	Name       string     `json:"name"`
+	Parts      []partJSON `json:"parts"`
+	ExtraHex   string     `json:"extra_hex"`
+}
+
+type mediaJSON struct {
+	URL       string `json:"url"`
+	FileID    string `json:"file_id"`
+	DataHex   string `json:"data_hex"`
+	MimeType  string `json:"mime_type"`
+	SizeBytes string `json:"size_bytes"`
+	Detail    string `json:"detail"`
+	Width     uint32 `json:"width"`
+	Height    uint32 `json:"height"`
+	Filename  string `json:"filename"`
+}
+
+type partJSON struct {
+	TextHex *string    `json:"text_hex"`
+	Image   *mediaJSON `json:"image"`
+	File    *mediaJSON `json:"file"`
 }
 
 type command struct {
@@ -49,6 +76,7 @@ type command struct {
 	MaxTokens      uint32    `json:"max_tokens"`
 	ChunkSize      uint32    `json:"chunk_size"`
 	Count          int       `json:"count"`
+	MessagesJSON   string    `json:"messages_json"`
 	Agent          *struct {
 		ID      string                 `json:"id"`
 		Context map[string]interface{} `json:"context"`
@@ -56,9 +84,95 @@ type command struct {
 }
 
 var roles = map[string]pb.Role{"system": pb.Role_ROLE_SYSTEM, "user": pb.Role_ROLE_USER,
-	"assistant": pb.Role_ROLE_ASSISTANT, "tool": pb.Role_ROLE_TOOL}
+	"assistant": pb.Role_ROLE_ASSISTANT, "tool": pb.Role_ROLE_TOOL, "developer": pb.Role_ROLE_DEVELOPER}
 
 func dec(v uint64) string { return strconv.FormatUint(v, 10) }
+
+func hexed(s string) string { return hex.EncodeToString([]byte(s)) }
+
+func unhexed(h string) (string, error) {
+	b, err := hex.DecodeString(h)
+	return string(b), err
+}
+
+func media(r *pb.MediaRef) obj {
+	return obj{"url": r.GetUrl(), "file_id": r.GetFileId(), "mime_type": r.GetMimeType(), "detail": r.GetDetail(),
+		"filename": r.GetFilename(), "data_hex": hex.EncodeToString(r.GetData()), "size_bytes": dec(r.GetSizeBytes()),
+		"width": r.GetWidth(), "height": r.GetHeight()}
+}
+
+func part(p *pb.ContentPart) obj {
+	switch x := p.GetPart().(type) {
+	case *pb.ContentPart_Text:
+		return obj{"text_hex": hexed(x.Text)}
+	case *pb.ContentPart_Image:
+		return obj{"image": media(x.Image)}
+	case *pb.ContentPart_File:
+		return obj{"file": media(x.File)}
+	}
+	return obj{}
+}
+
+func (j *mediaJSON) ref() (*pb.MediaRef, error) {
+	data, err := hex.DecodeString(j.DataHex)
+	if err != nil {
+		return nil, err
+	}
+	var size uint64
+	if j.SizeBytes != "" {
+		if size, err = strconv.ParseUint(j.SizeBytes, 10, 64); err != nil {
+			return nil, err
+		}
+	}
+	return &pb.MediaRef{Url: j.URL, FileId: j.FileID, Data: data, MimeType: j.MimeType, SizeBytes: size,
+		Detail: j.Detail, Width: j.Width, Height: j.Height, Filename: j.Filename}, nil
+}
+
+// build is the message an append command describes, new fields included.
+func (m msgJSON) build() (*pb.Message, error) {
+	content, err := unhexed(m.ContentHex)
+	if err != nil {
+		return nil, err
+	}
+	pm := &pb.Message{Role: roles[m.Role], Content: content, Priority: m.Priority, Metadata: m.Metadata,
+		ToolCallId: m.ToolCallID, Name: m.Name}
+	if m.ContentType != nil {
+		pm.ContentType = *m.ContentType
+	}
+	for _, t := range m.ToolCalls {
+		args, err := unhexed(t.ArgumentsHex)
+		if err != nil {
+			return nil, err
+		}
+		pm.ToolCalls = append(pm.ToolCalls, memoryd.Call(t.ID, t.Name, args))
+	}
+	for _, p := range m.Parts {
+		switch {
+		case p.TextHex != nil:
+			text, err := unhexed(*p.TextHex)
+			if err != nil {
+				return nil, err
+			}
+			pm.Parts = append(pm.Parts, memoryd.TextPart(text))
+		case p.Image != nil:
+			r, err := p.Image.ref()
+			if err != nil {
+				return nil, err
+			}
+			pm.Parts = append(pm.Parts, memoryd.ImagePart(r))
+		case p.File != nil:
+			r, err := p.File.ref()
+			if err != nil {
+				return nil, err
+			}
+			pm.Parts = append(pm.Parts, memoryd.FilePart(r))
+		}
+	}
+	if pm.Extra, err = unhexed(m.ExtraHex); err != nil {
+		return nil, err
+	}
+	return pm, nil
+}
 
 func (r refJSON) ref(memory string) memoryd.Ref {
 	if r.Agent != nil {
@@ -81,6 +195,14 @@ func message(m *pb.Message) obj {
 	for _, k := range keys {
 		md[k] = m.GetMetadata()[k]
 	}
+	calls := []obj{}
+	for _, t := range m.GetToolCalls() {
+		calls = append(calls, obj{"id": t.GetId(), "name": t.GetName(), "arguments_hex": hexed(t.GetArguments())})
+	}
+	parts := []obj{}
+	for _, p := range m.GetParts() {
+		parts = append(parts, part(p))
+	}
 	var created interface{}
 	if ts := m.GetCreatedAt(); ts != nil {
 		created = fmt.Sprintf("%d.%09d", ts.GetSeconds(), ts.GetNanos())
@@ -90,6 +212,8 @@ func message(m *pb.Message) obj {
 		"content_hex": hex.EncodeToString([]byte(m.GetContent())), "content_type": m.GetContentType(),
 		"metadata": md, "priority": priority, "token_count": m.GetTokenCount(), "kind": int32(m.GetKind()),
 		"effective_priority": m.GetEffectivePriority(), "created_at": created,
+		"tool_calls": calls, "tool_call_id": m.GetToolCallId(), "name": m.GetName(), "parts": parts,
+		"extra_hex": hexed(m.GetExtra()),
 	}
 }
 
@@ -106,13 +230,9 @@ func handle(ctx context.Context, c *memoryd.Client, cmd command, out func(obj)) 
 	case "append":
 		var batch []*pb.Message
 		for _, m := range cmd.Messages {
-			content, err := hex.DecodeString(m.ContentHex)
+			pm, err := m.build()
 			if err != nil {
 				return err
-			}
-			pm := &pb.Message{Role: roles[m.Role], Content: string(content), Priority: m.Priority, Metadata: m.Metadata}
-			if m.ContentType != nil {
-				pm.ContentType = *m.ContentType
 			}
 			batch = append(batch, pm)
 		}
@@ -141,6 +261,34 @@ func handle(ctx context.Context, c *memoryd.Client, cmd command, out func(obj)) 
 			return err
 		}
 		out(obj{"ok": obj{"messages": messages(ms)}})
+	case "append_openai":
+		batch, err := memoryd.FromOpenAIJSON([]byte(cmd.MessagesJSON))
+		if err != nil {
+			return err
+		}
+		r, err := c.Append(ctx, cmd.Ref.ref(cmd.Memory), batch)
+		if err != nil {
+			return err
+		}
+		results := []obj{}
+		for _, x := range r.GetResults() {
+			results = append(results, obj{"seq": dec(x.GetSeq()), "id": x.GetId(), "token_count": x.GetTokenCount()})
+		}
+		out(obj{"ok": obj{"results": results, "replayed": r.GetReplayed()}})
+	case "read_openai":
+		view := memoryd.ViewContext
+		if cmd.View == "raw" {
+			view = memoryd.ViewRaw
+		}
+		ms, err := c.ReadAll(ctx, cmd.Ref.ref(cmd.Memory), memoryd.ReadOptions{View: view, MaxTokens: cmd.MaxTokens})
+		if err != nil {
+			return err
+		}
+		b, err := json.Marshal(memoryd.ToOpenAI(ms))
+		if err != nil {
+			return err
+		}
+		out(obj{"ok": obj{"messages_json": string(b)}})
 	case "stats":
 		s, err := c.Stats(ctx, cmd.Ref.ref(cmd.Memory))
 		if err != nil {
