@@ -145,6 +145,6 @@ def test_a_collapsed_newest_group_does_not_pass_for_a_left_out_message() -> None
                     flush_at=50)
     state = InstanceState(InstanceMeta(message_count=len(messages)), None, messages)
     whole = context_view(state, budget, None, "system", counter.count_message)
-    assert [m.seq for m in whole.messages][0] == 1 and len(whole.messages) == 2  # collapsed group + the older one
+    assert whole.messages[0].seq == 1 and len(whole.messages) == 2  # the older one + the collapsed group
     tail = TailState(state.meta, None, (), messages[1:], {5: len(messages)})
     assert view_from_tail(tail, budget, None, "system", counter.count_message) is None
