@@ -49,6 +49,9 @@ A6. "all messages must have non-empty content except for the optional final assi
 A7. ``tool_use.input`` is a JSON object; ids unique; block types the API defines
     (text, image, document, tool_use, tool_result); an image/document ``source`` is
     ``url``, ``base64`` (with ``media_type`` and ``data``) or ``file``.
+A8. ``thinking`` / ``redacted_thinking`` blocks (extended thinking) appear only in assistant
+    turns, before the turn's other blocks ("Extended thinking" docs, "Preserving thinking
+    blocks": passed back unmodified, the assistant content starting with them).
 """
 
 from __future__ import annotations
@@ -160,8 +163,14 @@ def validate_anthropic(system: str, messages: Sequence[dict[str, Any]], *, pendi
         results: list[str] = []
         text_seen = False
         uses: list[str] = []
+        other_seen = False
         for b in blocks:
             kind = b.get("type")
+            if kind in ("thinking", "redacted_thinking"):
+                if role != "assistant" or other_seen:
+                    _fail("A8", i, f"{kind} block outside the start of an assistant turn")
+                continue
+            other_seen = True
             if kind not in _BLOCKS:
                 _fail("A7", i, f"block type {kind!r}")
             if kind == "text":

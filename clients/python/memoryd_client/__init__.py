@@ -22,6 +22,7 @@ from memoryd_client.errors import (
     UnavailableError,
     UnimplementedError,
 )
+from memoryd_client.anthropic_input import from_anthropic
 from memoryd_client.formats import to_anthropic, to_openai
 from memoryd_client.sync import MemoryClient
 from memoryd_client.v1 import memory_pb2 as pb
@@ -43,6 +44,7 @@ __all__ = [
     "UnavailableError",
     "UnimplementedError",
     "call_metadata",
+    "from_anthropic",
     "pb",
     "to_anthropic",
     "to_openai",

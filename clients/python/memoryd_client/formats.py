@@ -112,6 +112,10 @@ def _openai_content(m: pb.Message) -> str | list[dict[str, Any]]:
     return m.content
 
 
+ANTHROPIC_ONLY = frozenset(("thinking_blocks", "is_error"))
+"""``extra`` keys ``from_anthropic`` keeps for ``to_anthropic``; never sent to OpenAI."""
+
+
 def _with_extra(out: dict[str, Any], m: pb.Message) -> dict[str, Any]:
     if m.extra:
         try:
@@ -120,7 +124,8 @@ def _with_extra(out: dict[str, Any], m: pb.Message) -> dict[str, Any]:
             extra = None
         if isinstance(extra, dict):
             for key, value in extra.items():
-                out.setdefault(key, value)
+                if key not in ANTHROPIC_ONLY:
+                    out.setdefault(key, value)
     return out
 
 
@@ -232,6 +237,7 @@ def to_anthropic(messages: Iterable[pb.Message]) -> tuple[str, list[dict[str, An
             continue
         blocks = _anthropic_blocks(m)
         if role == "assistant":
+            blocks = _thinking(m) + blocks  # extended thinking first, as Anthropic requires with tool use
             blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": _input(c.arguments)}
                        for c, _r in calls]
             add("assistant", blocks)
@@ -250,8 +256,26 @@ def to_anthropic(messages: Iterable[pb.Message]) -> tuple[str, list[dict[str, An
     return "\n\n".join(system), turns
 
 
+def _extra(m: pb.Message) -> dict[str, Any]:
+    if not m.extra:
+        return {}
+    try:
+        value = json.loads(m.extra)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _thinking(m: pb.Message) -> list[dict[str, Any]]:
+    """Extended-thinking blocks ``from_anthropic`` kept in ``extra`` (``thinking_blocks``)."""
+    blocks = _extra(m).get("thinking_blocks")
+    return [dict(b) for b in blocks if isinstance(b, dict)] if isinstance(blocks, list) else []
+
+
 def _tool_result(call_id: str, m: pb.Message) -> dict[str, Any]:
     block: dict[str, Any] = {"type": "tool_result", "tool_use_id": call_id}
+    if _extra(m).get("is_error") is True:
+        block["is_error"] = True
     content: list[dict[str, Any]] = []
     for b in _anthropic_blocks(m):
         if b["type"] in ("text", "image", "document"):
