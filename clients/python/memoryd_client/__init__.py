@@ -9,6 +9,7 @@
 
 from memoryd_client._common import Agent, RetryPolicy, call_metadata
 from memoryd_client.aio import AsyncMemoryClient
+from memoryd_client.anthropic_input import from_anthropic
 from memoryd_client.errors import (
     AbortedError,
     AlreadyExistsError,
@@ -22,7 +23,6 @@ from memoryd_client.errors import (
     UnavailableError,
     UnimplementedError,
 )
-from memoryd_client.anthropic_input import from_anthropic
 from memoryd_client.formats import to_anthropic, to_openai
 from memoryd_client.sync import MemoryClient
 from memoryd_client.v1 import memory_pb2 as pb
