@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 import pytest
-from memoryd_client import AsyncMemoryClient, from_anthropic, pb, to_anthropic, to_openai
+from memoryd_client import AsyncMemoryClient, InvalidArgumentError, from_anthropic, pb, to_anthropic, to_openai
 
 from memoryd.config.model import FlushingStrategy, MemoryResource, Project
 from memoryd.store.url import open_store
@@ -46,9 +46,10 @@ def openai_conversation(rng: random.Random, n_turns: int) -> list[dict[str, Any]
             calls = []
             for _ in range(rng.randint(1, 3)):  # parallel calls
                 call_no += 1
+                args = json.dumps({"id": f"A-{call_no}", "q": "x" * rng.randint(0, 40)})
                 calls.append({"id": f"call_{call_no}_{uuid.uuid4().hex[:6]}", "type": "function",
                               "function": {"name": rng.choice(["get_order", "get_user", "search"]),
-                                           "arguments": json.dumps({"id": f"A-{call_no}", "q": "x" * rng.randint(0, 40)})}})
+                                           "arguments": args}})
             out.append({"role": "assistant", "content": rng.choice([None, "Let me check."]), "tool_calls": calls})
             for c in calls:
                 size = rng.choice([5, 30, 2000])  # some results are huge
@@ -80,8 +81,12 @@ async def check_every_budget(c: AsyncMemoryClient, key: str) -> None:
     for budget in BUDGETS:
         try:
             view = await c.read_all("chat", key=key, max_tokens=budget)
-        except Exception as exc:  # a budget below pinned + the newest turn's minimum is refused, not cut
-            assert "max_tokens" in str(exc) and budget and budget < 600, (budget, exc)
+        except InvalidArgumentError as exc:  # a budget below pinned + the newest turn's minimum is refused
+            refused = exc
+        else:
+            refused = None
+        if refused is not None:
+            assert "max_tokens" in refused.details and budget and budget < 600, (budget, refused)
             continue
         assert view, budget
         assert_groups_whole(view, raw)
