@@ -30,7 +30,7 @@ APPENDS_PER_WRITER = 20
 KEY = "shared-conversation"
 
 PROJECT = """\
-project: chaos
+project: {project}
 memories:
   - id: shared
     max_tokens: 1000000          # no background flush: every flush is an explicit, observed one
@@ -82,7 +82,8 @@ def assert_history_lossless(history: Sequence[pb.Message], acked: dict[str, int]
     seqs = [m.seq for m in history]
     assert seqs == sorted(set(seqs)), "HISTORY out of order, or a seq twice"
     by_seq = {m.seq: m for m in history}
-    assert Counter(m.content for m in history).most_common(1)[0][1] == 1, "a message is in history twice"
+    twice = [c for c, n in Counter(m.content for m in history).items() if n > 1]
+    assert not twice, f"in history twice: {[(m.seq, m.content, m.folded) for m in history if m.content in twice]}"
     folded = set(removed)
     for content, seq in acked.items():
         assert seq in by_seq, f"{content} (seq {seq}) lost from history"
@@ -102,7 +103,8 @@ async def test_three_daemons_lose_nothing_duplicate_nothing_keep_order(
     EXTERNAL_APPLIED.clear()
     url = str(request.getfixturevalue(f"redis_{deployment}").url)
     config = tmp_path / "memoryd.yaml"
-    config.write_text(PROJECT)
+    project = f"chaos-{folding.replace('+', '-')}"  # each run its own instance on the session's Redis
+    config.write_text(PROJECT.format(project=project))
     apis = [f"127.0.0.1:{free_port()}" for _ in range(DAEMONS)]
     with contextlib.ExitStack() as stack:
         for api in apis:
@@ -176,7 +178,7 @@ async def test_three_daemons_lose_nothing_duplicate_nothing_keep_order(
     store = open_store(url)  # the summary covers everything flushed
     await store.start()
     try:
-        state = await store.state(InstanceAddr("chaos", "shared", KEY))
+        state = await store.state(InstanceAddr(project, "shared", KEY))
         assert state.summary is not None and state.summary.through_seq >= max(removed)
         assert state.meta.flush_count == applied
     finally:
