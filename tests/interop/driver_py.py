@@ -108,6 +108,12 @@ def handle(c: MemoryClient, cmd: Json, out: Callable[[Json], None]) -> None:
             r = c.append(memory, json.loads(cmd["messages_json"]), **target(cmd["ref"]))
             out({"ok": {"results": [{"seq": str(x.seq), "id": x.id, "token_count": x.token_count}
                                     for x in r.results], "replayed": r.replayed}})
+        elif op == "append_anthropic":  # Python only: from_anthropic has no Node/Go counterpart
+            from memoryd_client import from_anthropic
+
+            r = c.append(memory, from_anthropic(json.loads(cmd["messages_json"]), system=cmd.get("system")),
+                         **target(cmd["ref"]))
+            out({"ok": {"results": [{"seq": str(x.seq)} for x in r.results]}})
         elif op == "read_openai":
             from memoryd_client import to_openai  # type: ignore[attr-defined,unused-ignore]  # issue 18 (h-groups)
 

@@ -112,6 +112,23 @@ def test_openai_conversation_from_one_language_is_the_same_openai_history_in_eve
             assert read_openai(d, ref, view=view) == OPENAI_CONVERSATION, (lang, view)
 
 
+def test_an_anthropic_conversation_reads_as_the_same_openai_history_in_every_language(
+    drivers: dict[str, Driver],
+) -> None:
+    """Stored by Python's from_anthropic: extended-thinking blocks and is_error ride in extra for
+    to_anthropic, and no language sends them to OpenAI."""
+    from tests.service.test_provider_histories import ANTHROPIC_MESSAGES, ANTHROPIC_SYSTEM
+
+    ref = agent_ref("intake-agent", conversation("anthropic"))
+    drivers["python"].ok({"op": "append_anthropic", "memory": MEMORY, "ref": ref, "system": ANTHROPIC_SYSTEM,
+                          "messages_json": json.dumps(ANTHROPIC_MESSAGES)})
+    all_read(drivers, MEMORY, ref)
+    histories = {lang: read_openai(d, ref, view="raw") for lang, d in drivers.items()}
+    assert histories["node"] == histories["python"] and histories["go"] == histories["python"]
+    assert_openai_accepts(histories["python"])
+    assert not any("thinking_blocks" in m or "is_error" in m for m in histories["python"])
+
+
 def test_every_language_converts_a_budgeted_context_to_the_same_openai_history(drivers: dict[str, Driver]) -> None:
     ref = agent_ref("resolution-agent", conversation("openai-budget"))
     for turn, lang in enumerate(LANGS * 2):  # six groups, each written by another client

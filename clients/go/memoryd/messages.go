@@ -606,8 +606,14 @@ func extraOf(m *pb.Message) map[string]json.RawMessage {
 	if m.GetExtra() == "" || json.Unmarshal([]byte(m.GetExtra()), &obj) != nil {
 		return nil // not a JSON object: not a provider field, so nothing to send
 	}
+	for k := range anthropicOnly {
+		delete(obj, k)
+	}
 	return obj
 }
+
+// anthropicOnly are extra keys Python's from_anthropic keeps for to_anthropic; never sent to OpenAI.
+var anthropicOnly = map[string]bool{"thinking_blocks": true, "is_error": true}
 
 // toolText is a result's content as text (OpenAI tool messages take text): text parts joined, media named.
 func toolText(m *pb.Message) *string {

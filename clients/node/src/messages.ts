@@ -413,9 +413,12 @@ function withExtra(out: OpenAIMessage, extra: string): OpenAIMessage {
     return out; // not JSON: not a provider field, so nothing to send
   }
   if (!isPlainObject(obj)) return out;
-  for (const [k, v] of Object.entries(obj)) if (!(k in out)) out[k] = v;
+  for (const [k, v] of Object.entries(obj)) if (!(k in out) && !ANTHROPIC_ONLY.has(k)) out[k] = v;
   return out;
 }
+
+/** `extra` keys Python's `from_anthropic` keeps for `to_anthropic`; never sent to OpenAI (as Python). */
+const ANTHROPIC_ONLY = new Set(["thinking_blocks", "is_error"]);
 
 /** Content of the placeholder answering a call whose result was never stored (as Python's NO_RESULT). */
 export const NO_RESULT = "[no result recorded]";
