@@ -136,8 +136,9 @@ func TestCancellingAWatchEndsItWithEOF(t *testing.T) {
 				t.Fatalf("want events then io.EOF once the deadline passed, got %v %#v", ev, err)
 			}
 		}
-		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			t.Fatalf("the watch ended before its context: %v", ctx.Err())
+		// The daemon's DEADLINE_EXCEEDED may come a moment before the context reports it.
+		if dl, _ := ctx.Deadline(); !errors.Is(ctx.Err(), context.DeadlineExceeded) && time.Until(dl) > 50*time.Millisecond {
+			t.Fatalf("the watch ended %v before its deadline", time.Until(dl))
 		}
 	})
 }

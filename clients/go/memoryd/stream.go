@@ -7,6 +7,7 @@ import (
 
 	pb "github.com/memoryd/memoryd/clients/go/memorydv1"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // View selects what Read returns.
@@ -210,8 +211,12 @@ func (w *Watcher) Next() (*pb.WatchResponse, error) {
 		return nil, io.EOF
 	}
 	if err != nil {
-		if w.ctx.Err() != nil {
-			w.Close() // the caller cancelled (or its deadline passed): a normal end, like Close
+		// The caller cancelled, or its deadline passed: a normal end, like Close. The
+		// daemon's DEADLINE_EXCEEDED (it enforces the same deadline) can arrive a moment
+		// before the caller's own context reports it: that is the same end.
+		_, hasDeadline := w.ctx.Deadline()
+		if w.ctx.Err() != nil || (hasDeadline && status.Code(err) == codes.DeadlineExceeded) {
+			w.Close()
 			return nil, io.EOF
 		}
 		w.Close()
