@@ -40,7 +40,7 @@ from redis.asyncio import Redis  # noqa: E402
 from memoryd.config.model import CircuitBreaker, MemoryResource, Project  # noqa: E402
 from memoryd.engine import context_view  # noqa: E402
 from memoryd.manager import MemoryManager  # noqa: E402
-from memoryd.models import NewMessage, RefSpec  # noqa: E402
+from memoryd.models import FlushPlan, HistoryPolicy, NewMessage, RefSpec  # noqa: E402
 from memoryd.settings import Settings  # noqa: E402
 from memoryd.store.base import MemoryStore  # noqa: E402
 from memoryd.store.embedded import EmbeddedStore  # noqa: E402
@@ -54,6 +54,7 @@ TOKENS, PROMPT_TOKENS = 90, 40
 RESOURCE = MemoryResource(id="chat", max_tokens=4000, model="gpt-4o")
 PROJECT = Project(id="bench", resources={RESOURCE.id: RESOURCE}, agents={})
 CHUNK = 20_000
+FOLD_CHUNK = 10_000  # seqs per apply_flush when folding the history rows' messages
 
 # Writes entries ARGV[1] .. ARGV[1] + ARGV[2] - 1 of KEYS[1] in memoryd's entry format
 # (layout.ENTRY_FIELDS); entry 1 of a live stream is the pinned system prompt.
@@ -64,7 +65,7 @@ for seq = first, first + n - 1 do
   redis.call('XADD', KEYS[1], string.format('%d-0', seq),
     't', prompt and ARGV[5] or ARGV[6], 'p', prompt and '0' or '5', 'c', '1767225600000',
     'i', string.format('bench%012x', seq), 'r', prompt and 'system' or 'user', 'x', ARGV[3], 'y', 'text',
-    'q', '', 'm', '')
+    'q', '', 'm', '', 'k', '')
 end
 return n
 """
@@ -86,12 +87,11 @@ async def timed(fn: Callable[[], Awaitable[object]], n: int, warmup: int = 20) -
     return out
 
 
-async def load_redis(url: str, keys: InstanceKeys, live: int, history: int) -> None:
+async def load_redis(url: str, keys: InstanceKeys, live: int) -> None:
     r = Redis.from_url(url)
     load = r.register_script(LOAD)
-    for stream, n, prompt in ((keys.msgs, live, "1"), (f"{keys.prefix}:hist", history, "0")):
-        for first in range(1, n + 1, CHUNK):
-            await load(keys=[stream], args=[first, min(CHUNK, n - first + 1), CONTENT, prompt, PROMPT_TOKENS, TOKENS])
+    for first in range(1, live + 1, CHUNK):
+        await load(keys=[keys.msgs], args=[first, min(CHUNK, live - first + 1), CONTENT, "1", PROMPT_TOKENS, TOKENS])
     await r.hset(keys.meta, mapping={
         "message_count": live, "pinned_tokens": PROMPT_TOKENS, "recent_tokens": TOKENS * (live - 1),
         "summary_tokens": 0, "last_seq": live, "flush_count": 0, "fence": 0, "epoch": uuid.uuid4().hex,
@@ -125,11 +125,17 @@ class Case:
         self.target = self.manager.resolve(RefSpec(memory_id=RESOURCE.id, key=self.key, agent_id=None, context={}))
         self.keys = InstanceKeys.of(self.target.addr)
         if url is not None:
-            await load_redis(url, self.keys, self.live, self.history)
+            await load_redis(url, self.keys, self.live + self.history)
             self.raw: Redis | None = Redis.from_url(url)
         else:
-            await load_embedded(store, self.target.addr, self.live)
+            await load_embedded(store, self.target.addr, self.live + self.history)
             self.raw = None
+        if self.history:  # folded by the stores' own apply_flush, as a flush does: into history
+            async with store.lock(self.target.addr, ttl_ms=600_000, acquire_timeout_s=5) as lease:
+                for first in range(2, self.history + 2, FOLD_CHUNK):
+                    seqs = tuple(range(first, min(first + FOLD_CHUNK, self.history + 2)))
+                    await store.apply_flush(self.target.addr, FlushPlan("hybrid_summary", seqs, None, 0, 0),
+                                            fence=lease.fence, history=HistoryPolicy(keep=True, max_messages=0))
 
     async def round(self, client: Any, n: int) -> None:
         async def read() -> None:
@@ -166,8 +172,7 @@ async def run(url: str, n: int, sizes: list[int]) -> None:
         store: MemoryStore = EmbeddedStore() if name == "embedded" else open_store(
             url, breaker=CircuitBreaker(timeout_s=2.0, bulk_timeout_s=60.0))
         await store.start()
-        mine = [Case(name, live, history) for live, history in shapes
-                if not (name == "embedded" and history)]  # TODO(h-history): embedded history
+        mine = [Case(name, live, history) for live, history in shapes]
         for case in mine:
             t = time.perf_counter()
             await case.load(store, None if name == "embedded" else url)
@@ -185,7 +190,6 @@ async def run(url: str, n: int, sizes: list[int]) -> None:
             for case in mine:
                 await store.clear(case.target.addr)
                 if case.raw is not None:
-                    await case.raw.delete(f"{case.keys.prefix}:hist")
                     await case.raw.aclose()
         cases += mine
 
@@ -205,7 +209,6 @@ async def run(url: str, n: int, sizes: list[int]) -> None:
               f"{statistics.median(read) / statistics.median(b['read']):.2f}× | {p50(inproc)} | "
               f"{statistics.median(inproc) / statistics.median(b['inproc']):.2f}× | {p50(c.samples['floor'])} | "
               f"{p50(c.samples['before'], '{:.1f}')} |")
-    print("\nEmbedded store with 1,000,000 of history: TODO, the embedded history is issue 19 item 1 (h-history).")
 
 
 def main() -> None:
