@@ -26,6 +26,7 @@ import redis.asyncio as aredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from memoryd.store.redis.layout import InstanceKeys
 from memoryd.store.redis.scripts import APPEND
 
 SIMPLE_SCRIPT = """
@@ -37,8 +38,21 @@ redis.call('PEXPIRE', KEYS[1], 86400000)
 redis.call('PEXPIRE', KEYS[2], 86400000)
 return seq
 """
-PREFIX = "floor:v1:{0123456789abcdef}:bench:archive:"
-KEYS = [PREFIX + part for part in ("msgs", "meta", "sum", "idem", "idemx", "calls")]
+# The data keys every mutation script takes, in their order (layout.InstanceKeys.data), so the
+# floor's script call stays the store's as keys are added.
+KEYS = list(InstanceKeys("floor:v1:{0123456789abcdef}:bench:archive").data)
+
+
+def append_args(n: int, content: bytes) -> list[object]:
+    """The APPEND script's ARGV for one 100-token user message, as the store sends it
+    (tests/store/test_redis_layout.py runs it against the script, so the floor follows the
+    store's layout): ttl, pinned cap, idempotency field, window, record tail, n, batch digest
+    ("": an internal retry key), then one message (tokens, effective priority, id, role,
+    content, content type, priority, metadata, extensions), then no answered call ids and no
+    new calls (codec.call_args)."""
+    mid = f"f{n:015x}"
+    return [-1, -1, f"s:{n}", 60_000, f'[["{mid}",100,5]]', 1, "",
+            100, 5, mid, "user", content, "text", "", "", "", 0, 0]
 
 
 async def main(listen: str, redis_url: str, simple: bool) -> None:
@@ -54,15 +68,7 @@ async def main(listen: str, redis_url: str, simple: bool) -> None:
         script = client.register_script(APPEND)
 
         async def call(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-            n = next(calls)
-            mid = f"f{n:015x}"
-            # ttl, pinned cap, idempotency field, window, record tail, n, batch digest ("": an
-            # internal retry key, as the store sends), then one message: tokens, effective
-            # priority, id, role, content, content type, priority, metadata, extensions; then
-            # no answered call ids and no new calls (codec.call_args)
-            args = [-1, -1, f"s:{n}", 60_000, f'[["{mid}",100,5]]', 1, "",
-                    100, 5, mid, "user", request, "text", "", "", "", 0, 0]
-            reply = await script(keys=KEYS, args=args)
+            reply = await script(keys=KEYS, args=append_args(next(calls), request))
             return str(reply[1]).encode()
 
     handler = grpc.method_handlers_generic_handler(

@@ -250,3 +250,19 @@ async def test_appends_survive_connections_closed_by_the_server(backend: str, re
         assert store.breaker.failures == 0
     finally:
         await store.close()
+
+
+async def test_the_bench_floor_calls_the_append_script_as_the_store_does(redis_store: MemoryStore,
+                                                                          addr: InstanceAddr) -> None:
+    """bench/floor_server.py runs memoryd's own append script as its floor; its arguments
+    must follow the script's layout, or the daemon benchmark breaks when the layout grows."""
+    from bench.floor_server import KEYS, append_args
+    from memoryd.store.redis.scripts import APPEND
+
+    keys = InstanceKeys.of(addr)
+    assert [k.rsplit(":", 1)[1] for k in KEYS] == [k.rsplit(":", 1)[1] for k in keys.data]
+    script = redis(redis_store).client.register_script(APPEND)
+    reply = await script(keys=list(keys.data), args=append_args(1, b"floor"))
+    assert int(reply[0]) == 0  # AppendReply.STORED
+    stored = await redis_store.read(addr)
+    assert [(m.seq, m.content, m.token_count) for m in stored] == [(1, "floor", 100)]
