@@ -66,3 +66,11 @@ def new_addr(project: str = "proj") -> InstanceAddr:
 @pytest.fixture
 def addr() -> InstanceAddr:
     return new_addr()
+
+
+def cold(store: MemoryStore, addr: InstanceAddr) -> None:
+    """Read next as another daemon would, with nothing cached: drop this store's cached copy
+    of the instance (the Redis read cache serves small instances whole, e.g. to tail_state)."""
+    cache = getattr(store, "_cache", None)
+    if cache is not None:
+        cache.drop(addr)

@@ -28,7 +28,7 @@ from memoryd.models import FlushPlan, InstanceState, NewMessage, RefSpec, Summar
 from memoryd.settings import Settings
 from memoryd.store.base import MemoryStore
 from memoryd.targets import Target
-from tests.store.conftest import make_store
+from tests.store.conftest import cold, make_store
 
 
 class CountingStore:
@@ -155,6 +155,7 @@ async def test_several_priorities_read_the_whole_instance(store: MemoryStore) ->
     res = MemoryResource(id="r", max_tokens=1000, flushing_strategy=FlushingStrategy(summary_tokens=100))
     manager, counting, target = manager_for(store, res)
     await store.append(target.addr, [new(3, 20)] + [new(5, 20) for _ in range(200)])
+    cold(store, target.addr)  # as another daemon reads it (a cached copy would serve it whole)
     view, _ = await manager.read_context(target, max_tokens=0)
     assert view == await whole_view(store, target, 0)
     assert view.messages[0].seq == 1  # the priority-3 message, the oldest, is kept

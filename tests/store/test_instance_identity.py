@@ -101,6 +101,8 @@ async def test_wiped_content_never_comes_back(daemons: list[RedisStore], wipe: s
     assert [m.content for m in await a.read(addr)] == new
     assert [m.content for m in await a.read(addr, after_seq=1, limit=1)] == ["NEW b"]
     assert [m.content for m in (await a.state(addr)).messages] == new
+    tail = await a.tail_state(addr, min_tokens=10**9, min_messages=-1)  # a context read's input, cached
+    assert tail is not None and [m.content for m in tail.as_state().messages] == new
     folded, removed = await flush_oldest(a, addr, 2)
     assert [m.content for m in folded] == ["NEW a", "NEW b"] and removed == 2
     state = await b.state(addr)
@@ -158,7 +160,7 @@ async def test_random_operations_by_several_daemons_match_the_model(daemons: lis
     workflows = {addr: f"wf-{uuid.uuid4().hex}" for addr in addrs}
     model = {addr: Incarnation() for addr in addrs}
     texts = itertools.count()
-    ops = ["append"] * 6 + ["raw"] * 3 + ["state"] * 3 + ["flush", "clear", "expire", "end_workflow"]
+    ops = ["append"] * 6 + ["raw"] * 3 + ["state"] * 3 + ["tail"] * 2 + ["flush", "clear", "expire", "end_workflow"]
     for step in range(STEPS):
         d = rng.choice(daemons)
         addr = rng.choice(addrs)
@@ -186,6 +188,11 @@ async def test_random_operations_by_several_daemons_match_the_model(daemons: lis
             assert (state.summary.content if state.summary else None) == m.summary, where
             assert state.meta.last_seq == m.last_seq and state.meta.flush_count == m.flushes, where
             assert state.meta.message_count == len(m.messages), where
+        elif op == "tail":  # a context read's input: from the cache (small, cached) or the tail script
+            tail = await d.tail_state(addr, min_tokens=10**9, min_messages=-1)
+            assert tail is not None and tail.complete, where
+            assert [(x.seq, x.content) for x in tail.as_state().messages] == sorted(m.messages.items()), where
+            assert tail.meta.last_seq == m.last_seq and tail.meta.message_count == len(m.messages), where
         elif op == "flush":
             folded, removed = await flush_oldest(d, addr, rng.randint(1, 3))
             expect = [c for s, c in sorted(m.messages.items()) if s not in m.pinned][: len(folded)]

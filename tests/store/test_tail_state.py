@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from memoryd.keys import InstanceAddr
 from memoryd.models import PINNED_PRIORITY, FlushPlan, InstanceState, NewMessage, StoredMessage, Summary, TailState
 from memoryd.store.base import MemoryStore
-from tests.store.conftest import backend_url, make_store, new_addr
+from tests.store.conftest import backend_url, cold, make_store, new_addr
 
 message_st = st.builds(
     lambda prio, tok, i: NewMessage(role="system" if prio == 0 else "user", content=f"c{i}", content_type="text",
@@ -82,6 +82,7 @@ async def test_tail_state_agrees_with_state(store: MemoryStore, ops: list[Any], 
     await run_ops(store, addr, ops)
     state = await store.state(addr)
     for min_tokens, min_messages in asks:
+        cold(store, addr)  # the script's rule, not the cache's whole copy
         tail = await store.tail_state(addr, min_tokens=min_tokens, min_messages=min_messages)
         assert tail is not None
         check_tail(tail, state, min_tokens, min_messages)
@@ -99,6 +100,7 @@ async def test_a_long_instance_is_read_from_its_end(store: MemoryStore) -> None:
     batch = [NewMessage("user", f"m{i}", "text", None, 5, 10) for i in range(200)]
     for _ in range(10):
         await store.append(addr, batch)
+    cold(store, addr)  # the script's rule, not the cache's whole copy
     tail = await store.tail_state(addr, min_tokens=300, min_messages=-1)
     assert tail is not None and not tail.complete
     assert [m.content for m in tail.pinned] == ["prompt"]
@@ -119,13 +121,17 @@ async def test_instances_without_the_read_index_are_read_whole(request: pytest.F
         addr = new_addr()
         await store.append(addr, [NewMessage("user", "a", "text", None, 5, 3)] * 3)
         meta_key = InstanceKeys.of(addr).meta
+        cold(store, addr)  # the script's rule, not the cache's whole copy
         assert await store.tail_state(addr, min_tokens=1, min_messages=-1) is not None
         client.hincrby(meta_key, "message_count", 1)  # an older daemon's append: no count per priority
+        cold(store, addr)  # the script's rule, not the cache's whole copy
         assert await store.tail_state(addr, min_tokens=1, min_messages=-1) is None
         client.hincrby(meta_key, "message_count", -1)
         client.hdel(meta_key, "pins")  # created by an older daemon
+        cold(store, addr)  # the script's rule, not the cache's whole copy
         assert await store.tail_state(addr, min_tokens=1, min_messages=-1) is None
         await store.append(addr, [NewMessage("user", "b", "text", None, 5, 3)])  # stays unindexed
+        cold(store, addr)  # the script's rule, not the cache's whole copy
         assert await store.tail_state(addr, min_tokens=1, min_messages=-1) is None
     finally:
         client.close()
@@ -140,6 +146,7 @@ async def test_small_newest_messages_behind_large_ones_take_several_pages(store:
     await store.append(addr, [NewMessage("user", "small", "text", None, 5, 1) for _ in range(300)])
     state = await store.state(addr)
     for min_tokens in (150, 299, 400):
+        cold(store, addr)  # the script's rule, not the cache's whole copy
         tail = await store.tail_state(addr, min_tokens=min_tokens, min_messages=-1)
         assert tail is not None
         check_tail(tail, state, min_tokens, -1)

@@ -12,6 +12,7 @@ instance's identity (epoch) and counters on every read: another daemon may chang
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import itertools
@@ -42,6 +43,7 @@ from memoryd.errors import (
 from memoryd.keys import InstanceAddr
 from memoryd.models import (
     KEEP_ALL_HISTORY,
+    PINNED_PRIORITY,
     AppendedRef,
     AppendOutcome,
     DeleteOutcome,
@@ -97,6 +99,9 @@ SOCKET_TIMEOUT_MARGIN_S = 0.5
 CONNECT_BACKOFF_BASE_S = 0.05  # until Redis is first reached: 0.1 s, doubling ...
 CONNECT_BACKOFF_CAP_S = 2.0  # ... up to this, half of it random
 CONNECT_LOG_EVERY = 10  # attempts between warnings while Redis stays unreachable
+# A cached instance of at most this many messages serves a context read whole (revalidated
+# like state()): cheaper than the tail script's reply for small instances, which most are.
+CACHED_TAIL_MAX = 2_048
 STATE_SNAPSHOT_ATTEMPTS = 2  # beyond the XREAD BLOCK time before a blocking read is abandoned
 WAIT_ON_TROUBLE_S = 0.1
 
@@ -154,6 +159,13 @@ def _counters_match(state: InstanceState) -> bool:
 
 _COUNT_PREFIX = PRIORITY_COUNT_PREFIX.encode()
 _META_KEYS = tuple(f.encode() for f in META_FIELDS)
+
+
+def _whole_tail(meta: InstanceMeta, summary: Summary | None, messages: Sequence[StoredMessage]) -> TailState:
+    """A complete TailState of every message (a cached instance's)."""
+    pinned = tuple(m for m in messages if m.effective_priority == PINNED_PRIORITY)
+    recent = tuple(m for m in messages if m.effective_priority != PINNED_PRIORITY)
+    return TailState(meta, summary, pinned, recent, collections.Counter(m.effective_priority for m in recent))
 
 
 def _decode_tail(reply: Sequence[Any]) -> TailState | None:
@@ -577,9 +589,17 @@ class RedisStore:
 
     async def tail_state(self, addr: InstanceAddr, *, min_tokens: int, min_messages: int) -> TailState | None:
         """One read-only script (``scripts.TAIL``): consistent by itself, and its reply is what
-        the view may need, not the stream. The read cache is neither used nor filled: it holds
-        whole instances, and this read decodes only the tail (docs/redis.md, "Reads")."""
+        the view may need, not the stream. The read cache is not filled (it holds whole
+        instances, and this read decodes only the tail), but a small cached instance is
+        served from it, whole, after the same revalidation as ``state`` (one small pipeline
+        instead of a script returning the tail's entries: docs/redis.md, "Reads")."""
         keys = InstanceKeys.of(addr)
+        cached = self._cache.get(addr)
+        if cached is not None and len(cached.messages) <= CACHED_TAIL_MAX:
+            fresh = await self._revalidate(keys, cached)
+            if fresh is not None:
+                return _whole_tail(fresh[0], fresh[1], cached.messages)
+            self._cache.drop(addr)
         reply = await self._run(
             self._script("tail", (keys.msgs, keys.meta, keys.summary), (min_tokens, min_messages)),
             retry=True, bulk=True,
