@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import uuid
 from collections.abc import AsyncIterator
@@ -37,6 +38,9 @@ async def make_store(request: pytest.FixtureRequest, backend: str) -> MemoryStor
     else:
         store = open_store(backend_url(request, backend), breaker=TEST_BREAKER)
     await store.start()
+    wait_up = getattr(store, "wait_up", None)  # a loaded machine may miss start()'s first attempt
+    if wait_up is not None:
+        await asyncio.wait_for(wait_up(), timeout=60)
     return store
 
 

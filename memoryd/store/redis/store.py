@@ -302,6 +302,13 @@ class RedisStore:
         self._up = True
         log.info("redis store started", extra={"event": "store_started", "store": self.settings.redacted()})
 
+    async def wait_up(self) -> None:
+        """Return once Redis has been reached: at once when ``start`` reached it, else when
+        the background reconnection does (for tools and tests that must not race it)."""
+        connector = self._connector
+        if connector is not None and not self._up:
+            await asyncio.shield(connector)
+
     async def _connect_until_up(self) -> None:
         """Retry ``_connect`` with jittered exponential backoff until Redis answers."""
         attempt = 0
