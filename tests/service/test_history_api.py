@@ -129,6 +129,13 @@ async def test_delete_messages_end_to_end(request: pytest.FixtureRequest, backen
         with MemoryClient(srv.address) as sync_client:  # the blocking client, off the loop
             again = await asyncio.to_thread(sync_client.delete, "chat", [last], key="k", if_last_seq=last)
         assert list(again.deleted_seqs) == [] and again.stats.message_count == popped.stats.message_count
+        # docs/api.md's pop_item recipe, twice in a row: if_last_seq is the instance's last_seq
+        # (a delete does not lower it), the message deleted is the newest live one.
+        for _ in range(2):
+            last_seq = (await c.stats("chat", key="k")).last_seq
+            newest = (await c.read_all("chat", key="k"))[-1]
+            done = await c.delete("chat", [newest.seq], key="k", if_last_seq=last_seq)
+            assert list(done.deleted_seqs) == [newest.seq] and newest.seq < last_seq
 
 
 @BACKENDS
