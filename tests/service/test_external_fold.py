@@ -15,8 +15,8 @@ import pytest
 from memoryd_client import (
     AbortedError,
     AsyncMemoryClient,
+    FailedPreconditionError,
     InvalidArgumentError,
-    MemorydClientError,
     PermissionDeniedError,
     ResourceExhaustedError,
     pb,
@@ -229,7 +229,7 @@ async def test_read_only_references_and_fifo_resources_are_refused(srv: RunningS
             await c.apply_flush("ro", "pt1.x.y", "s", key="k")
         await c.append("fifo", said(5), key="k")
         for call in (c.plan_flush("fifo", key="k"), c.apply_flush("fifo", "pt1.x.y", "s", key="k")):
-            with pytest.raises(MemorydClientError) as err:
+            with pytest.raises(FailedPreconditionError) as err:
                 await call
             assert err.value.code.name == "FAILED_PRECONDITION" and "fifo" in err.value.details
 

@@ -48,6 +48,11 @@ class DeadlineExceededError(MemorydClientError): ...
 class UnimplementedError(MemorydClientError): ...
 
 
+class FailedPreconditionError(MemorydClientError):
+    """The instance or resource is not in a state for this call (e.g. PlanFlush on a fifo
+    resource, or pinned messages over a reconfigured budget); retrying will not help."""
+
+
 _BY_CODE: dict[grpc.StatusCode, type[MemorydClientError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.NOT_FOUND: NotFoundError,
@@ -59,6 +64,7 @@ _BY_CODE: dict[grpc.StatusCode, type[MemorydClientError]] = {
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.UNIMPLEMENTED: UnimplementedError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
 }
 
 
