@@ -26,17 +26,18 @@ type Error struct {
 
 // Sentinel kinds for errors.Is; each is an *Error carrying only its code.
 var (
-	ErrInvalidArgument   = &Error{Code: codes.InvalidArgument}
-	ErrNotFound          = &Error{Code: codes.NotFound}
-	ErrPermissionDenied  = &Error{Code: codes.PermissionDenied}
-	ErrUnauthenticated   = &Error{Code: codes.Unauthenticated}
-	ErrResourceExhausted = &Error{Code: codes.ResourceExhausted}
-	ErrUnavailable       = &Error{Code: codes.Unavailable} // safe to retry idempotent calls
-	ErrAborted           = &Error{Code: codes.Aborted}
-	ErrAlreadyExists     = &Error{Code: codes.AlreadyExists} // idempotency key reused for another batch
-	ErrDeadlineExceeded  = &Error{Code: codes.DeadlineExceeded}
-	ErrUnimplemented     = &Error{Code: codes.Unimplemented}
-	ErrCanceled          = &Error{Code: codes.Canceled}
+	ErrInvalidArgument    = &Error{Code: codes.InvalidArgument}
+	ErrNotFound           = &Error{Code: codes.NotFound}
+	ErrPermissionDenied   = &Error{Code: codes.PermissionDenied}
+	ErrUnauthenticated    = &Error{Code: codes.Unauthenticated}
+	ErrResourceExhausted  = &Error{Code: codes.ResourceExhausted}
+	ErrUnavailable        = &Error{Code: codes.Unavailable} // safe to retry idempotent calls
+	ErrAborted            = &Error{Code: codes.Aborted}
+	ErrAlreadyExists      = &Error{Code: codes.AlreadyExists} // idempotency key reused for another batch
+	ErrDeadlineExceeded   = &Error{Code: codes.DeadlineExceeded}
+	ErrUnimplemented      = &Error{Code: codes.Unimplemented}
+	ErrFailedPrecondition = &Error{Code: codes.FailedPrecondition} // e.g. PlanFlush on a fifo resource
+	ErrCanceled           = &Error{Code: codes.Canceled}
 )
 
 var codeNames = map[codes.Code]string{

@@ -57,6 +57,16 @@ func TestProject(t *testing.T) {
 		t.Fatal("no chat resource")
 	})
 
+	t.Run("a fold plan on a fifo resource is ErrFailedPrecondition", func(t *testing.T) {
+		ref := memoryd.KeyRef("log", "go-log")
+		if _, err := c.Append(ctx, ref, []*pb.Message{memoryd.User("event")}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.PlanFlush(ctx, ref); !errors.Is(err, memoryd.ErrFailedPrecondition) {
+			t.Fatalf("want ErrFailedPrecondition, got %v", err)
+		}
+	})
+
 	t.Run("resolve agent", func(t *testing.T) {
 		res, err := c.ResolveAgent(ctx, as("reader", "wf-42"))
 		if err != nil || res.GetLevel() != pb.ConfigLevel_CONFIG_LEVEL_ADVANCED || len(res.GetReferences()) != 2 {

@@ -31,6 +31,8 @@ export class AbortedError extends MemorydError {}
 export class AlreadyExistsError extends MemorydError {}
 export class DeadlineExceededError extends MemorydError {}
 export class UnimplementedError extends MemorydError {}
+/** Not in a state for this call (e.g. planFlush on a fifo resource); retrying will not help. */
+export class FailedPreconditionError extends MemorydError {}
 export class CancelledError extends MemorydError {}
 
 const BY_CODE = new Map<status, new (code: status, details: string, md?: Metadata) => MemorydError>([
@@ -44,6 +46,7 @@ const BY_CODE = new Map<status, new (code: status, details: string, md?: Metadat
   [status.ALREADY_EXISTS, AlreadyExistsError],
   [status.DEADLINE_EXCEEDED, DeadlineExceededError],
   [status.UNIMPLEMENTED, UnimplementedError],
+  [status.FAILED_PRECONDITION, FailedPreconditionError],
   [status.CANCELLED, CancelledError],
 ]);
 

@@ -4,7 +4,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import {
-  AccessMode, ConfigLevel, FlushStrategy, type Agent, MemoryClient, MessageKind, NotFoundError, PermissionDeniedError,
+  AccessMode, ConfigLevel, FailedPreconditionError, FlushStrategy, type Agent, MemoryClient, MessageKind, NotFoundError,
+  PermissionDeniedError,
   type WatchResponse,
 } from "../src";
 import { type Daemon, startDaemon } from "./daemon";
@@ -32,6 +33,11 @@ describe("MemoryClient on a project with agents", () => {
     assert.equal(chat?.budgetTokens, 300n);
     assert.equal(chat?.strategy, FlushStrategy.FLUSH_STRATEGY_HYBRID_SUMMARY);
     assert.equal(chat?.settings?.flushing_strategy?.summary_tokens, 64);
+  });
+
+  it("refuses a fold plan on a fifo resource with FailedPreconditionError", async () => {
+    await c.append("log", [{ role: "user", content: "event" }], { key: "node-log" });
+    await assert.rejects(c.planFlush("log", { key: "node-log" }), FailedPreconditionError);
   });
 
   it("resolves an agent's references for a context", async () => {
