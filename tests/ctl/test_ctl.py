@@ -311,3 +311,28 @@ def test_unreadable_tls_ca_file_is_a_usage_error(addr: str, tmp_path: Path) -> N
     from_env = subprocess.run([MEMORYCTL, "health"], env=env, capture_output=True, text=True, timeout=60, check=False)
     missing = tmp_path / "env.crt"
     assert (from_env.returncode, from_env.stderr) == (2, f"memoryctl: {missing}: No such file or directory\n")
+
+
+def test_history_shows_folded_messages_and_delete_forgets_one(addr: str, filled: tuple[Agent, list[str]]) -> None:
+    """An operator audits what an agent saw (read --history, folded messages marked) and
+    forgets a message (delete, conditional on --if-last-seq)."""
+    agent, flags = filled
+    with MemoryClient(addr) as c:
+        c.append(SUPPORT, [{"role": "user", "content": f"turn {i}"} for i in range(6)], agent=agent)
+        folded = list(c.flush(SUPPORT, agent=agent).removed_seqs)
+    assert folded
+    r = ctl(addr, "read", SUPPORT, *flags, "--history", columns=200)
+    assert r.returncode == 0, r.stderr
+    rows = {int(m.group(1)): m.group(2) for m in map(ROW.match, r.stdout.splitlines()[1:]) if m}
+    assert sorted(rows) == list(range(1, 10))  # every message kept, folded or live
+    assert {s for s, role in rows.items() if role.endswith("+folded")} == set(folded)
+    assert ctl(addr, "read", SUPPORT, *flags, "--history", "--raw").returncode == 2  # one view at a time
+
+    refused = ctl(addr, "delete", SUPPORT, *flags, str(folded[0]), "--if-last-seq", "8", "--yes")
+    assert refused.returncode != 0 and "ABORTED" in refused.stderr  # last seq is 9: nothing deleted
+    assert ctl(addr, "delete", SUPPORT, *flags, str(folded[0])).returncode == 2  # no terminal, no --yes
+    done = ctl(addr, "--json", "delete", SUPPORT, *flags, str(folded[0]), "999", "--if-last-seq", "9", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["deleted_seqs"] == [str(folded[0])]
+    after = ctl(addr, "--json", "read", SUPPORT, *flags, "--history")
+    assert folded[0] not in [int(json.loads(line)["seq"]) for line in after.stdout.splitlines()]

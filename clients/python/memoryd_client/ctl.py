@@ -167,6 +167,8 @@ def message_row(m: pb.Message) -> list[str]:
     role = ROLE_NAMES.get(m.role, "?")
     if m.kind == pb.MESSAGE_KIND_SUMMARY:
         role = "summary"
+    if m.folded:
+        role += "+folded"
     return [str(m.seq), role, str(m.effective_priority), str(m.token_count), ts(m.created_at), one_line(m.content)]
 
 
@@ -276,7 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_ in (("read", "print an instance's messages"), ("tail", "read --raw --follow")):
         p = sub.add_parser(name, parents=[common], help=help_)
         ref_args(p)
-        p.add_argument("--raw", action="store_true", help="every stored message (default: the context view)")
+        view = p.add_mutually_exclusive_group()
+        view.add_argument("--raw", action="store_true", help="every stored message (default: the context view)")
+        view.add_argument("--history", action="store_true",
+                          help="every kept message, folded ones too (ROLE marked '+folded'): what the agent saw")
         p.add_argument("--after-seq", type=UINT64, default=0, metavar="N", help="only messages with seq > N")
         p.add_argument("--limit", type=UINT32, default=0, metavar="N", help="at most N messages")
         p.add_argument("--max-tokens", type=UINT32, default=0, metavar="N", help="context view: a smaller budget")
@@ -300,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("flush", parents=[common], help="run the flushing strategy now")
     ref_args(p)
     p.add_argument("--dry-run", action="store_true", help="only show what would happen")
+    p = sub.add_parser("delete", parents=[common], help="delete single messages, live or in history (asks first)")
+    ref_args(p)
+    p.add_argument("seqs", nargs="+", type=UINT64, metavar="SEQ", help="seq of a message to delete (repeatable)")
+    p.add_argument("--if-last-seq", type=UINT64, metavar="N",
+                   help="only if the instance's last seq is still N (else ABORTED, nothing deleted)")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p = sub.add_parser("clear", parents=[common], help="delete an instance (asks first)")
     ref_args(p)
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -353,7 +364,8 @@ def _messages_then_follow(c: MemoryClient, args: argparse.Namespace) -> Iterator
     """The read, then (``--follow``) new messages; ``--count`` stops after that many in total."""
     ref = target(args)
     last, printed = args.after_seq, 0
-    for m in c.read(args.memory, **ref, view="raw" if args.raw else "context", after_seq=args.after_seq,
+    view = "history" if getattr(args, "history", False) else "raw" if args.raw else "context"
+    for m in c.read(args.memory, **ref, view=view, after_seq=args.after_seq,
                     limit=args.limit, max_tokens=args.max_tokens):
         last = max(last, m.seq)
         yield m
@@ -580,6 +592,20 @@ def cmd_clear(c: MemoryClient, args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def cmd_delete(c: MemoryClient, args: argparse.Namespace, out: Output) -> int:
+    seqs = ", ".join(map(str, args.seqs))
+    if not confirm(f"Delete message(s) {seqs} of this instance, live or in history?", args):
+        print("memoryctl: delete not confirmed; nothing deleted", file=sys.stderr)
+        return EXIT_FAILED
+    resp = c.delete(args.memory, args.seqs, **target(args), if_last_seq=args.if_last_seq)
+    if out.json:
+        out.obj(to_json(resp))
+    else:
+        deleted = ", ".join(map(str, resp.deleted_seqs)) or "none (not stored)"
+        out.line(f"deleted: {deleted}; the summary is not rewritten")
+    return EXIT_OK
+
+
 def cmd_end_workflow(c: MemoryClient, args: argparse.Namespace, out: Output) -> int:
     if not confirm(f"Delete every workflow-scoped instance of workflow {args.workflow_id}?", args):
         print("memoryctl: end-workflow not confirmed; nothing deleted", file=sys.stderr)
@@ -594,7 +620,7 @@ def cmd_end_workflow(c: MemoryClient, args: argparse.Namespace, out: Output) -> 
 
 COMMANDS = {
     "resources": cmd_resources, "resolve": cmd_resolve, "read": cmd_read, "tail": cmd_read, "append": cmd_append,
-    "stats": cmd_stats, "health": cmd_health, "flush": cmd_flush, "clear": cmd_clear,
+    "stats": cmd_stats, "health": cmd_health, "flush": cmd_flush, "clear": cmd_clear, "delete": cmd_delete,
     "end-workflow": cmd_end_workflow, "watch": cmd_watch,
 }
 
