@@ -16,17 +16,17 @@ without a fold, the daemon folds by the hybrid rule.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from memoryd import engine, tokens, tracing
 from memoryd.errors import (
     FailedPrecondition,
-    FenceRejected,
-    FoldedMeanwhile,
     InstanceChanged,
     InvalidArgument,
     LockContention,
@@ -37,6 +37,7 @@ from memoryd.metrics import Metrics, status_label
 from memoryd.models import FlushOutcome, FlushPlan, InstanceMeta, InstanceState, StoredMessage, Summary
 from memoryd.plantoken import PlanTokens
 from memoryd.settings import Settings
+from memoryd.store.base import LockLease
 from memoryd.targets import Target
 
 log = logging.getLogger("memoryd.manager")
@@ -188,38 +189,52 @@ class Flusher:
         if dry_run:
             plan = await self._plan(target)
             return FlushResult(plan, False, (), await target.runtime.store.meta(target.addr))
-        s, rt = self.settings, target.runtime
-        mid, strategy = rt.resource.id, rt.resource.flushing_strategy.type
+        rt = target.runtime
+        strategy = rt.resource.flushing_strategy.type
+        async with self._fold_lock(target, strategy) as lease:
+            plan = await self._plan(target)
+            if expect_flush_count is not None and plan.flush_count != expect_flush_count:
+                plan = dataclasses.replace(plan, remove_seqs=(), summary=None)  # folded meanwhile
+            if not plan.remove_seqs and plan.summary is None:
+                self.metrics.flushed(rt.resource.id, strategy, "noop")
+                return FlushResult(plan, False, (), await rt.store.meta(target.addr))
+            outcome = await self._apply(target, plan, lease)
+        self._folded(target, strategy, max(0, plan.tokens_before - plan.tokens_after), outcome)
+        return FlushResult(plan, True, outcome.removed_seqs, outcome.meta)
+
+    @contextlib.asynccontextmanager
+    async def _fold_lock(self, target: Target, strategy: str) -> AsyncIterator[LockLease]:
+        """The instance lock for one fold, with the fold's metrics: the lock wait (a timeout
+        counted as contention), and the outcome label of a fold that fails."""
+        rt, s, mid = target.runtime, self.settings, target.runtime.resource.id
         started = time.perf_counter()
+        acquired = False
         try:
             async with rt.store.lock(target.addr, ttl_ms=s.flush_lock_ttl_ms,
                                      acquire_timeout_s=s.lock_acquire_timeout) as lease:
+                acquired = True
                 waited = time.perf_counter() - started
                 self.metrics.lock_acquire(mid, waited, acquired=True, contended=waited >= LOCK_CONTENDED_S)
-                plan = await self._plan(target)
-                if expect_flush_count is not None and plan.flush_count != expect_flush_count:
-                    plan = dataclasses.replace(plan, remove_seqs=(), summary=None)  # folded meanwhile
-                if not plan.remove_seqs and plan.summary is None:
-                    self.metrics.flushed(mid, strategy, "noop")
-                    return FlushResult(plan, False, (), await rt.store.meta(target.addr))
-                ttl = rt.resource.persistence.ttl_s
-                outcome: FlushOutcome = await rt.store.apply_flush(
-                    target.addr, plan, fence=lease.fence, ttl_ms=None if ttl is None else int(ttl * 1000),
-                    history=rt.history,
-                )
-        except LockContention as exc:
-            if not isinstance(exc, FenceRejected):
+                yield lease
+        except Exception as exc:
+            if not acquired and isinstance(exc, LockContention):
                 self.metrics.lock_acquire(mid, time.perf_counter() - started, acquired=False, contended=True)
             self.metrics.flushed(mid, strategy, status_label(exc))
             raise
-        except Exception as exc:
-            self.metrics.flushed(mid, strategy, status_label(exc))
-            raise
-        self.metrics.flushed(mid, strategy, "ok", tokens_saved=max(0, plan.tokens_before - plan.tokens_after))
+
+    @staticmethod
+    async def _apply(target: Target, plan: FlushPlan, lease: LockLease) -> FlushOutcome:
+        rt = target.runtime
+        ttl = rt.resource.persistence.ttl_s
+        return await rt.store.apply_flush(target.addr, plan, fence=lease.fence,
+                                          ttl_ms=None if ttl is None else int(ttl * 1000), history=rt.history)
+
+    def _folded(self, target: Target, strategy: str, tokens_saved: int, outcome: FlushOutcome) -> None:
+        rt, mid = target.runtime, target.runtime.resource.id
+        self.metrics.flushed(mid, strategy, "ok", tokens_saved=tokens_saved)
         self.metrics.messages_evicted(mid, strategy, len(outcome.removed_seqs))
         self.metrics.instance_tokens(mid, target.addr.instance_hash, outcome.meta.token_count,
                                      rt.resource.persistence.ttl_s)
-        return FlushResult(plan, True, outcome.removed_seqs, outcome.meta)
 
     # -- external folds: the caller's model writes the summary ---------------------------
 
@@ -253,7 +268,7 @@ class Flusher:
         both checked by the store atomically with the fold, under the instance lock and its
         fence like any flush. Messages appended meanwhile have higher seqs and stay live."""
         self._require_summary_strategy(target, "ApplyFlush")
-        rt, s = target.runtime, self.settings
+        rt = target.runtime
         signer = await self.tokens.ready(functools.partial(rt.store.shared_secret, PLAN_SECRET))
         planned = signer.verify(target.addr, plan_token)
         if not planned.seqs:  # the plan folds nothing: nothing to apply
@@ -265,40 +280,19 @@ class Flusher:
             n_tokens = rt.counter.count_message("system", summary)
         else:
             n_tokens = await tokens.count_message_async(rt.counter, "system", summary)
-        mid = rt.resource.id
-        started = time.perf_counter()
-        try:
-            async with rt.store.lock(target.addr, ttl_ms=s.flush_lock_ttl_ms,
-                                     acquire_timeout_s=s.lock_acquire_timeout) as lease:
-                waited = time.perf_counter() - started
-                self.metrics.lock_acquire(mid, waited, acquired=True, contended=waited >= LOCK_CONTENDED_S)
-                before = await rt.store.meta(target.addr)
-                cap = engine.summary_room(rt.budget, before.pinned_tokens)
-                if n_tokens > cap:
-                    raise ResourceExhausted(f"summary: {n_tokens} tokens, more than the {cap} a summary may hold "
-                                            "(summary_max_tokens); nothing changed")
-                new = Summary(summary, n_tokens, planned.through_seq, _now_ms())
-                plan = FlushPlan("external", planned.seqs, new, before.token_count, before.token_count,
-                                 epoch=planned.epoch, flush_count=planned.flush_count)
-                ttl = rt.resource.persistence.ttl_s
-                outcome = await rt.store.apply_flush(target.addr, plan, fence=lease.fence,
-                                                     ttl_ms=None if ttl is None else int(ttl * 1000),
-                                                     history=rt.history)
-                if not outcome.meta.flush_count:  # the store found no instance: cleared since the plan
-                    raise InstanceChanged("the instance was cleared since the plan: plan again")
-        except LockContention as exc:
-            if not isinstance(exc, FenceRejected | InstanceChanged | FoldedMeanwhile):
-                self.metrics.lock_acquire(mid, time.perf_counter() - started, acquired=False, contended=True)
-            self.metrics.flushed(mid, "external", status_label(exc))
-            raise
-        except Exception as exc:
-            self.metrics.flushed(mid, "external", status_label(exc))
-            raise
-        self.metrics.flushed(mid, "external", "ok",
-                             tokens_saved=max(0, before.token_count - outcome.meta.token_count))
-        self.metrics.messages_evicted(mid, "external", len(outcome.removed_seqs))
-        self.metrics.instance_tokens(mid, target.addr.instance_hash, outcome.meta.token_count,
-                                     rt.resource.persistence.ttl_s)
+        async with self._fold_lock(target, "external") as lease:
+            before = await rt.store.meta(target.addr)
+            cap = engine.summary_room(rt.budget, before.pinned_tokens)
+            if n_tokens > cap:
+                raise ResourceExhausted(f"summary: {n_tokens} tokens, more than the {cap} a summary may hold "
+                                        "(summary_max_tokens); nothing changed")
+            new = Summary(summary, n_tokens, planned.through_seq, _now_ms())
+            plan = FlushPlan("external", planned.seqs, new, before.token_count, before.token_count,
+                             epoch=planned.epoch, flush_count=planned.flush_count)
+            outcome = await self._apply(target, plan, lease)
+            if not outcome.meta.flush_count:  # the store found no instance: cleared since the plan
+                raise InstanceChanged("the instance was cleared since the plan: plan again")
+        self._folded(target, "external", max(0, before.token_count - outcome.meta.token_count), outcome)
         return ExternalFold(outcome.removed_seqs, new, outcome.meta)
 
     async def idle(self) -> None:

@@ -11,17 +11,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import pytest
 import redis
+from memoryd_client import AbortedError
 from memoryd_client.v1 import memory_pb2 as pb
 from memoryd_client.v1 import memory_pb2_grpc as pb_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 import memoryd
+from memoryd.keys import InstanceAddr
+from memoryd.store.redis.layout import InstanceKeys
 from memoryd.store.redis.store import RedisStore
 from memoryd.store.url import open_store
 from tests.redis_servers import RedisProcess, start_standalone, temporary
 from tests.service.test_metrics_scrape import scrape
-from tests.support import REPO, running_server
+from tests.support import REPO, running_server, storage_project
 
 MEM = "default"
 SERVICE = "memoryd.v1.MemoryService"
@@ -141,3 +145,37 @@ async def test_documented_metrics_are_the_exported_ones(redis_standalone: RedisP
                 for f in text_string_to_metric_families(text)
                 if f.name.startswith(("memoryd_", "grpc_server_")) and not f.name.endswith("_created")}
     assert exported == documented_metrics()
+
+
+async def test_fold_metrics_count_lock_timeouts_apart_from_refused_plans(redis_standalone: RedisProcess) -> None:
+    """A fold whose lock is held elsewhere is a lock timeout (and contention); a plan refused
+    because another fold came first got its lock: it is an aborted fold, not a lock timeout."""
+    store = open_store(redis_standalone.url)
+    project_id = f"m{time.monotonic_ns()}"
+    async with running_server(storage_project(project_id=project_id), store=store, metrics_listen="127.0.0.1:0",
+                              lock_acquire_timeout=0.3) as srv, srv.client() as c:
+        port = srv.server.ports["metrics"]
+        await c.append(MEM, [{"role": "user", "content": f"m{i}"} for i in range(6)], key="locked")
+        lock = InstanceKeys.of(InstanceAddr(project_id, MEM, "locked")).lock
+        held = redis.Redis.from_url(redis_standalone.url)
+        try:
+            assert held.set(lock, "held-by-the-test", px=60_000, nx=True)
+            with pytest.raises(AbortedError):
+                await c.flush(MEM, key="locked")
+        finally:
+            held.delete(lock)
+            held.close()
+        _, s1 = await scrape(port)
+        timeouts = sample(s1, "memoryd_lock_wait_seconds_count", memory_id=MEM, outcome="timeout")
+        assert timeouts == 1 and sample(s1, "memoryd_lock_contention_total", memory_id=MEM) == 1
+        assert sample(s1, "memoryd_flushes_total", memory_id=MEM, strategy="hybrid_summary", status="aborted") == 1
+
+        stale = await c.plan_flush(MEM, key="locked")
+        await c.flush(MEM, key="locked")  # another fold first
+        with pytest.raises(AbortedError):
+            await c.apply_flush(MEM, stale.plan_token, "too late", key="locked")
+        _, s2 = await scrape(port)
+        assert sample(s2, "memoryd_lock_wait_seconds_count", memory_id=MEM, outcome="timeout") == 1  # unchanged
+        assert sample(s2, "memoryd_lock_wait_seconds_count", memory_id=MEM, outcome="acquired") == 2
+        assert sample(s2, "memoryd_flushes_total", memory_id=MEM, strategy="external", status="aborted") == 1
+        assert sample(s2, "memoryd_flushes_total", memory_id=MEM, strategy="hybrid_summary", status="ok") == 1
