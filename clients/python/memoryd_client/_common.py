@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 from google.protobuf import struct_pb2
 
-from memoryd_client.openai_input import message_from_openai
+from memoryd_client.openai_input import message_from_openai, take_memoryd_keys
 from memoryd_client.v1 import memory_pb2 as pb
 
 ROLES = {"system": pb.ROLE_SYSTEM, "user": pb.ROLE_USER, "assistant": pb.ROLE_ASSISTANT, "tool": pb.ROLE_TOOL,
@@ -108,14 +108,7 @@ def make_message(m: MessageLike) -> pb.Message:
     data = dict(m)
     role = data.pop("role")
     out = pb.Message(role=ROLES[role] if isinstance(role, str) else role, content=data.pop("content", ""))
-    if "content_type" in data:
-        out.content_type = data.pop("content_type")
-    if data.get("priority") is not None:
-        out.priority = data.pop("priority")
-    data.pop("priority", None)
-    if "persist" in data:
-        out.persist = bool(data.pop("persist"))
-    out.metadata.update(data.pop("metadata", {}) or {})
+    take_memoryd_keys(out, data)
     if data:
         raise ValueError(f"unknown message fields: {sorted(data)}")
     return out

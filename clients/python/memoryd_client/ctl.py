@@ -30,7 +30,7 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, NoReturn, TextIO
+from typing import Any, Literal, NoReturn, TextIO
 
 import grpc
 from google.protobuf import json_format
@@ -364,7 +364,8 @@ def _messages_then_follow(c: MemoryClient, args: argparse.Namespace) -> Iterator
     """The read, then (``--follow``) new messages; ``--count`` stops after that many in total."""
     ref = target(args)
     last, printed = args.after_seq, 0
-    view = "history" if getattr(args, "history", False) else "raw" if args.raw else "context"
+    view: Literal["context", "raw", "history"] = (
+        "history" if getattr(args, "history", False) else "raw" if args.raw else "context")
     for m in c.read(args.memory, **ref, view=view, after_seq=args.after_seq,
                     limit=args.limit, max_tokens=args.max_tokens):
         last = max(last, m.seq)

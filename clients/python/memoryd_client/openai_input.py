@@ -57,6 +57,17 @@ def message_from_openai(m: Mapping[str, Any] | Any) -> pb.Message:
         out.tool_call_id = _string(data.pop("tool_call_id"), "tool_call_id")
     for j, call in enumerate(data.pop("tool_calls", None) or ()):
         out.tool_calls.append(_tool_call(call, f"tool_calls[{j}]"))
+    take_memoryd_keys(out, data)
+    if data:
+        try:
+            out.extra = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{', '.join(sorted(data))}: not JSON-serialisable ({exc})") from None
+    return out
+
+
+def take_memoryd_keys(out: pb.Message, data: dict[str, Any]) -> None:
+    """Move memoryd's own keys (``MEMORYD_KEYS``) from ``data`` onto ``out``; a None priority is unset."""
     if "content_type" in data:
         out.content_type = data.pop("content_type")
     if data.get("priority") is not None:
@@ -65,12 +76,6 @@ def message_from_openai(m: Mapping[str, Any] | Any) -> pb.Message:
     if "persist" in data:
         out.persist = bool(data.pop("persist"))
     out.metadata.update(data.pop("metadata", {}) or {})
-    if data:
-        try:
-            out.extra = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{', '.join(sorted(data))}: not JSON-serialisable ({exc})") from None
-    return out
 
 
 def _string(value: Any, where: str) -> str:
