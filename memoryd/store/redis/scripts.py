@@ -105,6 +105,14 @@ end
 local function indexed()
   return redis.call('HEXISTS', KEYS[2], $PINS) == 1
 end
+-- An entry's token count and effective priority, found by name (entries of any age).
+local function tokens_and_priority(f)
+  local tok, prio = 0, nil
+  for j = 1, #f, 2 do
+    if f[j] == 't' then tok = tonumber(f[j + 1]) elseif f[j] == 'p' then prio = f[j + 1] end
+  end
+  return tok, prio
+end
 local function unindex(seq, prio)
   if redis.call('HINCRBY', KEYS[2], $NPRIO .. prio, -1) <= 0 then redis.call('HDEL', KEYS[2], $NPRIO .. prio) end
   if prio == '0' then
@@ -250,10 +258,7 @@ for i = $FLUSH_FIRST_SEQ, #ARGV do
   local e = redis.call('XRANGE', KEYS[1], id, id)
   if e[1] then
     local f = e[1][2]
-    local tok, prio = 0, nil
-    for j = 1, #f, 2 do
-      if f[j] == 't' then tok = tonumber(f[j + 1]) elseif f[j] == 'p' then prio = f[j + 1] end
-    end
+    local tok, prio = tokens_and_priority(f)
     redis.call('XDEL', KEYS[1], id)
     if keep_history then redis.call('ZADD', KEYS[6], ARGV[i], cjson.encode(f)) end
     if index then unindex(ARGV[i], prio) end
@@ -305,10 +310,7 @@ for i = 3, #ARGV do
   local e = redis.call('XRANGE', KEYS[1], id, id)
   if e[1] then
     local f = e[1][2]
-    local tok, prio = 0, nil
-    for j = 1, #f, 2 do
-      if f[j] == 't' then tok = tonumber(f[j + 1]) elseif f[j] == 'p' then prio = f[j + 1] end
-    end
+    local tok, prio = tokens_and_priority(f)
     redis.call('XDEL', KEYS[1], id)
     if index then unindex(ARGV[i], prio) end
     if prio == '0' then rm_pinned = rm_pinned + tok else rm_recent = rm_recent + tok end
