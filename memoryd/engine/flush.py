@@ -156,7 +156,7 @@ def _plan_units(
     old = state.summary
     old_summary_tokens = old.token_count if old is not None else 0
     before = pinned_tokens + old_summary_tokens + sum(u.token_count for u in recent)
-    if len(recent) < (2 if strategy == "hybrid_summary" else 1):
+    if len(recent) < (2 if resource.flushing_strategy.summarises else 1):  # the newest unit is never folded
         return FlushPlan(strategy, (), None, before, before)
     if strategy == "fifo":
         threshold = resource.flushing_strategy.summarize_threshold
@@ -173,8 +173,7 @@ def _plan_units(
     room = budget.recent_room(pinned_tokens, budget.summary_cap)
     gone = _units_left_out(rest, room, budget.block_caps, budget.message_limit)
     span = flatten([*recent[:n_fold], *(u for u in rest if u.seq in gone)])
-    cap = max(0, min(budget.summary_cap, budget.total - pinned_tokens))
-    content = summarize(old.content if old is not None else None, span, cap, count)
+    content = summarize(old.content if old is not None else None, span, summary_room(budget, pinned_tokens), count)
     tokens = count(content) if content else 0
     through = max(max(m.seq for m in span), old.through_seq if old is not None else 0)
     summary = Summary(content=content, token_count=tokens, through_seq=through, updated_at_ms=now_ms)

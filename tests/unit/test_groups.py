@@ -356,7 +356,7 @@ def group_resources(draw: st.DrawFn) -> MemoryResource:
         id="groups", max_tokens=total, message_limit=draw(st.none() | st.integers(1, 12)),
         default_priority=draw(st.integers(1, 9)), token_allocation=allocation, priority_blocks=tuple(blocks),
         flushing_strategy=FlushingStrategy(
-            type=draw(st.sampled_from(["hybrid_summary", "fifo"])),
+            type=draw(st.sampled_from(["hybrid_summary", "fifo", "external"])),  # external: the rule is the fallback
             summarize_threshold=draw(st.sampled_from([0.3, 0.6, 1.0])),
             summary_tokens=draw(st.integers(64, total)),
             summarize_oldest_percent=draw(st.sampled_from([1.0, 30.0, 60.0, 100.0])),
@@ -504,7 +504,7 @@ def test_every_view_of_a_tool_using_conversation_converts_and_keeps_the_promises
             gone = {m.seq for m in before.messages} - stored
             for u in oracle_units(before.messages):  # folded or evicted whole
                 assert {m.seq for m in u.members} <= gone or not {m.seq for m in u.members} & gone
-            if res.flushing_strategy.type == "hybrid_summary" and state.summary is not None:
+            if res.flushing_strategy.summarises and state.summary is not None:
                 assert not unaccounted({m.seq for m in messages}, stored, state.summary.content)  # 4
                 event("summary names a group" if " → tool #" in state.summary.content else "summary")
 
@@ -549,3 +549,15 @@ def test_summaries_name_every_member_of_a_group_after_any_number_of_folds() -> N
     for cap in (120, 80, 64):
         smaller = summarize(text, [make(20, "user", "ok")], cap, COUNT)
         assert not unaccounted({10, 11, 12, 13, 20}, set(), smaller)
+
+
+@pytest.mark.parametrize("strategy", ["hybrid_summary", "external", "fifo"])
+def test_a_lone_newest_group_is_never_folded_under_any_strategy(strategy: str) -> None:
+    """The regression: with one recent unit (a tool-call group), the unit planner folded
+    nothing only for hybrid_summary; under external (whose fallback is the same rule) it
+    tried to summarise an empty span and raised."""
+    res = MemoryResource(id="r", max_tokens=1000, flushing_strategy=FlushingStrategy(type=strategy))
+    state = state_of(make(1, "assistant", "", calls=(ToolCall("c1", "f", "{}"),)),
+                     make(2, "tool", "done", answers="c1"))
+    plan = plan_flush(state, res, compute_budget(res, None), COUNT, now_ms=1)
+    assert plan.remove_seqs == () and plan.summary is None
