@@ -596,10 +596,10 @@ class RedisStore:
 
     async def tail_state(self, addr: InstanceAddr, *, min_tokens: int, min_messages: int) -> TailState | None:
         """One read-only script (``scripts.TAIL``): consistent by itself, and its reply is what
-        the view may need, not the stream. The read cache is not filled (it holds whole
-        instances, and this read decodes only the tail), but a small cached instance is
-        served from it, whole, after the same revalidation as ``state`` (one small pipeline
-        instead of a script returning the tail's entries: docs/redis.md, "Reads")."""
+        the view may need, not the stream. A small instance (at most ``CACHED_TAIL_MAX``
+        messages) that the script returned whole is remembered in the read cache, and served
+        from it next time after the same revalidation as ``state`` (one small pipeline instead
+        of a script returning the tail's entries: docs/redis.md, "Reads")."""
         keys = InstanceKeys.of(addr)
         cached = self._cache.get(addr)
         if cached is not None and len(cached.messages) <= CACHED_TAIL_MAX:
@@ -611,7 +611,10 @@ class RedisStore:
             self._script("tail", (keys.msgs, keys.meta, keys.summary), (min_tokens, min_messages)),
             retry=True, bulk=True,
         )
-        return _decode_tail(reply)
+        tail = _decode_tail(reply)
+        if tail is not None and tail.complete and tail.meta.message_count <= CACHED_TAIL_MAX:
+            self._cache.remember(addr, tail.as_state())  # the whole instance, read in one script
+        return tail
 
     async def meta(self, addr: InstanceAddr) -> InstanceMeta:
         key = InstanceKeys.of(addr).meta
